@@ -1,0 +1,233 @@
+//! The block manifest: the SHA-256 of every 512 KiB block of a disk (the EBS block size) and a
+//! root digest over them, so two disks — or a disk and the snapshot it came from — can be proved
+//! equal block by block.
+//!
+//! - Blocks are numbered from 0; the last one is shorter when the size is not a multiple of 512 KiB.
+//! - An all-zero block is marked `null` in the JSON instead of being hashed; for the root it counts
+//!   as the SHA-256 of that many zero bytes, so the root does not depend on how sparse a file is.
+//! - root = SHA-256(digest(block 0) ‖ digest(block 1) ‖ … ), each digest 32 raw bytes.
+//!
+//! The converter fills a [`ManifestBuilder`] in the same pass that writes the output; blocks it
+//! never reads (holes) are zero.
+
+use crate::error::{Error, Result};
+use crate::image::DiskImage;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::sync::Mutex;
+
+/// The manifest block size: 512 KiB, the EBS direct APIs' block size.
+pub const BLOCK_SIZE: u64 = 512 * 1024;
+
+/// A SHA-256 digest.
+pub type Sha256Digest = [u8; 32];
+
+/// SHA-256 of `data`.
+pub fn sha256(data: &[u8]) -> Sha256Digest {
+    Sha256::digest(data).into()
+}
+
+/// SHA-256 of `len` zero bytes.
+pub fn zero_digest(len: u64) -> Sha256Digest {
+    let mut h = Sha256::new();
+    let zeros = [0u8; 8192];
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(zeros.len() as u64) as usize;
+        h.update(&zeros[..n]);
+        left -= n as u64;
+    }
+    h.finalize().into()
+}
+
+/// A finished manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Format version of this JSON document.
+    pub version: u32,
+    /// Block size in bytes (524288).
+    pub block_size: u64,
+    /// Disk size in bytes.
+    pub size: u64,
+    /// Root digest, hex.
+    pub root: String,
+    /// Number of all-zero blocks.
+    pub zero_blocks: u64,
+    /// Per block: the hex SHA-256, or `null` for an all-zero block.
+    pub blocks: Vec<Option<String>>,
+}
+
+impl Manifest {
+    /// Number of blocks in a disk of `size` bytes.
+    pub fn block_count(size: u64) -> u64 {
+        size.div_ceil(BLOCK_SIZE)
+    }
+
+    /// Computes the manifest of `image` by reading its data extents (holes are not read).
+    ///
+    /// # Errors
+    /// Read errors of the image.
+    pub fn compute(image: &dyn DiskImage) -> Result<Manifest> {
+        let size = image.len();
+        let builder = ManifestBuilder::new(size);
+        let extents = image.extents()?;
+        let blocks: Vec<u64> = (0..Manifest::block_count(size))
+            .filter(|&b| extents.has_data_in(b * BLOCK_SIZE, BLOCK_SIZE))
+            .collect();
+        blocks.par_iter().try_for_each_init(
+            || vec![0u8; BLOCK_SIZE as usize],
+            |buf, &b| -> Result<()> {
+                let off = b * BLOCK_SIZE;
+                let n = (size - off).min(BLOCK_SIZE) as usize;
+                image.read_exact_at(&mut buf[..n], off)?;
+                builder.record(b, &buf[..n]);
+                Ok(())
+            },
+        )?;
+        Ok(builder.finish())
+    }
+
+    /// Reads a manifest from JSON.
+    ///
+    /// # Errors
+    /// The JSON is malformed or inconsistent (block count, digest length).
+    pub fn from_json(text: &str) -> Result<Manifest> {
+        let m: Manifest = serde_json::from_str(text)
+            .map_err(|e| Error::invalid(format!("manifest JSON: {e}")))?;
+        if m.block_size != BLOCK_SIZE || m.blocks.len() as u64 != Manifest::block_count(m.size) {
+            return Err(Error::invalid(format!(
+                "manifest: expected {} blocks of {BLOCK_SIZE} bytes for {} bytes, found {} of {}",
+                Manifest::block_count(m.size),
+                m.size,
+                m.blocks.len(),
+                m.block_size
+            )));
+        }
+        Ok(m)
+    }
+}
+
+/// Collects block digests from several threads, then computes the root.
+#[derive(Debug)]
+pub struct ManifestBuilder {
+    size: u64,
+    digests: Mutex<Vec<Option<Sha256Digest>>>,
+}
+
+impl ManifestBuilder {
+    /// A builder for a disk of `size` bytes, every block zero until recorded.
+    pub fn new(size: u64) -> Self {
+        let n = usize::try_from(Manifest::block_count(size)).unwrap_or(usize::MAX);
+        ManifestBuilder {
+            size,
+            digests: Mutex::new(vec![None; n]),
+        }
+    }
+
+    /// The size of the disk this manifest describes.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Records the contents of block `index` (all of it: 512 KiB, or less for the last block).
+    /// An all-zero block stays marked zero.
+    pub fn record(&self, index: u64, data: &[u8]) {
+        if crate::export::is_zero(data) {
+            return;
+        }
+        let d = sha256(data);
+        self.record_digest(index, d);
+    }
+
+    /// Records a precomputed digest of a non-zero block.
+    pub fn record_digest(&self, index: u64, digest: Sha256Digest) {
+        let mut g = self.digests.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(slot) = usize::try_from(index).ok().and_then(|i| g.get_mut(i)) {
+            *slot = Some(digest);
+        }
+    }
+
+    /// The manifest.
+    pub fn finish(self) -> Manifest {
+        let digests = self.digests.into_inner().unwrap_or_else(|p| p.into_inner());
+        let full_zero = zero_digest(BLOCK_SIZE);
+        let last_len = match self.size % BLOCK_SIZE {
+            0 => BLOCK_SIZE,
+            r => r,
+        };
+        let last_zero = zero_digest(last_len);
+        let n = digests.len();
+        let mut root = Sha256::new();
+        let mut zero_blocks = 0;
+        let blocks = digests
+            .iter()
+            .enumerate()
+            .map(|(i, d)| match d {
+                Some(d) => {
+                    root.update(d);
+                    Some(hex::encode(d))
+                }
+                None => {
+                    zero_blocks += 1;
+                    root.update(if i + 1 == n { last_zero } else { full_zero });
+                    None
+                }
+            })
+            .collect();
+        Manifest {
+            version: 1,
+            block_size: BLOCK_SIZE,
+            size: self.size,
+            root: hex::encode(root.finalize()),
+            zero_blocks,
+            blocks,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::MemImage;
+
+    /// The definition, computed the naive way.
+    fn naive_root(data: &[u8]) -> String {
+        let mut root = Sha256::new();
+        for chunk in data.chunks(BLOCK_SIZE as usize) {
+            root.update(sha256(chunk));
+        }
+        hex::encode(root.finalize())
+    }
+
+    #[test]
+    fn root_is_hash_of_block_hashes_and_zero_blocks_are_null() {
+        let mut data = vec![0u8; (BLOCK_SIZE * 3 + 1000) as usize];
+        data[BLOCK_SIZE as usize + 5] = 9;
+        data[(BLOCK_SIZE * 3 + 999) as usize] = 1;
+        let m = Manifest::compute(&MemImage::new(data.clone())).unwrap();
+        assert_eq!(m.blocks.len(), 4);
+        assert_eq!(m.zero_blocks, 2);
+        assert!(m.blocks[0].is_none() && m.blocks[2].is_none());
+        assert_eq!(
+            m.blocks[1].as_deref(),
+            Some(hex::encode(sha256(&data[BLOCK_SIZE as usize..2 * BLOCK_SIZE as usize])).as_str())
+        );
+        assert_eq!(m.root, naive_root(&data));
+        let back = Manifest::from_json(&serde_json::to_string(&m).unwrap()).unwrap();
+        assert_eq!(back, m);
+    }
+
+    #[test]
+    fn empty_and_all_zero_disks() {
+        assert_eq!(
+            Manifest::compute(&MemImage::new(vec![])).unwrap().root,
+            naive_root(&[])
+        );
+        let z = vec![0u8; 700_000];
+        assert_eq!(
+            Manifest::compute(&MemImage::new(z.clone())).unwrap().root,
+            naive_root(&z)
+        );
+    }
+}

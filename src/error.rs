@@ -1,0 +1,188 @@
+//! The crate's one error type: a kind (what went wrong, which decides the exit code), a message
+//! (what was expected and what was found), context (the file, the offset, the operation) and the
+//! underlying cause, if any.
+//!
+//! Every fallible function in the library returns [`Result`]. Parsers build errors with
+//! [`Error::invalid`] and attach the file with [`ResultExt::path`]; I/O errors are wrapped with
+//! [`Error::io`] so the operation and the offset are never lost.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// A `Result` with the crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What kind of failure this is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Reading or writing a file failed.
+    Io,
+    /// The input is not a valid image of the format it claims to be (bad magic, checksum, size).
+    InvalidFormat,
+    /// The input is valid but uses something this tool does not support (yet).
+    Unsupported,
+    /// A size or offset is outside what the target format or cloud accepts.
+    Limit,
+    /// The caller asked for something that cannot be done (bad option, wrong file type).
+    InvalidArgument,
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ErrorKind::Io => "I/O error",
+            ErrorKind::InvalidFormat => "invalid image",
+            ErrorKind::Unsupported => "unsupported",
+            ErrorKind::Limit => "size limit",
+            ErrorKind::InvalidArgument => "invalid argument",
+        })
+    }
+}
+
+/// The crate's error: kind, message, context and cause.
+#[derive(Debug)]
+pub struct Error {
+    kind: ErrorKind,
+    message: String,
+    path: Option<PathBuf>,
+    offset: Option<u64>,
+    source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
+impl Error {
+    /// A new error of `kind` saying `message`.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Error {
+            kind,
+            message: message.into(),
+            path: None,
+            offset: None,
+            source: None,
+        }
+    }
+
+    /// The input is not a valid image: `message` should name the expected and the found value.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::InvalidFormat, message)
+    }
+
+    /// The input uses a feature this tool does not support.
+    pub fn unsupported(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Unsupported, message)
+    }
+
+    /// A size is outside what the target accepts.
+    pub fn limit(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Limit, message)
+    }
+
+    /// The caller asked for something that cannot be done.
+    pub fn argument(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::InvalidArgument, message)
+    }
+
+    /// An I/O error during `operation` (e.g. "reading", "writing footer").
+    pub fn io(operation: impl Into<String>, source: std::io::Error) -> Self {
+        let mut e = Self::new(ErrorKind::Io, operation);
+        e.source = Some(Box::new(source));
+        e
+    }
+
+    /// Attach the file this error concerns (kept if one is already set: the innermost wins).
+    pub fn with_path(mut self, path: impl AsRef<Path>) -> Self {
+        if self.path.is_none() {
+            self.path = Some(path.as_ref().to_path_buf());
+        }
+        self
+    }
+
+    /// Attach the byte offset this error concerns (the innermost wins).
+    pub fn with_offset(mut self, offset: u64) -> Self {
+        if self.offset.is_none() {
+            self.offset = Some(offset);
+        }
+        self
+    }
+
+    /// What kind of failure this is.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// The file this error concerns, if known.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// The byte offset this error concerns, if known.
+    pub fn offset(&self) -> Option<u64> {
+        self.offset
+    }
+
+    /// The message without context.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(p) = &self.path {
+            write!(f, "{}: ", p.display())?;
+        }
+        if let Some(o) = self.offset {
+            write!(f, "at offset {o} (0x{o:x}): ")?;
+        }
+        write!(f, "{}", self.message)
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+/// Adds context to a `Result` of the crate's error.
+pub trait ResultExt<T> {
+    /// Attach the file the error concerns.
+    fn path(self, path: impl AsRef<Path>) -> Result<T>;
+}
+
+impl<T> ResultExt<T> for Result<T> {
+    fn path(self, path: impl AsRef<Path>) -> Result<T> {
+        self.map_err(|e| e.with_path(path))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_has_path_offset_message_and_source() {
+        let e = Error::io("reading", std::io::Error::other("disk on fire"))
+            .with_offset(4096)
+            .with_path("/x/disk.raw");
+        assert_eq!(
+            e.to_string(),
+            "/x/disk.raw: at offset 4096 (0x1000): reading"
+        );
+        let src = std::error::Error::source(&e).map(|s| s.to_string());
+        assert_eq!(src.as_deref(), Some("disk on fire"));
+        assert_eq!(e.kind(), ErrorKind::Io);
+    }
+
+    #[test]
+    fn innermost_context_wins() {
+        let e = Error::invalid("bad")
+            .with_path("inner")
+            .with_path("outer")
+            .with_offset(1)
+            .with_offset(2);
+        assert_eq!(e.path(), Some(Path::new("inner")));
+        assert_eq!(e.offset(), Some(1));
+    }
+}

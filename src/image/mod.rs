@@ -1,0 +1,234 @@
+//! Disk images as the rest of the crate sees them: [`DiskImage`] is a virtual size, positional
+//! reads on `&self` (no shared cursor, so rayon workers can share one image) and an [`ExtentMap`]
+//! saying which ranges hold data, which are known zero and which are unallocated.
+//!
+//! Every input format opens as a `DiskImage` through [`open`], which detects the format from
+//! magic numbers and checksums (never falling back to raw for a file that looks like a damaged
+//! known format) unless the caller names it. Converters walk the extents, not the bytes: holes are
+//! never read.
+//!
+//! ```text
+//!   open(path, format?) ──> detect ──> RawImage            (regular file or block device)
+//!                                  └─> FixedVhd<RawImage>  (footer checked, data = the file's head)
+//! ```
+
+mod extent;
+pub mod mem;
+pub mod raw;
+pub mod vhd;
+
+pub use extent::{Extent, ExtentKind, ExtentMap};
+pub use mem::MemImage;
+pub use raw::RawImage;
+pub use vhd::{FixedVhd, Footer};
+
+use crate::error::{Error, Result, ResultExt};
+use std::path::Path;
+
+/// A virtual disk: size, positional reads and an extent map.
+///
+/// Implementations must be safe to read from several threads at once.
+pub trait DiskImage: Send + Sync {
+    /// The virtual size of the disk in bytes.
+    fn len(&self) -> u64;
+
+    /// `true` for a disk of size 0.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Reads into `buf` from virtual `offset`. Returns the number of bytes read, which is less than
+    /// `buf.len()` only when the read reaches the end of the disk (0 at or past the end).
+    ///
+    /// # Errors
+    /// I/O errors of the underlying file, with the offset; format errors met while reading.
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<usize>;
+
+    /// Which ranges of the disk hold data, are known to be zero, or are unallocated.
+    /// The map covers `0..len()` exactly.
+    ///
+    /// # Errors
+    /// I/O errors while asking the file system or reading allocation tables.
+    fn extents(&self) -> Result<ExtentMap>;
+
+    /// The format this image was opened as.
+    fn format(&self) -> Format;
+
+    /// Reads exactly `buf.len()` bytes at `offset`.
+    ///
+    /// # Errors
+    /// As [`DiskImage::read_at`], and an error when the range goes past the end of the disk.
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        let mut done = 0;
+        while done < buf.len() {
+            let at = offset + done as u64;
+            let n = self.read_at(&mut buf[done..], at)?;
+            if n == 0 {
+                return Err(Error::argument(format!(
+                    "read of {} bytes goes past the end of the disk ({} bytes)",
+                    buf.len(),
+                    self.len()
+                ))
+                .with_offset(at));
+            }
+            done += n;
+        }
+        Ok(())
+    }
+}
+
+impl<T: DiskImage + ?Sized> DiskImage for Box<T> {
+    fn len(&self) -> u64 {
+        (**self).len()
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<usize> {
+        (**self).read_at(buf, offset)
+    }
+    fn extents(&self) -> Result<ExtentMap> {
+        (**self).extents()
+    }
+    fn format(&self) -> Format {
+        (**self).format()
+    }
+}
+
+/// The image formats this crate knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// A raw disk: the bytes of the disk, nothing else.
+    Raw,
+    /// A VHD (fixed, or dynamic and differencing, which are detected but not yet read).
+    Vhd,
+    /// A VHDX image (detected, not yet read).
+    Vhdx,
+    /// A qcow2 image (detected, not yet read).
+    Qcow2,
+}
+
+impl Format {
+    /// The format's name as the CLI spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Raw => "raw",
+            Format::Vhd => "vhd",
+            Format::Vhdx => "vhdx",
+            Format::Qcow2 => "qcow2",
+        }
+    }
+}
+
+impl std::str::FromStr for Format {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "raw" | "img" => Ok(Format::Raw),
+            "vhd" | "vpc" => Ok(Format::Vhd),
+            "vhdx" => Ok(Format::Vhdx),
+            "qcow2" => Ok(Format::Qcow2),
+            other => Err(Error::argument(format!(
+                "unknown image format {other:?}: expected raw, vhd, vhdx or qcow2"
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Display for Format {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Magic of a qcow2 header at offset 0: "QFI\xfb".
+const QCOW2_MAGIC: &[u8; 4] = b"QFI\xfb";
+/// Signature of a VHDX file identifier at offset 0.
+const VHDX_MAGIC: &[u8; 8] = b"vhdxfile";
+
+/// What the first and last sectors of a file say it is.
+#[derive(Debug)]
+pub(crate) enum Detected {
+    Raw,
+    /// A VHD footer at the end (valid or damaged: the reader decides).
+    VhdFooterAtEnd,
+    /// A VHD footer copy at offset 0: a dynamic or differencing VHD.
+    VhdFooterAtStart,
+    Vhdx,
+    Qcow2,
+}
+
+/// Detects the format of `image` (opened as raw) from its first and last sectors.
+pub(crate) fn detect(image: &RawImage) -> Result<Detected> {
+    let len = image.len();
+    let mut head = [0u8; 512];
+    let n = image.read_at(&mut head, 0)?;
+    let head = &head[..n];
+    if head.starts_with(QCOW2_MAGIC) {
+        return Ok(Detected::Qcow2);
+    }
+    if head.starts_with(VHDX_MAGIC) {
+        return Ok(Detected::Vhdx);
+    }
+    if head.starts_with(vhd::COOKIE) {
+        return Ok(Detected::VhdFooterAtStart);
+    }
+    if len >= 512 {
+        let mut tail = [0u8; 512];
+        image.read_exact_at(&mut tail, len - 512)?;
+        if vhd::looks_like_footer(&tail) {
+            return Ok(Detected::VhdFooterAtEnd);
+        }
+    }
+    Ok(Detected::Raw)
+}
+
+/// Opens the image at `path` read-only, detecting its format unless `format` names it.
+///
+/// # Errors
+/// The file cannot be opened; it looks like a known format but is damaged; or its format is one
+/// this version cannot read yet (qcow2, VHDX, dynamic VHD), which is refused rather than read as raw.
+pub fn open(path: &Path, format: Option<Format>) -> Result<Box<dyn DiskImage>> {
+    let raw = RawImage::open(path)?;
+    let detected = detect(&raw).path(path)?;
+    let format = match format {
+        Some(f) => f,
+        None => match detected {
+            Detected::Raw => Format::Raw,
+            Detected::VhdFooterAtEnd | Detected::VhdFooterAtStart => Format::Vhd,
+            Detected::Vhdx => Format::Vhdx,
+            Detected::Qcow2 => Format::Qcow2,
+        },
+    };
+    match format {
+        Format::Raw => Ok(Box::new(raw)),
+        Format::Vhd => {
+            if matches!(detected, Detected::VhdFooterAtStart) {
+                return Err(Error::unsupported(
+                    "this is a dynamic or differencing VHD (footer copy at offset 0); \
+                     only fixed VHDs can be read so far — convert it with \
+                     `qemu-img convert -O raw` first",
+                )
+                .with_path(path));
+            }
+            Ok(Box::new(FixedVhd::new(raw).path(path)?))
+        }
+        Format::Vhdx | Format::Qcow2 => Err(Error::unsupported(format!(
+            "{format} images are recognised but cannot be read yet; \
+             convert with `qemu-img convert -O raw` first"
+        ))
+        .with_path(path)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn format_names_round_trip() {
+        for f in [Format::Raw, Format::Vhd, Format::Vhdx, Format::Qcow2] {
+            assert_eq!(f.name().parse::<Format>().unwrap(), f);
+        }
+        assert_eq!("vpc".parse::<Format>().unwrap(), Format::Vhd);
+        assert!("vmdk".parse::<Format>().is_err());
+    }
+}

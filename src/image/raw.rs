@@ -1,0 +1,200 @@
+//! Raw disk images: regular files (any size, not only multiples of 512) and block devices,
+//! opened read-only. Reads are positional (`pread`); extents come from `SEEK_DATA`/`SEEK_HOLE`,
+//! so a sparse file's holes are never read. File systems or devices without hole support report
+//! the whole disk as data.
+
+use super::{DiskImage, ExtentKind, ExtentMap, Format};
+use crate::error::{Error, Result};
+use std::fs::File;
+use std::io::{Seek, SeekFrom};
+use std::os::unix::fs::{FileExt, FileTypeExt};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+
+/// A raw image: a regular file or a block device, read-only.
+#[derive(Debug)]
+pub struct RawImage {
+    file: File,
+    path: PathBuf,
+    len: u64,
+}
+
+impl RawImage {
+    /// Opens `path` read-only.
+    ///
+    /// # Errors
+    /// The file cannot be opened or is neither a regular file nor a block device.
+    pub fn open(path: &Path) -> Result<Self> {
+        let mut file = File::open(path)
+            .map_err(|e| Error::io("opening the image for reading", e).with_path(path))?;
+        let meta = file
+            .metadata()
+            .map_err(|e| Error::io("reading file metadata", e).with_path(path))?;
+        let ft = meta.file_type();
+        let len = if ft.is_file() {
+            meta.len()
+        } else if ft.is_block_device() {
+            file.seek(SeekFrom::End(0))
+                .map_err(|e| Error::io("finding the size of the block device", e).with_path(path))?
+        } else {
+            return Err(Error::argument(
+                "not a regular file or block device: expected a disk image",
+            )
+            .with_path(path));
+        };
+        Ok(RawImage {
+            file,
+            path: path.to_path_buf(),
+            len,
+        })
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The open file.
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// Data ranges of the file between `start` and `end` from `SEEK_DATA`/`SEEK_HOLE`, or `None`
+    /// when the file system does not support them.
+    fn data_ranges(&self, end: u64) -> Result<Option<Vec<(u64, u64, ExtentKind)>>> {
+        let fd = self.file.as_raw_fd();
+        let mut ranges = Vec::new();
+        let mut pos: u64 = 0;
+        while pos < end {
+            let Ok(at) = libc::off_t::try_from(pos) else {
+                break;
+            };
+            // SAFETY: lseek on a file descriptor we own; it does not touch memory. The file offset
+            // it moves is never used, since every read is positional.
+            let data = unsafe { libc::lseek(fd, at, libc::SEEK_DATA) };
+            if data < 0 {
+                let err = std::io::Error::last_os_error();
+                return match err.raw_os_error() {
+                    Some(libc::ENXIO) => Ok(Some(ranges)), // no data after pos
+                    Some(libc::EINVAL) | Some(libc::EOPNOTSUPP) => Ok(None),
+                    _ => Err(Error::io("finding data extents (SEEK_DATA)", err)
+                        .with_offset(pos)
+                        .with_path(&self.path)),
+                };
+            }
+            // SAFETY: as above.
+            let hole = unsafe { libc::lseek(fd, data, libc::SEEK_HOLE) };
+            if hole < 0 {
+                let err = std::io::Error::last_os_error();
+                return Err(Error::io("finding holes (SEEK_HOLE)", err)
+                    .with_offset(data as u64)
+                    .with_path(&self.path));
+            }
+            let (d, h) = (data as u64, (hole as u64).min(end));
+            if h <= d {
+                break;
+            }
+            ranges.push((d, h - d, ExtentKind::Data));
+            pos = h;
+        }
+        Ok(Some(ranges))
+    }
+
+    /// The extent map of the first `end` bytes of the file.
+    pub(crate) fn extents_up_to(&self, end: u64) -> Result<ExtentMap> {
+        Ok(match self.data_ranges(end)? {
+            Some(r) => ExtentMap::from_ranges(end, r),
+            None => ExtentMap::all_data(end),
+        })
+    }
+
+    /// Reads at `offset`, stopping at `limit` (the end of the disk region of the file).
+    pub(crate) fn read_at_limited(&self, buf: &mut [u8], offset: u64, limit: u64) -> Result<usize> {
+        if offset >= limit {
+            return Ok(0);
+        }
+        let want = buf
+            .len()
+            .min(usize::try_from(limit - offset).unwrap_or(usize::MAX));
+        let mut done = 0;
+        while done < want {
+            let at = offset + done as u64;
+            match self.file.read_at(&mut buf[done..want], at) {
+                Ok(0) => {
+                    return Err(Error::invalid(format!(
+                        "the file ended early: expected {limit} bytes of disk data"
+                    ))
+                    .with_offset(at)
+                    .with_path(&self.path));
+                }
+                Ok(n) => done += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    return Err(Error::io("reading", e)
+                        .with_offset(at)
+                        .with_path(&self.path));
+                }
+            }
+        }
+        Ok(done)
+    }
+}
+
+impl DiskImage for RawImage {
+    fn len(&self) -> u64 {
+        self.len
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<usize> {
+        self.read_at_limited(buf, offset, self.len)
+    }
+
+    fn extents(&self) -> Result<ExtentMap> {
+        self.extents_up_to(self.len)
+    }
+
+    fn format(&self) -> Format {
+        Format::Raw
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn sparse_file_extents_and_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("d.raw");
+        let f = File::create(&p).unwrap();
+        f.set_len(8 << 20).unwrap();
+        f.write_at(&[7u8; 4096], 4 << 20).unwrap();
+        drop(f);
+        let img = RawImage::open(&p).unwrap();
+        assert_eq!(img.len(), 8 << 20);
+        let m = img.extents().unwrap();
+        let (data, _, _) = m.totals();
+        // The file system may round the data extent to its block size, but not to the whole file.
+        assert!((4096..8 << 20).contains(&data), "data bytes {data}");
+        assert!(m.has_data_in(4 << 20, 4096));
+        let mut buf = vec![0u8; 8192];
+        assert_eq!(img.read_at(&mut buf, (4 << 20) - 4096).unwrap(), 8192);
+        assert!(buf[..4096].iter().all(|&b| b == 0));
+        assert!(buf[4096..].iter().all(|&b| b == 7));
+        assert_eq!(img.read_at(&mut buf, (8 << 20) - 100).unwrap(), 100);
+        assert_eq!(img.read_at(&mut buf, 8 << 20).unwrap(), 0);
+    }
+
+    #[test]
+    fn odd_size_and_not_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("odd.raw");
+        File::create(&p).unwrap().write_all(&[1u8; 1001]).unwrap();
+        let img = RawImage::open(&p).unwrap();
+        assert_eq!(img.len(), 1001);
+        assert_eq!(img.extents().unwrap().totals().0, 1001);
+        let e = RawImage::open(dir.path()).unwrap_err();
+        assert!(e.to_string().contains("not a regular file"), "{e}");
+    }
+}
