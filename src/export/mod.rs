@@ -293,6 +293,16 @@ impl PendingOutput {
     }
 }
 
+/// Writes `data` to `path` through a temporary file beside it, renamed into place when complete.
+///
+/// # Errors
+/// The file cannot be written or renamed.
+pub fn write_file_atomic(path: &Path, data: &[u8], sync: bool) -> Result<()> {
+    let out = PendingOutput::create(path)?;
+    pwrite_all(out.file(), data, 0).path(path)?;
+    out.commit(path, sync)
+}
+
 fn pwrite_all(file: &File, data: &[u8], offset: u64) -> Result<()> {
     file.write_all_at(data, offset)
         .map_err(|e| Error::io("writing", e).with_offset(offset))

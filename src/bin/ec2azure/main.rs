@@ -1,1 +1,556 @@
-fn main() {}
+//! The `ec2azure` command line: a thin layer over the library's public API.
+//!
+//! Exit codes: 0 success (for `check`: ready; for `compare`: identical); 1 a negative answer
+//! (`check`: not ready; `compare`: different); 2 an error (bad input, I/O failure, bad usage).
+
+mod bench;
+mod demo;
+mod term;
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use ec2azure::check::{Severity, Target};
+use ec2azure::image::vhd::{FOOTER_SIZE, Footer, parse_uuid};
+use ec2azure::{ConvertOptions, Format, OutputFormat, Progress};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "ec2azure",
+    version,
+    about = "Offline EC2-to-Azure disk migration: EC2 snapshots to Azure-ready fixed VHDs",
+    long_about = "Converts EC2 volume snapshots (raw images) into fixed VHDs that Azure accepts as page \
+                  blobs and managed disks, and inspects, checks and compares disk images.\n\n\
+                  Exit codes: 0 success; 1 not ready (check) or different (compare); 2 error."
+)]
+struct Cli {
+    /// Print nothing but errors (and JSON when asked for).
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Convert a disk image to an Azure-ready fixed VHD (or to raw).
+    Convert(ConvertArgs),
+    /// Show an image's format, size, allocation, VHD footer and Azure readiness.
+    Info(InfoArgs),
+    /// Check a VHD against every rule Azure applies (exit 0 ready, 1 not ready, 2 error).
+    Check(CheckArgs),
+    /// Compare the contents of two images (exit 0 identical, 1 different, 2 error).
+    Compare(CompareArgs),
+    /// Write a seeded sample disk (a sparse raw snapshot) for tests, demos and benchmarks.
+    Sample(SampleArgs),
+    /// Run the main job on built-in sample data: make a snapshot, convert, check, compare.
+    Demo(demo::DemoArgs),
+    /// Benchmarks against qemu-img and cp on the same input in the same run.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum OutFormat {
+    Vhd,
+    Raw,
+}
+
+#[derive(Args)]
+struct ConvertArgs {
+    /// The input image (raw file, block device, or fixed VHD).
+    input: PathBuf,
+    /// The output file (written under a temporary name, renamed when complete).
+    #[arg(required_unless_present = "in_place")]
+    output: Option<PathBuf>,
+    /// Input format (raw, vhd); detected when not given.
+    #[arg(short = 'f', long = "format")]
+    format: Option<Format>,
+    /// Output format.
+    #[arg(short = 'O', long = "output-format", value_enum, default_value = "vhd")]
+    output_format: OutFormat,
+    /// Turn the raw INPUT into a fixed VHD where it lies (append the footer; no data copied).
+    #[arg(long, conflicts_with = "output")]
+    in_place: bool,
+    /// Write the per-512-KiB-block SHA-256 manifest of the output disk to FILE (JSON).
+    #[arg(long, value_name = "FILE")]
+    manifest: Option<PathBuf>,
+    /// The VHD's unique id (8-4-4-4-12 hex), for reproducible output; random by default.
+    #[arg(long, value_name = "UUID")]
+    uuid: Option<String>,
+    /// The VHD's timestamp in seconds since the Unix epoch (not before 2000-01-01), for
+    /// reproducible output; defaults to $SOURCE_DATE_EPOCH, then to now.
+    #[arg(long, value_name = "UNIX_SECONDS")]
+    timestamp: Option<u64>,
+    /// Skip the final sync to stable storage (faster; the output may be lost on a crash).
+    #[arg(long)]
+    no_sync: bool,
+    /// Print a JSON report instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct InfoArgs {
+    /// The image.
+    image: PathBuf,
+    /// Image format; detected when not given.
+    #[arg(short = 'f', long = "format")]
+    format: Option<Format>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum TargetArg {
+    ManagedDisk,
+    PageBlob,
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    /// The VHD to check.
+    image: PathBuf,
+    /// Where the VHD is going: its size limits are errors, the other target's are warnings.
+    #[arg(long, value_enum, default_value = "managed-disk")]
+    target: TargetArg,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct CompareArgs {
+    /// First image.
+    a: PathBuf,
+    /// Second image.
+    b: PathBuf,
+    /// Format of the first image.
+    #[arg(short = 'f', long = "format-a")]
+    format_a: Option<Format>,
+    /// Format of the second image.
+    #[arg(short = 'F', long = "format-b")]
+    format_b: Option<Format>,
+    /// Images of different sizes are different, even if the larger one's tail is zeros.
+    #[arg(short = 's', long)]
+    strict: bool,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct SampleArgs {
+    /// The file to write.
+    output: PathBuf,
+    /// Disk size (bytes, or with K, M, G, T suffix: powers of 1024).
+    #[arg(long, value_parser = parse_size)]
+    size: u64,
+    /// Fraction of the disk that is allocated.
+    #[arg(long, default_value_t = 0.3)]
+    data_fraction: f64,
+    /// Fraction of the allocated part that is zeros.
+    #[arg(long, default_value_t = 0.2)]
+    zero_fraction: f64,
+    /// Seed.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+/// Parses "4G", "100MiB", "512", "1.5T" (powers of 1024).
+pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let mult: u64 = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 1,
+        "K" | "KB" | "KIB" => 1 << 10,
+        "M" | "MB" | "MIB" => 1 << 20,
+        "G" | "GB" | "GIB" => 1 << 30,
+        "T" | "TB" | "TIB" => 1 << 40,
+        other => {
+            return Err(format!(
+                "unknown size unit {other:?} in {s:?}: use K, M, G or T"
+            ));
+        }
+    };
+    if let Ok(n) = num.parse::<u64>() {
+        return n
+            .checked_mul(mult)
+            .ok_or_else(|| format!("size {s:?} is too large"));
+    }
+    let f: f64 = num
+        .parse()
+        .map_err(|_| format!("size {s:?}: expected a number"))?;
+    let v = f * mult as f64;
+    if !(0.0..1.8e19).contains(&v) {
+        return Err(format!("size {s:?} is out of range"));
+    }
+    Ok(v.round() as u64)
+}
+
+/// A size for humans: "4.00 GiB (4294967296 bytes)".
+pub(crate) fn human(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} bytes")
+    } else {
+        format!("{v:.2} {} ({n} bytes)", UNITS[u])
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let quiet = cli.quiet;
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            let _ = quiet;
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    let quiet = cli.quiet;
+    match cli.command {
+        Command::Convert(a) => convert(a, quiet),
+        Command::Info(a) => info(a),
+        Command::Check(a) => check(a, quiet),
+        Command::Compare(a) => compare(a, quiet),
+        Command::Sample(a) => sample(a, quiet),
+        Command::Demo(a) => demo::run(a, quiet),
+        Command::Bench(b) => bench::run(b, quiet),
+    }
+}
+
+fn vhd_timestamp(unix: Option<u64>) -> Result<Option<u32>> {
+    let unix = match unix {
+        Some(t) => Some(t),
+        None => match std::env::var("SOURCE_DATE_EPOCH") {
+            Ok(v) => Some(
+                v.trim()
+                    .parse()
+                    .context("SOURCE_DATE_EPOCH is not a whole number")?,
+            ),
+            Err(_) => None,
+        },
+    };
+    unix.map(|t| {
+        let vhd = t
+            .checked_sub(ec2azure::image::vhd::VHD_EPOCH_UNIX)
+            .ok_or_else(|| anyhow!("timestamp {t} is before 2000-01-01, the VHD epoch"))?;
+        u32::try_from(vhd).map_err(|_| anyhow!("timestamp {t} is past what a VHD can hold (2136)"))
+    })
+    .transpose()
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
+    }
+}
+
+fn convert(a: ConvertArgs, quiet: bool) -> Result<ExitCode> {
+    let progress = term::progress(quiet || a.json);
+    let opts = ConvertOptions {
+        format: match a.output_format {
+            OutFormat::Vhd => OutputFormat::Vhd,
+            OutFormat::Raw => OutputFormat::Raw,
+        },
+        unique_id: a.uuid.as_deref().map(parse_uuid).transpose()?,
+        timestamp: vhd_timestamp(a.timestamp)?,
+        sync: !a.no_sync,
+        manifest: a.manifest.is_some(),
+        progress: &progress as &dyn Progress,
+    };
+    let (report, output) = if a.in_place {
+        if matches!(a.output_format, OutFormat::Raw) {
+            bail!("--in-place makes a VHD; it cannot be combined with -O raw");
+        }
+        if a.format.is_some_and(|f| f != Format::Raw) {
+            bail!("--in-place works on raw files only");
+        }
+        (
+            ec2azure::convert_in_place(&a.input, &opts)?,
+            a.input.clone(),
+        )
+    } else {
+        let output = a
+            .output
+            .clone()
+            .context("OUTPUT is required without --in-place")?;
+        if same_file(&a.input, &output) {
+            bail!(
+                "{}: the output is the input file; use --in-place to turn a raw file into a VHD \
+                 where it lies",
+                output.display()
+            );
+        }
+        let src = ec2azure::open(&a.input, a.format)?;
+        (ec2azure::convert(&*src, &output, &opts)?, output)
+    };
+    if let (Some(path), Some(m)) = (&a.manifest, &report.manifest) {
+        let text = serde_json::to_string_pretty(m)?;
+        ec2azure::export::write_file_atomic(path, text.as_bytes(), opts.sync)?;
+    }
+    if a.json {
+        let mut v = serde_json::to_value(&report)?;
+        v["output"] = output.display().to_string().into();
+        v["in_place"] = a.in_place.into();
+        if let Some(m) = &report.manifest {
+            v["manifest_root"] = m.root.clone().into();
+            v["manifest_path"] = a.manifest.as_ref().map(|p| p.display().to_string()).into();
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else if !quiet {
+        let what = match report.format {
+            OutputFormat::Vhd => "fixed VHD",
+            OutputFormat::Raw => "raw image",
+        };
+        if a.in_place {
+            println!(
+                "Turned {} into a {what} in place (footer appended, no data copied)",
+                output.display()
+            );
+        } else {
+            println!(
+                "Converted {} to {what} {}",
+                a.input.display(),
+                output.display()
+            );
+        }
+        println!("  virtual size  {}", human(report.virtual_size));
+        if report.padding > 0 {
+            println!(
+                "  padding       {} zero bytes added: the input ({} bytes) is not a whole MiB, \
+                 which Azure requires",
+                report.padding, report.input_size
+            );
+        }
+        println!("  file length   {}", report.file_len);
+        if !a.in_place {
+            println!("  read          {}", human(report.bytes_read));
+            println!(
+                "  written       {} (zeros left as holes)",
+                human(report.bytes_written)
+            );
+        }
+        if let Some(id) = &report.unique_id {
+            println!("  unique id     {id}");
+        }
+        if let (Some(m), Some(p)) = (&report.manifest, &a.manifest) {
+            println!("  manifest      {} (root {})", p.display(), m.root);
+        }
+        if !opts.sync {
+            println!("  not synced to disk (--no-sync)");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn read_tail_footer(path: &Path, len: u64) -> Result<Option<[u8; 512]>> {
+    use std::os::unix::fs::FileExt;
+    if len < FOOTER_SIZE {
+        return Ok(None);
+    }
+    let f = std::fs::File::open(path).with_context(|| format!("{}: opening", path.display()))?;
+    let mut b = [0u8; 512];
+    f.read_exact_at(&mut b, len - FOOTER_SIZE)
+        .with_context(|| format!("{}: reading the footer", path.display()))?;
+    Ok(Some(b))
+}
+
+fn info(a: InfoArgs) -> Result<ExitCode> {
+    let img = ec2azure::open(&a.image, a.format)?;
+    let extents = img.extents()?;
+    let (data, zero, unalloc) = extents.totals();
+    let count = |k: ec2azure::ExtentKind| extents.iter().filter(|e| e.kind == k).count();
+    let file_len = std::fs::metadata(&a.image).map(|m| m.len()).unwrap_or(0);
+    let file_len = if file_len == 0 { img.len() } else { file_len };
+    let mut v = serde_json::json!({
+        "path": a.image.display().to_string(),
+        "format": img.format(),
+        "virtual_size": img.len(),
+        "file_size": file_len,
+        "allocated_bytes": data,
+        "extents": {
+            "data": { "count": count(ec2azure::ExtentKind::Data), "bytes": data },
+            "zero": { "count": count(ec2azure::ExtentKind::Zero), "bytes": zero },
+            "unallocated": { "count": count(ec2azure::ExtentKind::Unallocated), "bytes": unalloc },
+        },
+    });
+    let check = if img.format() == Format::Vhd {
+        if let Some(b) = read_tail_footer(&a.image, file_len)? {
+            v["footer"] = Footer::decode(&b).to_json(&b);
+        }
+        Some(ec2azure::check_file(&a.image, Target::ManagedDisk)?)
+    } else {
+        None
+    };
+    v["azure_ready"] = check.as_ref().is_some_and(|c| c.ready).into();
+    if let Some(c) = &check {
+        v["azure_check"] = serde_json::to_value(c)?;
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("image:          {}", a.image.display());
+    println!("format:         {}", img.format());
+    println!("virtual size:   {}", human(img.len()));
+    println!("file size:      {}", human(file_len));
+    println!("allocated:      {}", human(data));
+    println!(
+        "extents:        {} data, {} zero ({} bytes), {} unallocated ({} bytes)",
+        count(ec2azure::ExtentKind::Data),
+        count(ec2azure::ExtentKind::Zero),
+        zero,
+        count(ec2azure::ExtentKind::Unallocated),
+        unalloc
+    );
+    if let Some(f) = v.get("footer").and_then(|f| f.as_object()) {
+        println!("footer:");
+        for (k, val) in f {
+            println!("  {k:<20} {val}");
+        }
+    }
+    match &check {
+        Some(c) if c.ready => println!("azure:          ready (managed disk upload and page blob)"),
+        Some(c) => {
+            println!("azure:          NOT ready");
+            for r in c.rules.iter().filter(|r| r.passed == Some(false)) {
+                println!("  {}: {}", r.rule, r.azure_message);
+            }
+        }
+        None => println!(
+            "azure:          not a VHD; `ec2azure convert {} disk.vhd` makes one",
+            a.image.display()
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn check(a: CheckArgs, quiet: bool) -> Result<ExitCode> {
+    let target = match a.target {
+        TargetArg::ManagedDisk => Target::ManagedDisk,
+        TargetArg::PageBlob => Target::PageBlob,
+    };
+    let r = ec2azure::check_file(&a.image, target)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else if !quiet {
+        let t = match target {
+            Target::ManagedDisk => "managed disk upload",
+            Target::PageBlob => "page blob",
+        };
+        println!(
+            "{}: {} for Azure ({t})",
+            a.image.display(),
+            if r.ready { "ready" } else { "NOT ready" }
+        );
+        for rule in &r.rules {
+            let mark = match (rule.passed, rule.severity) {
+                (Some(true), _) => "pass",
+                (Some(false), Severity::Error) => "FAIL",
+                (Some(false), Severity::Warning) => "warn",
+                (None, _) => "skip",
+            };
+            println!("  {mark}  {:<18} {}", rule.rule, rule.detail);
+            if rule.passed == Some(false) {
+                println!("        Azure: {}", rule.azure_message);
+            }
+        }
+    }
+    Ok(if r.ready {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn compare(a: CompareArgs, quiet: bool) -> Result<ExitCode> {
+    let x = ec2azure::open(&a.a, a.format_a)?;
+    let y = ec2azure::open(&a.b, a.format_b)?;
+    let progress = term::progress(quiet || a.json);
+    let r = ec2azure::compare(&*x, &*y, a.strict, &progress)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else if !quiet {
+        if r.sizes_differ {
+            println!(
+                "Image sizes differ: {} is {} bytes, {} is {} bytes{}",
+                a.a.display(),
+                r.size_a,
+                a.b.display(),
+                r.size_b,
+                if a.strict {
+                    ""
+                } else {
+                    " (the larger one's tail is compared with zeros)"
+                }
+            );
+        }
+        match r.first_difference {
+            None => println!("Images are identical."),
+            Some(o) => println!("Content mismatch at offset {o} (0x{o:x})!"),
+        }
+    }
+    Ok(if r.identical {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn sample(a: SampleArgs, quiet: bool) -> Result<ExitCode> {
+    let spec = ec2azure::sample::SampleSpec {
+        size: a.size,
+        data_fraction: a.data_fraction,
+        zero_fraction: a.zero_fraction,
+        seed: a.seed,
+    };
+    let s = ec2azure::sample::make_sample(&a.output, &spec)?;
+    if !quiet {
+        println!(
+            "Wrote {}: {} disk, {} data, {} allocated zeros, the rest holes (seed {})",
+            a.output.display(),
+            human(a.size),
+            human(s.data_bytes),
+            human(s.zero_bytes),
+            a.seed
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("512"), Ok(512));
+        assert_eq!(parse_size("4G"), Ok(4 << 30));
+        assert_eq!(parse_size("100MiB"), Ok(100 << 20));
+        assert_eq!(parse_size("1.5K"), Ok(1536));
+        assert!(parse_size("3X").is_err());
+        assert!(parse_size("").is_err());
+    }
+}

@@ -1,0 +1,359 @@
+//! `ec2azure bench convert`: times ec2azure against `qemu-img convert` and `cp --sparse=always`
+//! on the same seeded inputs in the same run, and prints medians and ratios.
+//!
+//! Like is compared with like: qemu-img does not flush its output by default (cache mode
+//! "unsafe"), so ec2azure's durable default is compared with `qemu-img -t writeback` (which
+//! flushes) and `ec2azure --no-sync` with qemu-img's default. Each round runs every command once,
+//! in a rotating order; the output is deleted and `sync` is run between commands (untimed), so
+//! no command pays for another's write-back. The page cache is warm for all of them.
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use ec2azure::sample::{SampleSpec, make_sample};
+use serde::Serialize;
+use std::path::PathBuf;
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// Raw → fixed VHD conversion against qemu-img and cp.
+    Convert(ConvertBench),
+}
+
+#[derive(Args)]
+pub struct ConvertBench {
+    /// Folder for the inputs and outputs (on the file system you care about).
+    #[arg(long, default_value = "target/bench")]
+    dir: PathBuf,
+    /// Rounds per command (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// Size of the sparse input (30% data, a fifth of it allocated zeros).
+    #[arg(long, default_value = "4G", value_parser = crate::parse_size)]
+    sparse_size: u64,
+    /// Size of the fully allocated input.
+    #[arg(long, default_value = "2G", value_parser = crate::parse_size)]
+    full_size: u64,
+    /// Size of the sparse raw file for the --in-place timing.
+    #[arg(long, default_value = "100G", value_parser = crate::parse_size)]
+    in_place_size: u64,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Serialize)]
+struct Timing {
+    input: String,
+    command: String,
+    group: &'static str,
+    median_s: f64,
+    min_s: f64,
+    max_s: f64,
+    runs: Vec<f64>,
+}
+
+#[derive(Serialize)]
+struct Ratio {
+    input: String,
+    what: String,
+    ours: String,
+    anchor: String,
+    ratio: f64,
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let n = s.len();
+    if n == 0 {
+        0.0
+    } else if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        (s[n / 2 - 1] + s[n / 2]) / 2.0
+    }
+}
+
+fn have(cmd: &str) -> bool {
+    Command::new(cmd)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
+}
+
+fn sync_all() {
+    let _ = Command::new("sync").status();
+}
+
+fn time_cmd(argv: &[String]) -> Result<Duration> {
+    let t = Instant::now();
+    let out = Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .with_context(|| format!("running {}", argv[0]))?;
+    let d = t.elapsed();
+    if !out.status.success() {
+        bail!(
+            "{} failed: {}",
+            argv.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(d)
+}
+
+pub fn run(cmd: BenchCommand, quiet: bool) -> Result<ExitCode> {
+    match cmd {
+        BenchCommand::Convert(b) => convert(b, quiet),
+    }
+}
+
+fn convert(b: ConvertBench, quiet: bool) -> Result<ExitCode> {
+    if b.runs == 0 {
+        bail!("--runs must be at least 1");
+    }
+    std::fs::create_dir_all(&b.dir).with_context(|| format!("creating {}", b.dir.display()))?;
+    let me = std::env::current_exe().context("finding the ec2azure binary")?;
+    let me = me.display().to_string();
+    let say = |s: String| {
+        if !quiet {
+            eprintln!("{s}");
+        }
+    };
+    let qemu = have("qemu-img");
+    if !qemu {
+        say("qemu-img not found: only ec2azure and cp are timed".into());
+    }
+    let inputs = [
+        (
+            "sparse",
+            SampleSpec {
+                size: b.sparse_size,
+                data_fraction: 0.3,
+                zero_fraction: 0.2,
+                seed: 11,
+            },
+        ),
+        (
+            "full",
+            SampleSpec {
+                size: b.full_size,
+                data_fraction: 1.0,
+                zero_fraction: 0.0,
+                seed: 12,
+            },
+        ),
+    ];
+    let mut timings = Vec::new();
+    let mut ratios = Vec::new();
+    for (name, spec) in inputs {
+        let input = b.dir.join(format!("{name}.raw"));
+        say(format!(
+            "making {} ({} bytes, seed {})",
+            input.display(),
+            spec.size,
+            spec.seed
+        ));
+        let stats = make_sample(&input, &spec)?;
+        let label = format!(
+            "{name} {} ({:.0}% data)",
+            crate::human(spec.size),
+            100.0 * (stats.data_bytes + stats.zero_bytes) as f64 / spec.size as f64
+        );
+        let out = b.dir.join(format!("{name}.out.vhd")).display().to_string();
+        let inp = input.display().to_string();
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<String>>();
+        let mut cases: Vec<(&'static str, String, Vec<String>)> = vec![
+            (
+                "durable",
+                "ec2azure convert".into(),
+                s(&[&me, "convert", "-q", &inp, &out]),
+            ),
+            (
+                "no-sync",
+                "ec2azure convert --no-sync".into(),
+                s(&[&me, "convert", "-q", "--no-sync", &inp, &out]),
+            ),
+            (
+                "manifest",
+                "ec2azure convert --no-sync --manifest".into(),
+                s(&[
+                    &me,
+                    "convert",
+                    "-q",
+                    "--no-sync",
+                    "--manifest",
+                    &format!("{out}.json"),
+                    &inp,
+                    &out,
+                ]),
+            ),
+            (
+                "no-sync",
+                "cp --sparse=always".into(),
+                s(&["cp", "--sparse=always", &inp, &out]),
+            ),
+        ];
+        if qemu {
+            let q = |extra: &[&str]| {
+                let mut v = s(&["qemu-img", "convert"]);
+                v.extend(s(extra));
+                v.extend(s(&[
+                    "-f",
+                    "raw",
+                    "-O",
+                    "vpc",
+                    "-o",
+                    "subformat=fixed,force_size",
+                    &inp,
+                    &out,
+                ]));
+                v
+            };
+            cases.push(("no-sync", "qemu-img convert".into(), q(&[])));
+            cases.push(("no-sync", "qemu-img convert -W".into(), q(&["-W"])));
+            cases.push((
+                "durable",
+                "qemu-img convert -t writeback".into(),
+                q(&["-t", "writeback"]),
+            ));
+            cases.push((
+                "durable",
+                "qemu-img convert -t writeback -W".into(),
+                q(&["-t", "writeback", "-W"]),
+            ));
+        }
+        let mut runs: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
+        for round in 0..b.runs {
+            for k in 0..cases.len() {
+                let i = (k + round) % cases.len();
+                let _ = std::fs::remove_file(&out);
+                sync_all();
+                let d = time_cmd(&cases[i].2)?;
+                runs[i].push(d.as_secs_f64());
+            }
+            say(format!("{name}: round {}/{} done", round + 1, b.runs));
+        }
+        let _ = std::fs::remove_file(&out);
+        let _ = std::fs::remove_file(format!("{out}.json"));
+        let mut med = std::collections::HashMap::new();
+        for (i, (group, cname, _)) in cases.iter().enumerate() {
+            let r = &runs[i];
+            med.insert(cname.clone(), median(r));
+            timings.push(Timing {
+                input: label.clone(),
+                command: cname.clone(),
+                group,
+                median_s: median(r),
+                min_s: r.iter().copied().fold(f64::INFINITY, f64::min),
+                max_s: r.iter().copied().fold(0.0, f64::max),
+                runs: r.clone(),
+            });
+        }
+        let best = |names: &[&str]| {
+            names
+                .iter()
+                .filter_map(|n| med.get(*n).map(|&m| (n.to_string(), m)))
+                .min_by(|a, b| a.1.total_cmp(&b.1))
+        };
+        let mut ratio = |what: &str, ours: &str, anchor: Option<(String, f64)>| {
+            if let (Some(&o), Some((an, a))) = (med.get(ours), anchor) {
+                ratios.push(Ratio {
+                    input: label.clone(),
+                    what: what.into(),
+                    ours: ours.into(),
+                    anchor: an,
+                    ratio: o / a,
+                });
+            }
+        };
+        ratio(
+            "durable vs qemu-img's best flushing run",
+            "ec2azure convert",
+            best(&[
+                "qemu-img convert -t writeback",
+                "qemu-img convert -t writeback -W",
+            ]),
+        );
+        ratio(
+            "no sync vs qemu-img's best default run",
+            "ec2azure convert --no-sync",
+            best(&["qemu-img convert", "qemu-img convert -W"]),
+        );
+        ratio(
+            "no sync vs cp --sparse=always",
+            "ec2azure convert --no-sync",
+            best(&["cp --sparse=always"]),
+        );
+        ratio(
+            "manifest cost (with / without)",
+            "ec2azure convert --no-sync --manifest",
+            best(&["ec2azure convert --no-sync"]),
+        );
+        let _ = std::fs::remove_file(&input);
+    }
+
+    // --in-place on a big sparse raw: O(1), whatever the size.
+    let big = b.dir.join("inplace.raw");
+    let mut ip = Vec::new();
+    for _ in 0..b.runs {
+        let f = std::fs::File::create(&big).context("creating the in-place input")?;
+        f.set_len(b.in_place_size)
+            .context("sizing the in-place input")?;
+        drop(f);
+        sync_all();
+        let argv = vec![
+            me.clone(),
+            "convert".into(),
+            "-q".into(),
+            "--in-place".into(),
+            big.display().to_string(),
+        ];
+        ip.push(time_cmd(&argv)?.as_secs_f64());
+    }
+    let _ = std::fs::remove_file(&big);
+    timings.push(Timing {
+        input: format!("sparse raw {}", crate::human(b.in_place_size)),
+        command: "ec2azure convert --in-place".into(),
+        group: "durable",
+        median_s: median(&ip),
+        min_s: ip.iter().copied().fold(f64::INFINITY, f64::min),
+        max_s: ip.iter().copied().fold(0.0, f64::max),
+        runs: ip,
+    });
+
+    if b.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "runs": b.runs, "timings": timings, "ratios": ratios,
+            }))?
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<34} {:<40} {:>9} {:>9} {:>9}",
+        "input", "command", "median s", "min s", "max s"
+    );
+    for t in &timings {
+        println!(
+            "{:<34} {:<40} {:>9.3} {:>9.3} {:>9.3}",
+            t.input, t.command, t.median_s, t.min_s, t.max_s
+        );
+    }
+    println!();
+    println!("ratios of medians (below 1.0: ec2azure is faster)");
+    for r in &ratios {
+        println!(
+            "{:<34} {:<40} {:>6.2}  ({} / {})",
+            r.input, r.what, r.ratio, r.ours, r.anchor
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
