@@ -118,8 +118,14 @@ pub fn run(a: DemoArgs, quiet: bool) -> Result<ExitCode> {
         &manifest.root[..16]
     ));
 
-    s.say("3. ec2azure check: every Azure rule");
-    let c = check_file(&vhd, Target::ManagedDisk)?;
+    // Below 20 MiB a VHD is a fine page blob but too small for a managed-disk upload.
+    let target = if report.virtual_size >= 20 << 20 {
+        Target::ManagedDisk
+    } else {
+        Target::PageBlob
+    };
+    s.say(format!("3. ec2azure check: every Azure rule ({target:?})"));
+    let c = check_file(&vhd, target)?;
     let failing: Vec<_> = c
         .rules
         .iter()
@@ -173,7 +179,7 @@ pub fn run(a: DemoArgs, quiet: bool) -> Result<ExitCode> {
                 &p(&qvhd),
             ]);
             if o.is_some_and(|o| o.status.success()) {
-                let q = check_file(&qvhd, Target::ManagedDisk)?;
+                let q = check_file(&qvhd, target)?;
                 let why: Vec<_> = q
                     .rules
                     .iter()

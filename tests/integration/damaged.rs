@@ -1,0 +1,211 @@
+//! Damaged inputs, named for the damage they carry: each is refused by `convert` and `info` with
+//! a clear error (file, offset, expected vs found) and exit 2, leaves no output behind, and is
+//! reported by `check` (exit 1) with the failing rule.
+
+use crate::util::*;
+use ec2azure::image::vhd::{Footer, checksum};
+use std::path::{Path, PathBuf};
+
+const MIB: u64 = 1 << 20;
+
+/// A good 2 MiB fixed VHD as bytes.
+fn good_vhd() -> Vec<u8> {
+    let mut v = pattern(2 * MIB as usize, 9);
+    v.extend_from_slice(&Footer::new_fixed(2 * MIB, [5; 16], 100).encode());
+    v
+}
+
+fn fix_checksum(v: &mut [u8]) {
+    let n = v.len();
+    let f: &mut [u8; 512] = (&mut v[n - 512..]).try_into().unwrap();
+    let s = checksum(f);
+    f[64..68].copy_from_slice(&s.to_be_bytes());
+}
+
+struct Case {
+    name: &'static str,
+    bytes: Vec<u8>,
+    /// Text the error must contain.
+    error: &'static str,
+    /// The `check` rule that must fail.
+    rule: &'static str,
+}
+
+fn cases() -> Vec<Case> {
+    let good = good_vhd();
+    let n = good.len();
+    let mut out = Vec::new();
+    let mut bad_cookie = good.clone();
+    bad_cookie[n - 512..n - 504].copy_from_slice(b"conectiX");
+    fix_checksum(&mut bad_cookie);
+    out.push(Case {
+        name: "vhd-bad-cookie",
+        bytes: bad_cookie,
+        error: "expected \"conectix\", found \"conectiX\"",
+        rule: "footer-cookie",
+    });
+    let mut bad_sum = good.clone();
+    bad_sum[n - 512 + 64] ^= 0x40;
+    out.push(Case {
+        name: "vhd-bad-checksum",
+        bytes: bad_sum,
+        error: "checksum",
+        rule: "footer-checksum",
+    });
+    let mut wrong_size = good.clone();
+    wrong_size[n - 512 + 48..n - 512 + 56].copy_from_slice(&(3 * MIB).to_be_bytes());
+    fix_checksum(&mut wrong_size);
+    out.push(Case {
+        name: "vhd-size-larger-than-file",
+        bytes: wrong_size,
+        error: "must be 3146240 bytes",
+        rule: "file-length",
+    });
+    let mut truncated = good.clone();
+    truncated.drain(MIB as usize..MIB as usize + 4096);
+    out.push(Case {
+        name: "vhd-truncated-data",
+        bytes: truncated,
+        error: "fixed VHD size",
+        rule: "file-length",
+    });
+    let mut dynamic = good.clone();
+    dynamic[n - 512 + 60..n - 512 + 64].copy_from_slice(&3u32.to_be_bytes());
+    fix_checksum(&mut dynamic);
+    out.push(Case {
+        name: "vhd-footer-of-dynamic-disk",
+        bytes: dynamic,
+        error: "dynamic VHD",
+        rule: "disk-type",
+    });
+    let mut weird = good.clone();
+    weird[n - 512 + 60..n - 512 + 64].copy_from_slice(&7u32.to_be_bytes());
+    fix_checksum(&mut weird);
+    out.push(Case {
+        name: "vhd-unknown-disk-type",
+        bytes: weird,
+        error: "found 7",
+        rule: "disk-type",
+    });
+    out
+}
+
+fn write(dir: &Path, c: &Case) -> PathBuf {
+    let p = dir.join(format!("{}.vhd", c.name));
+    std::fs::write(&p, &c.bytes).unwrap();
+    p
+}
+
+#[test]
+fn damaged_vhds_are_refused_with_clear_errors() {
+    let d = tempfile::tempdir().unwrap();
+    for c in cases() {
+        let input = write(d.path(), &c);
+        let output = d.path().join(format!("{}.out.vhd", c.name));
+        // Detected (not silently raw) and refused, naming the file and the damage.
+        let out = ec2azure(["convert", p(&input), p(&output)]);
+        out.expect_code(2).stderr_has(c.error).stderr_has(p(&input));
+        assert!(
+            out.stderr.contains("at offset"),
+            "{}: the offset is named\n{out}",
+            c.name
+        );
+        assert!(!output.exists(), "{}: no output may be left", c.name);
+        let leftovers: Vec<_> = std::fs::read_dir(d.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().contains(".partial"))
+            .collect();
+        assert!(
+            leftovers.is_empty(),
+            "{}: temporary files left: {leftovers:?}",
+            c.name
+        );
+        // With the format named explicitly, the same.
+        ec2azure(["convert", "-f", "vhd", p(&input), p(&output)])
+            .expect_code(2)
+            .stderr_has(c.error);
+        ec2azure(["info", p(&input)])
+            .expect_code(2)
+            .stderr_has(c.error);
+        // check reports it with the rule that failed.
+        let j = ec2azure(["check", "--json", p(&input)])
+            .expect_code(1)
+            .json();
+        let failed: Vec<&str> = j["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["passed"] == false)
+            .map(|r| r["rule"].as_str().unwrap())
+            .collect();
+        assert!(
+            failed.contains(&c.rule),
+            "{}: expected {} to fail, got {failed:?}",
+            c.name,
+            c.rule
+        );
+        // The input was not modified.
+        assert_eq!(
+            std::fs::read(&input).unwrap(),
+            c.bytes,
+            "{}: input modified",
+            c.name
+        );
+    }
+}
+
+#[test]
+fn known_formats_are_never_read_as_raw() {
+    let d = tempfile::tempdir().unwrap();
+    let qcow = d.path().join("x.qcow2");
+    let mut q = b"QFI\xfb\0\0\0\x03".to_vec();
+    q.resize(65536, 0);
+    std::fs::write(&qcow, &q).unwrap();
+    ec2azure(["convert", p(&qcow), p(&d.path().join("q.vhd"))])
+        .expect_code(2)
+        .stderr_has("qcow2 images are recognised");
+    let vhdx = d.path().join("x.vhdx");
+    let mut x = b"vhdxfile".to_vec();
+    x.resize(65536, 0);
+    std::fs::write(&vhdx, &x).unwrap();
+    ec2azure(["info", p(&vhdx)])
+        .expect_code(2)
+        .stderr_has("vhdx");
+    let dynamic = d.path().join("dyn.vhd");
+    let mut v = Footer::new_fixed(MIB, [1; 16], 0).encode().to_vec();
+    v.resize(8192, 0);
+    std::fs::write(&dynamic, &v).unwrap();
+    ec2azure(["convert", p(&dynamic), p(&d.path().join("d.vhd"))])
+        .expect_code(2)
+        .stderr_has("dynamic or differencing VHD");
+    // -f raw reads any of them as raw bytes on purpose.
+    ec2azure([
+        "convert",
+        "-q",
+        "-f",
+        "raw",
+        "-O",
+        "raw",
+        p(&qcow),
+        p(&d.path().join("q.raw")),
+    ])
+    .ok();
+    assert_eq!(std::fs::read(d.path().join("q.raw")).unwrap(), q);
+}
+
+#[test]
+fn too_short_and_empty_files() {
+    let d = tempfile::tempdir().unwrap();
+    let empty = d.path().join("empty.raw");
+    std::fs::write(&empty, b"").unwrap();
+    let vhd = d.path().join("empty.vhd");
+    // An empty raw disk converts to a footer-only VHD, which check says is too small for Azure.
+    ec2azure(["convert", "-q", p(&empty), p(&vhd)]).ok();
+    assert_eq!(std::fs::metadata(&vhd).unwrap().len(), 512);
+    ec2azure(["check", p(&vhd)]).expect_code(1);
+    ec2azure(["check", "-q", p(&empty)]).expect_code(1);
+    ec2azure(["convert", "-f", "vhd", p(&empty), p(&d.path().join("x"))])
+        .expect_code(2)
+        .stderr_has("too short");
+}

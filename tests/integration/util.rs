@@ -1,0 +1,140 @@
+//! Helpers: run the binary and show everything on failure; find oracle tools (required when
+//! `EC2AZURE_REQUIRE_ORACLES` is set, as in CI, so an oracle test never skips silently there).
+
+use std::fmt;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub struct Out {
+    pub cmd: String,
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl fmt::Display for Out {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "command: {}\nexit: {}\n--- stdout\n{}\n--- stderr\n{}",
+            self.cmd, self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+impl Out {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("bad JSON ({e}):\n{self}"))
+    }
+    #[track_caller]
+    pub fn expect_code(&self, code: i32) -> &Self {
+        assert_eq!(self.code, code, "unexpected exit code\n{self}");
+        self
+    }
+    #[track_caller]
+    pub fn ok(&self) -> &Self {
+        self.expect_code(0)
+    }
+    #[track_caller]
+    pub fn stderr_has(&self, needle: &str) -> &Self {
+        assert!(
+            self.stderr.contains(needle),
+            "stderr lacks {needle:?}\n{self}"
+        );
+        self
+    }
+}
+
+fn run_cmd(mut c: Command) -> Out {
+    let cmd = format!("{c:?}");
+    let o = c
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd}: {e}"));
+    Out {
+        cmd,
+        code: o.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    }
+}
+
+/// Runs `ec2azure ARGS`.
+pub fn ec2azure<I, S>(args: I) -> Out
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let mut c = Command::new(env!("CARGO_BIN_EXE_ec2azure"));
+    c.args(args).env_remove("SOURCE_DATE_EPOCH");
+    run_cmd(c)
+}
+
+/// Runs any program.
+pub fn run<I, S>(program: &str, args: I) -> Out
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let mut c = Command::new(program);
+    c.args(args);
+    run_cmd(c)
+}
+
+/// `true` when `tool` can run. When it cannot: a panic under `EC2AZURE_REQUIRE_ORACLES`,
+/// otherwise a note and `false` (the caller skips).
+pub fn have(tool: &str, probe: &[&str]) -> bool {
+    let ok = Command::new(tool)
+        .args(probe)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        if std::env::var_os("EC2AZURE_REQUIRE_ORACLES").is_some() {
+            panic!("oracle {tool} is required (EC2AZURE_REQUIRE_ORACLES) but cannot run");
+        }
+        eprintln!("note: {tool} not available, oracle check skipped");
+    }
+    ok
+}
+
+pub fn have_qemu() -> bool {
+    have("qemu-img", &["--version"])
+}
+
+/// The libvhdi oracle script (Debian's python3 with python3-libvhdi).
+pub fn libvhdi_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/vhdiexport.py")
+}
+
+pub fn have_libvhdi() -> bool {
+    have("/usr/bin/python3", &["-c", "import pyvhdi"]) && have("vhdiinfo", &["-V"])
+}
+
+/// A sparse file of `size` bytes holding `writes` at their offsets, holes elsewhere.
+pub fn sparse_file(path: &Path, size: u64, writes: &[(u64, Vec<u8>)]) {
+    let f = std::fs::File::create(path).unwrap();
+    f.set_len(size).unwrap();
+    for (off, data) in writes {
+        f.write_all_at(data, *off).unwrap();
+    }
+}
+
+/// Deterministic non-zero bytes.
+pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| ((i as u32).wrapping_mul(2_654_435_761) >> 13) as u8 | 1)
+        .map(|b| b ^ seed)
+        .map(|b| if b == 0 { 1 } else { b })
+        .collect()
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    ec2azure::digest::sha256(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+pub fn p(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
