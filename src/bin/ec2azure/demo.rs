@@ -132,10 +132,7 @@ pub fn run(a: DemoArgs, quiet: bool) -> Result<ExitCode> {
         .filter(|r| r.passed == Some(false))
         .map(|r| r.rule)
         .collect();
-    s.check(
-        c.ready,
-        &format!("ready for a managed disk upload (failed rules: {failing:?})"),
-    );
+    s.check(c.ready, &format!("ready (failed rules: {failing:?})"));
 
     s.say("4. ec2azure compare: the VHD reads back as the snapshot plus zero padding");
     let back = open(&vhd, None)?;
@@ -207,7 +204,7 @@ pub fn run(a: DemoArgs, quiet: bool) -> Result<ExitCode> {
         r.bytes_written
     ));
     s.check(
-        check_file(&copy, Target::ManagedDisk)?.ready,
+        check_file(&copy, target)?.ready,
         "the converted copy is ready",
     );
     let cmp = compare(&*open(&copy, None)?, &*back, true, &NoProgress)?;
