@@ -229,7 +229,7 @@ pub fn check_footer(
     r.add(
         "page-blob-size",
         pb,
-        len % 512 == 0 && len <= MAX_PAGE_BLOB,
+        len.is_multiple_of(512) && len <= MAX_PAGE_BLOB,
         format!("page blob of {len} bytes (a multiple of 512, at most 8 TiB)"),
         format!(
             "The value for one of the HTTP headers is not in the correct format: \

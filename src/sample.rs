@@ -113,7 +113,7 @@ pub fn make_sample(path: &Path, spec: &SampleSpec) -> Result<SampleStats> {
                 } else {
                     rng.fill(buf);
                     for page in buf.chunks_mut(4096) {
-                        if rng.next_u64() % 8 == 0 {
+                        if rng.next_u64().is_multiple_of(8) {
                             page.fill(0);
                         }
                     }

@@ -1,9 +1,10 @@
 //! Writing disks out: the fixed VHD that Azure accepts as a page blob, or a raw image.
 //!
-//! [`convert`] walks the source's extent map in 2 MiB chunks in parallel (rayon, positional
-//! reads and writes, one buffer per worker, so memory does not grow with the disk). Holes are
-//! never read; data is checked for zeros page by page and only non-zero runs are written, so the
-//! output is sparse wherever the input has holes or zeros. The block manifest, if asked for, is
+//! [`convert`] walks the source's extent map in 512 KiB chunks in parallel (rayon, positional
+//! writes; the source's bytes are looked at in place when it can lend them — a memory-mapped raw
+//! file — and read into one buffer per worker otherwise, so memory does not grow with the disk).
+//! Holes are never read; data is checked for zeros in 4 KiB pieces (`sparse_size`) and only
+//! non-zero runs are written, so the output is sparse wherever the input has holes or zeros. The block manifest, if asked for, is
 //! computed from the same buffers in the same pass. The output is written to a temporary file
 //! beside the target, synced, and renamed into place: a failed conversion leaves nothing under
 //! the target's name.
@@ -25,12 +26,15 @@ use std::path::Path;
 pub const MIB: u64 = 1 << 20;
 /// The largest virtual size we write as a VHD: 32 TiB, the managed-disk upload limit.
 pub const MAX_VHD_SIZE: u64 = 32 << 40;
-/// Work unit of the parallel copy: four manifest blocks, big enough to amortise a syscall,
-/// small enough that two workers' buffers stay in cache.
-const CHUNK: u64 = 4 * BLOCK_SIZE;
-/// Granularity of zero detection: the page size of the file systems we write to. Zero pages are
-/// left as holes.
-const PAGE: usize = 4096;
+/// Work unit of the parallel copy: one manifest block, so a block is hashed in one piece, and
+/// small enough that a worker's buffer stays in a 512 KiB L2 cache when the source must be read
+/// (measured: 2 MiB chunks were slower; with a mapped source the size hardly matters).
+const CHUNK: u64 = BLOCK_SIZE;
+/// Default granularity of zero detection: the page size of the file systems we write to, and
+/// qemu-img's default (`-S 4k`). Aligned all-zero pieces of this size are left as holes.
+pub const DEFAULT_SPARSE_SIZE: usize = 4096;
+/// From this hole granularity up, workers take turns writing (see [`convert`]).
+const TAKE_TURNS_FROM: usize = 64 * 1024;
 
 /// `true` when every byte of `buf` is zero.
 pub fn is_zero(buf: &[u8]) -> bool {
@@ -69,6 +73,9 @@ pub struct ConvertOptions<'a> {
     pub sync: bool,
     /// Compute the block manifest of the output disk in the same pass.
     pub manifest: bool,
+    /// Granularity of holes: aligned all-zero pieces of this many bytes are not written. A power
+    /// of two from 512 to 512 KiB; larger pieces mean fewer, longer writes (faster) but fewer holes.
+    pub sparse_size: usize,
     /// Where progress goes.
     pub progress: &'a dyn Progress,
 }
@@ -81,6 +88,7 @@ impl Default for ConvertOptions<'_> {
             timestamp: None,
             sync: true,
             manifest: false,
+            sparse_size: DEFAULT_SPARSE_SIZE,
             progress: &crate::progress::NoProgress,
         }
     }
@@ -166,7 +174,7 @@ fn data_chunks(extents: &ExtentMap) -> impl Iterator<Item = u64> + Send + '_ {
 }
 
 /// Reads every data chunk of `src` in parallel and calls `sink(offset, bytes)` for each run of
-/// non-zero pages; records the manifest on the way (its size may exceed the source's: the
+/// pieces of `sparse_size` bytes that are not all zero; records the manifest on the way (its size may exceed the source's: the
 /// rest reads as zeros). Returns the
 /// bytes read and the bytes passed to the sink.
 ///
@@ -176,9 +184,15 @@ pub fn for_each_data_run(
     src: &dyn DiskImage,
     extents: &ExtentMap,
     manifest: Option<&ManifestBuilder>,
+    sparse_size: usize,
     progress: &dyn Progress,
     sink: &(dyn Fn(u64, &[u8]) -> Result<()> + Sync),
 ) -> Result<(u64, u64)> {
+    if !sparse_size.is_power_of_two() || !(512..=CHUNK as usize).contains(&sparse_size) {
+        return Err(Error::argument(format!(
+            "sparse size {sparse_size}: expected a power of two from 512 to {CHUNK}"
+        )));
+    }
     use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
     let size = src.len();
     let disk_len = manifest.map_or(size, |m| m.size().max(size));
@@ -194,19 +208,40 @@ pub fn for_each_data_run(
             let start = c * CHUNK;
             // The chunk may reach past the source (into a VHD's padding, for the manifest).
             let len = (disk_len - start).min(CHUNK) as usize;
-            let buf = &mut buf[..len];
-            if start + len as u64 > size {
-                buf[(size.max(start) - start) as usize..].fill(0);
-            }
-            for e in extents.range(start, len as u64) {
-                let piece = &mut buf[(e.offset - start) as usize..(e.end() - start) as usize];
-                if e.kind.is_data() {
-                    src.read_exact_at(piece, e.offset)?;
-                    read.fetch_add(piece.len() as u64, Relaxed);
-                } else {
-                    piece.fill(0);
+            // Look at the source's bytes in place when it can lend them (a mapped raw file);
+            // otherwise read the data extents into this worker's buffer, zeros elsewhere.
+            let lent = if start + len as u64 <= size {
+                src.as_slice(start, len)
+            } else {
+                None
+            };
+            let buf: &[u8] = match lent {
+                Some(bytes) => bytes,
+                None => {
+                    let buf = &mut buf[..len];
+                    if start + len as u64 > size {
+                        buf[(size.max(start) - start) as usize..].fill(0);
+                    }
+                    for e in extents.range(start, len as u64) {
+                        let piece =
+                            &mut buf[(e.offset - start) as usize..(e.end() - start) as usize];
+                        if e.kind.is_data() {
+                            src.read_exact_at(piece, e.offset)?;
+                        } else {
+                            piece.fill(0);
+                        }
+                    }
+                    buf
                 }
-            }
+            };
+            read.fetch_add(
+                extents
+                    .range(start, len as u64)
+                    .filter(|e| e.kind.is_data())
+                    .map(|e| e.len)
+                    .sum(),
+                Relaxed,
+            );
             if let Some(m) = manifest {
                 for (i, block) in buf.chunks(BLOCK_SIZE as usize).enumerate() {
                     m.record(start / BLOCK_SIZE + i as u64, block);
@@ -219,8 +254,8 @@ pub fn for_each_data_run(
                 written.fetch_add((end - r) as u64, Relaxed);
                 Ok(())
             };
-            for p in (0..len).step_by(PAGE) {
-                if is_zero(&buf[p..(p + PAGE).min(len)]) {
+            for p in (0..len).step_by(sparse_size) {
+                if is_zero(&buf[p..(p + sparse_size).min(len)]) {
                     if let Some(r) = run.take() {
                         emit(r, p)?;
                     }
@@ -334,9 +369,25 @@ pub fn convert(src: &dyn DiskImage, output: &Path, opts: &ConvertOptions) -> Res
         .map_err(|e| Error::io("sizing the output", e).with_path(output))?;
     let builder = opts.manifest.then(|| ManifestBuilder::new(virtual_size));
     let file = out.file();
-    let sink = |off: u64, data: &[u8]| pwrite_all(file, data, off);
-    let (bytes_read, bytes_written) =
-        for_each_data_run(src, &extents, builder.as_ref(), opts.progress, &sink).path(output)?;
+    // Writes to one file serialize on its inode lock. With long writes (coarse holes), taking
+    // turns here lets the waiting worker sleep or scan instead of spinning in the kernel, which
+    // measured as a third of all cycles (4 GiB sample: 0.40 s instead of 0.46 s, half the CPU).
+    // With 4 KiB holes the writes are short and concurrent writers were faster (0.53 s vs 0.65 s).
+    let turn = std::sync::Mutex::new(());
+    let take_turns = opts.sparse_size >= TAKE_TURNS_FROM;
+    let sink = |off: u64, data: &[u8]| {
+        let _turn = take_turns.then(|| turn.lock().unwrap_or_else(|p| p.into_inner()));
+        pwrite_all(file, data, off)
+    };
+    let (bytes_read, bytes_written) = for_each_data_run(
+        src,
+        &extents,
+        builder.as_ref(),
+        opts.sparse_size,
+        opts.progress,
+        &sink,
+    )
+    .path(output)?;
     if let Some(f) = &footer {
         pwrite_all(file, &f.encode(), virtual_size).path(output)?;
     }
@@ -467,6 +518,7 @@ mod tests {
             size in 0u64..(3 * MIB + 5000),
             writes in prop::collection::vec((0u64..(3 * MIB + 5000), 1usize..70_000, any::<u8>(), any::<bool>()), 0..8),
             raw in any::<bool>(),
+            sparse in prop::sample::select(vec![512usize, 4096, 65536, 524288]),
         ) {
             let mut data = vec![0u8; size as usize];
             let mut ranges = Vec::new();
@@ -488,6 +540,7 @@ mod tests {
                 sync: false,
                 unique_id: Some([3; 16]),
                 timestamp: Some(5),
+                sparse_size: sparse,
                 ..ConvertOptions::default()
             };
             let report = convert(&img, &out, &opts).unwrap();
@@ -510,8 +563,8 @@ mod tests {
             padded.resize(vsize, 0);
             let expect = Manifest::compute(&MemImage::new(padded)).unwrap();
             prop_assert_eq!(report.manifest.unwrap(), expect);
-            let nonzero_pages = data.chunks(PAGE).filter(|p| !is_zero(p)).count() as u64;
-            prop_assert!(report.bytes_written <= nonzero_pages * PAGE as u64);
+            let nonzero_pieces = data.chunks(sparse).filter(|p| !is_zero(p)).count() as u64;
+            prop_assert!(report.bytes_written <= nonzero_pieces * sparse as u64);
         }
     }
 

@@ -74,4 +74,9 @@ impl DiskImage for MemImage {
     fn format(&self) -> Format {
         Format::Raw
     }
+
+    fn as_slice(&self, offset: u64, len: usize) -> Option<&[u8]> {
+        let start = usize::try_from(offset).ok()?;
+        self.data.get(start..start.checked_add(len)?)
+    }
 }

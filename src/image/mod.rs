@@ -54,6 +54,14 @@ pub trait DiskImage: Send + Sync {
     /// The format this image was opened as.
     fn format(&self) -> Format;
 
+    /// The bytes at `offset..offset + len` without copying, when the image can lend them (a
+    /// memory-mapped raw file, an in-memory disk); `None` otherwise, and then callers use
+    /// [`DiskImage::read_at`]. Returns `None` for any range not wholly inside the disk.
+    fn as_slice(&self, offset: u64, len: usize) -> Option<&[u8]> {
+        let _ = (offset, len);
+        None
+    }
+
     /// Reads exactly `buf.len()` bytes at `offset`.
     ///
     /// # Errors
@@ -89,6 +97,9 @@ impl<T: DiskImage + ?Sized> DiskImage for Box<T> {
     }
     fn format(&self) -> Format {
         (**self).format()
+    }
+    fn as_slice(&self, offset: u64, len: usize) -> Option<&[u8]> {
+        (**self).as_slice(offset, len)
     }
 }
 

@@ -498,6 +498,11 @@ impl<B: DiskImage> DiskImage for FixedVhd<B> {
     fn format(&self) -> Format {
         Format::Vhd
     }
+
+    fn as_slice(&self, offset: u64, len: usize) -> Option<&[u8]> {
+        let end = offset.checked_add(len as u64)?;
+        (end <= self.len()).then(|| self.inner.as_slice(offset, len))?
+    }
 }
 
 #[cfg(test)]

@@ -83,6 +83,10 @@ struct ConvertArgs {
     /// reproducible output; defaults to $SOURCE_DATE_EPOCH, then to now.
     #[arg(long, value_name = "UNIX_SECONDS")]
     timestamp: Option<u64>,
+    /// Hole granularity, as qemu-img's -S: aligned all-zero pieces of this size are not written.
+    /// A power of two from 512 to 512K; 64K writes faster and leaves fewer, larger holes.
+    #[arg(short = 'S', long, value_name = "SIZE", default_value = "4K", value_parser = parse_size)]
+    sparse_size: u64,
     /// Skip the final sync to stable storage (faster; the output may be lost on a crash).
     #[arg(long)]
     no_sync: bool,
@@ -278,6 +282,7 @@ fn convert(a: ConvertArgs, quiet: bool) -> Result<ExitCode> {
         timestamp: vhd_timestamp(a.timestamp)?,
         sync: !a.no_sync,
         manifest: a.manifest.is_some(),
+        sparse_size: usize::try_from(a.sparse_size).context("--sparse-size is too large")?,
         progress: &progress as &dyn Progress,
     };
     let (report, output) = if a.in_place {

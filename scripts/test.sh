@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The project's test command (what .ci/run runs): installs the test oracles if missing, then
+# checks formatting and lints and runs the whole test suite. Oracle tests are required here:
+# with EC2AZURE_REQUIRE_ORACLES set, a missing qemu-img or libvhdi fails instead of skipping.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-test-deps.sh
+cargo fmt --check
+cargo clippy --all-targets -- -D warnings
+EC2AZURE_REQUIRE_ORACLES=1 cargo test
