@@ -5,7 +5,7 @@
 //! lowest offset.
 
 use crate::error::Result;
-use crate::image::{DiskImage, ExtentMap};
+use crate::image::{DiskImage, ExtentMap, bytes_at};
 use crate::progress::Progress;
 use rayon::prelude::*;
 use serde::Serialize;
@@ -57,18 +57,6 @@ fn union_chunks<'a>(a: &'a ExtentMap, b: &'a ExtentMap) -> impl Iterator<Item = 
     })
 }
 
-fn read_chunk(img: &dyn DiskImage, map: &ExtentMap, buf: &mut [u8], start: u64) -> Result<()> {
-    for e in map.range(start, buf.len() as u64) {
-        let piece = &mut buf[(e.offset - start) as usize..(e.end() - start) as usize];
-        if e.kind.is_data() {
-            img.read_exact_at(piece, e.offset)?;
-        } else {
-            piece.fill(0);
-        }
-    }
-    Ok(())
-}
-
 /// Compares `a` and `b`.
 ///
 /// # Errors
@@ -98,11 +86,10 @@ pub fn compare(
                 |(ba, bb), &c| -> Result<Option<u64>> {
                     let start = c * CHUNK;
                     let len = (size - start).min(CHUNK) as usize;
-                    read_chunk(a, &map_a, &mut ba[..len], start)?;
-                    read_chunk(b, &map_b, &mut bb[..len], start)?;
-                    Ok(ba[..len]
-                        .iter()
-                        .zip(&bb[..len])
+                    let x = bytes_at(a, &map_a, start, &mut ba[..len])?;
+                    let y = bytes_at(b, &map_b, start, &mut bb[..len])?;
+                    Ok(x.iter()
+                        .zip(y)
                         .position(|(x, y)| x != y)
                         .map(|p| start + p as u64))
                 },

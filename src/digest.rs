@@ -11,7 +11,7 @@
 //! never reads (holes) are zero.
 
 use crate::error::{Error, Result};
-use crate::image::DiskImage;
+use crate::image::{DiskImage, bytes_at};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -80,8 +80,7 @@ impl Manifest {
             |buf, &b| -> Result<()> {
                 let off = b * BLOCK_SIZE;
                 let n = (size - off).min(BLOCK_SIZE) as usize;
-                image.read_exact_at(&mut buf[..n], off)?;
-                builder.record(b, &buf[..n]);
+                builder.record(b, bytes_at(image, &extents, off, &mut buf[..n])?);
                 Ok(())
             },
         )?;

@@ -15,7 +15,7 @@
 use crate::digest::{BLOCK_SIZE, Manifest, ManifestBuilder};
 use crate::error::{Error, Result, ResultExt};
 use crate::image::vhd::{FOOTER_SIZE, Footer, VHD_EPOCH_UNIX, looks_like_footer};
-use crate::image::{DiskImage, ExtentMap, FixedVhd, RawImage};
+use crate::image::{DiskImage, ExtentMap, FixedVhd, RawImage, bytes_at};
 use crate::progress::Progress;
 use rayon::prelude::*;
 use std::fs::{File, OpenOptions};
@@ -210,30 +210,7 @@ pub fn for_each_data_run(
             let len = (disk_len - start).min(CHUNK) as usize;
             // Look at the source's bytes in place when it can lend them (a mapped raw file);
             // otherwise read the data extents into this worker's buffer, zeros elsewhere.
-            let lent = if start + len as u64 <= size {
-                src.as_slice(start, len)
-            } else {
-                None
-            };
-            let buf: &[u8] = match lent {
-                Some(bytes) => bytes,
-                None => {
-                    let buf = &mut buf[..len];
-                    if start + len as u64 > size {
-                        buf[(size.max(start) - start) as usize..].fill(0);
-                    }
-                    for e in extents.range(start, len as u64) {
-                        let piece =
-                            &mut buf[(e.offset - start) as usize..(e.end() - start) as usize];
-                        if e.kind.is_data() {
-                            src.read_exact_at(piece, e.offset)?;
-                        } else {
-                            piece.fill(0);
-                        }
-                    }
-                    buf
-                }
-            };
+            let buf = bytes_at(src, extents, start, &mut buf[..len])?;
             read.fetch_add(
                 extents
                     .range(start, len as u64)

@@ -103,6 +103,35 @@ impl<T: DiskImage + ?Sized> DiskImage for Box<T> {
     }
 }
 
+/// The disk's bytes at `start..start + buf.len()`: lent in place when the image can
+/// ([`DiskImage::as_slice`]), otherwise read into `buf` — data extents read, every other extent
+/// (and anything past the disk's end) zero-filled, so holes are never read.
+///
+/// # Errors
+/// Read errors of the image.
+pub fn bytes_at<'a>(
+    img: &'a dyn DiskImage,
+    extents: &ExtentMap,
+    start: u64,
+    buf: &'a mut [u8],
+) -> Result<&'a [u8]> {
+    let len = buf.len();
+    if start.saturating_add(len as u64) <= img.len()
+        && let Some(lent) = img.as_slice(start, len)
+    {
+        return Ok(lent);
+    }
+    buf.fill(0);
+    for e in extents
+        .range(start, len as u64)
+        .filter(|e| e.kind.is_data())
+    {
+        let piece = &mut buf[(e.offset - start) as usize..(e.end() - start) as usize];
+        img.read_exact_at(piece, e.offset)?;
+    }
+    Ok(buf)
+}
+
 /// The image formats this crate knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]

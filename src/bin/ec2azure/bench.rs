@@ -196,6 +196,11 @@ fn convert(b: ConvertBench, quiet: bool) -> Result<ExitCode> {
             ),
             (
                 "no-sync",
+                "ec2azure convert --no-sync -S 64K".into(),
+                s(&[&me, "convert", "-q", "--no-sync", "-S", "64K", &inp, &out]),
+            ),
+            (
+                "no-sync",
                 "cp --sparse=always".into(),
                 s(&["cp", "--sparse=always", &inp, &out]),
             ),
@@ -218,6 +223,11 @@ fn convert(b: ConvertBench, quiet: bool) -> Result<ExitCode> {
             };
             cases.push(("no-sync", "qemu-img convert".into(), q(&[])));
             cases.push(("no-sync", "qemu-img convert -W".into(), q(&["-W"])));
+            cases.push((
+                "no-sync",
+                "qemu-img convert -W -S 64k".into(),
+                q(&["-W", "-S", "64k"]),
+            ));
             cases.push((
                 "durable",
                 "qemu-img convert -t writeback".into(),
@@ -285,6 +295,11 @@ fn convert(b: ConvertBench, quiet: bool) -> Result<ExitCode> {
             "no sync vs qemu-img's best default run",
             "ec2azure convert --no-sync",
             best(&["qemu-img convert", "qemu-img convert -W"]),
+        );
+        ratio(
+            "64K holes, no sync vs qemu-img -W -S 64k",
+            "ec2azure convert --no-sync -S 64K",
+            best(&["qemu-img convert -W -S 64k"]),
         );
         ratio(
             "no sync vs cp --sparse=always",
