@@ -280,12 +280,11 @@ pub fn check_footer(
         ),
         "Original and current size differ; some tools read the original size.".into(),
     );
-    let chs_creator = &f.creator_app == b"vpc " || &f.creator_app == b"qemu";
     let chs_size = f.geometry.size();
     r.add(
         "creator-geometry",
         W,
-        !chs_creator || chs_size == f.current_size,
+        !f.sized_by_chs() || chs_size == f.current_size,
         format!(
             "creator {} with CHS {}/{}/{} = {chs_size} bytes",
             show_bytes(&f.creator_app),

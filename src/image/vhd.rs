@@ -270,6 +270,25 @@ impl Footer {
         }
     }
 
+    /// `true` when readers size this disk from its CHS geometry rather than its current size:
+    /// Virtual PC (`vpc `) and old qemu (`qemu`) wrote a current size larger than the disk they
+    /// meant, unless the geometry is the maximum (then it cannot express the size). This is what
+    /// qemu ≥ 10 does, checked against qemu-img in the oracle tests.
+    pub fn sized_by_chs(&self) -> bool {
+        let chs_creator = &self.creator_app == b"vpc " || &self.creator_app == b"qemu";
+        chs_creator && self.geometry.size() / 512 != MAX_CHS_SECTORS
+    }
+
+    /// The disk's virtual size as readers see it: the CHS size for creators that mean it (see
+    /// [`Footer::sized_by_chs`]), otherwise the current size.
+    pub fn virtual_size(&self) -> u64 {
+        if self.sized_by_chs() {
+            self.geometry.size()
+        } else {
+            self.current_size
+        }
+    }
+
     /// Encodes the footer with a freshly computed checksum.
     pub fn encode(&self) -> [u8; 512] {
         let raw = RawFooter {
@@ -476,7 +495,9 @@ impl<B: DiskImage> FixedVhd<B> {
 
 impl<B: DiskImage> DiskImage for FixedVhd<B> {
     fn len(&self) -> u64 {
-        self.footer.current_size
+        // The data region is `current_size` bytes (checked at open); a CHS size can only be
+        // smaller, never reach past the data.
+        self.footer.virtual_size().min(self.footer.current_size)
     }
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<usize> {
@@ -620,6 +641,34 @@ mod tests {
         let e = FixedVhd::new(MemImage::new(truncated)).unwrap_err();
         assert!(e.to_string().contains("must be"), "{e}");
         assert!(FixedVhd::new(MemImage::new(vec![0; 100])).is_err());
+    }
+
+    #[test]
+    fn qemu_and_virtual_pc_disks_are_sized_by_chs() {
+        let data = vec![0u8; 20 << 20];
+        for (creator, chs, want) in [
+            (*b"qemu", Chs::for_size(20 << 20), 602 * 4 * 17 * 512),
+            (*b"vpc ", Chs::for_size(20 << 20), 602 * 4 * 17 * 512),
+            (
+                *b"qemu",
+                Chs {
+                    cylinders: 65535,
+                    heads: 16,
+                    sectors: 255,
+                },
+                20 << 20,
+            ),
+            (*b"win ", Chs::for_size(20 << 20), 20 << 20),
+            (*b"e2az", Chs::for_size(20 << 20), 20 << 20),
+        ] {
+            let mut f = Footer::new_fixed(20 << 20, [0; 16], 0);
+            f.creator_app = creator;
+            f.geometry = chs;
+            let mut bytes = data.clone();
+            bytes.extend_from_slice(&f.encode());
+            let vhd = FixedVhd::new(MemImage::new(bytes)).unwrap();
+            assert_eq!(vhd.len(), want, "{}", show_bytes(&creator));
+        }
     }
 
     #[test]

@@ -227,3 +227,59 @@ fn our_reader_reads_qemu_made_fixed_vhds() {
         .ok();
     }
 }
+
+/// Footers from other creators: our virtual size is the one qemu-img reports (qemu and Virtual PC
+/// images are sized by CHS unless the geometry is the maximum; everyone else by current size).
+#[test]
+fn virtual_size_follows_the_creator_like_qemu() {
+    if !have_qemu() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let size = 20 * MIB;
+    let max = ec2azure::image::vhd::Chs {
+        cylinders: 65535,
+        heads: 16,
+        sectors: 255,
+    };
+    let chs = ec2azure::image::vhd::Chs::for_size(size);
+    for (creator, geometry) in [
+        (b"qemu", chs),
+        (b"vpc ", chs),
+        (b"qemu", max),
+        (b"win ", chs),
+        (b"d2v ", chs),
+        (b"e2az", chs),
+    ] {
+        let mut f = ec2azure::image::vhd::Footer::new_fixed(size, [9; 16], 0);
+        f.creator_app = *creator;
+        f.geometry = geometry;
+        let path = d.path().join("c.vhd");
+        sparse_file(&path, size, &[(size - 4096, pattern(4096, 4))]);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes.extend_from_slice(&f.encode());
+        std::fs::write(&path, &bytes).unwrap();
+        let q = run("qemu-img", ["info", "-f", "vpc", "--output=json", p(&path)])
+            .ok()
+            .json();
+        let ours = ec2azure(["info", "--json", p(&path)]).ok().json();
+        let name = String::from_utf8_lossy(creator);
+        assert_eq!(
+            ours["virtual_size"], q["virtual-size"],
+            "creator {name:?} geometry {geometry:?}"
+        );
+        // And the bytes qemu reads are the bytes we read.
+        let ours_raw = d.path().join("ours.raw");
+        let qemu_raw = d.path().join("qemu.raw");
+        ec2azure(["convert", "-q", "-O", "raw", p(&path), p(&ours_raw)]).ok();
+        run(
+            "qemu-img",
+            ["convert", "-f", "vpc", "-O", "raw", p(&path), p(&qemu_raw)],
+        )
+        .ok();
+        assert!(
+            std::fs::read(&ours_raw).unwrap() == std::fs::read(&qemu_raw).unwrap(),
+            "creator {name:?}"
+        );
+    }
+}
