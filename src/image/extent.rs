@@ -64,27 +64,29 @@ impl ExtentMap {
             .collect();
         let sorted = rs.windows(2).all(|w| w[0].1 <= w[1].0);
         if !sorted {
-            // Overlaps or disorder: paint onto a flat list with later ranges winning.
-            let mut flat: Vec<(u64, u64, ExtentKind)> = Vec::new();
+            // Overlaps or disorder: paint in order, later ranges winning, on a map of disjoint
+            // pieces (start → (end, kind)), so n ranges cost O(n log n).
+            let mut map: std::collections::BTreeMap<u64, (u64, ExtentKind)> = Default::default();
             for (o, e, k) in rs {
-                let mut next = Vec::with_capacity(flat.len() + 2);
-                for &(fo, fe, fk) in &flat {
-                    if fe <= o || fo >= e {
-                        next.push((fo, fe, fk));
-                    } else {
-                        if fo < o {
-                            next.push((fo, o, fk));
-                        }
-                        if fe > e {
-                            next.push((e, fe, fk));
-                        }
+                if let Some((&s, &(pe, pk))) = map.range(..o).next_back()
+                    && pe > o
+                {
+                    map.insert(s, (o, pk));
+                    if pe > e {
+                        map.insert(e, (pe, pk));
                     }
                 }
-                next.push((o, e, k));
-                next.sort_by_key(|r| r.0);
-                flat = next;
+                let inside: Vec<u64> = map.range(o..e).map(|(&s, _)| s).collect();
+                for s in inside {
+                    if let Some((pe, pk)) = map.remove(&s)
+                        && pe > e
+                    {
+                        map.insert(e, (pe, pk));
+                    }
+                }
+                map.insert(o, (e, k));
             }
-            rs = flat;
+            rs = map.into_iter().map(|(s, (e, k))| (s, e, k)).collect();
         }
         let mut extents: Vec<Extent> = Vec::with_capacity(rs.len() * 2 + 1);
         let mut pos = 0;

@@ -9,7 +9,8 @@
 //!
 //! ```text
 //!   open(path, format?) ──> detect ──> RawImage            (regular file or block device)
-//!                                  └─> FixedVhd<RawImage>  (footer checked, data = the file's head)
+//!                                  ├─> FixedVhd<RawImage>  (footer checked, data = the file's head)
+//!                                  └─> DynamicVhd          (footer copy, header, BAT; parents)
 //! ```
 
 mod extent;
@@ -20,9 +21,9 @@ pub mod vhd;
 pub use extent::{Extent, ExtentKind, ExtentMap};
 pub use mem::MemImage;
 pub use raw::RawImage;
-pub use vhd::{FixedVhd, Footer};
+pub use vhd::{DynamicVhd, FixedVhd, Footer};
 
-use crate::error::{Error, Result, ResultExt};
+use crate::error::{Error, ErrorKind, Result, ResultExt};
 use std::path::Path;
 
 /// A virtual disk: size, positional reads and an extent map.
@@ -138,7 +139,7 @@ pub fn bytes_at<'a>(
 pub enum Format {
     /// A raw disk: the bytes of the disk, nothing else.
     Raw,
-    /// A VHD (fixed, or dynamic and differencing, which are detected but not yet read).
+    /// A VHD: fixed, dynamic or differencing.
     Vhd,
     /// A VHDX image (detected, not yet read).
     Vhdx,
@@ -225,7 +226,7 @@ pub(crate) fn detect(image: &RawImage) -> Result<Detected> {
 ///
 /// # Errors
 /// The file cannot be opened; it looks like a known format but is damaged; or its format is one
-/// this version cannot read yet (qcow2, VHDX, dynamic VHD), which is refused rather than read as raw.
+/// this version cannot read yet (qcow2, VHDX), which is refused rather than read as raw.
 pub fn open(path: &Path, format: Option<Format>) -> Result<Box<dyn DiskImage>> {
     let raw = RawImage::open(path)?;
     let detected = detect(&raw).path(path)?;
@@ -241,15 +242,18 @@ pub fn open(path: &Path, format: Option<Format>) -> Result<Box<dyn DiskImage>> {
     match format {
         Format::Raw => Ok(Box::new(raw)),
         Format::Vhd => {
+            // A footer copy at 0 means dynamic or differencing; a footer only at the end means
+            // fixed — unless that footer says otherwise (the head copy may be damaged).
             if matches!(detected, Detected::VhdFooterAtStart) {
-                return Err(Error::unsupported(
-                    "this is a dynamic or differencing VHD (footer copy at offset 0); \
-                     only fixed VHDs can be read so far — convert it with \
-                     `qemu-img convert -O raw` first",
-                )
-                .with_path(path));
+                return Ok(Box::new(DynamicVhd::open(path)?));
             }
-            Ok(Box::new(FixedVhd::new(raw).path(path)?))
+            match FixedVhd::new(raw) {
+                Ok(v) => Ok(Box::new(v)),
+                Err(e) if e.kind() == ErrorKind::Unsupported => {
+                    Ok(Box::new(DynamicVhd::open(path)?))
+                }
+                Err(e) => Err(e.with_path(path)),
+            }
         }
         Format::Vhdx | Format::Qcow2 => Err(Error::unsupported(format!(
             "{format} images are recognised but cannot be read yet; \

@@ -24,6 +24,10 @@
 //!     85  427 reserved              zero
 //! ```
 
+pub mod dynamic;
+
+pub use dynamic::DynamicVhd;
+
 use super::{DiskImage, ExtentMap, Format};
 use crate::error::{Error, Result};
 use zerocopy::byteorder::big_endian::{U16, U32, U64};
@@ -344,7 +348,7 @@ impl Footer {
             DiskType::Fixed => {}
             DiskType::Dynamic | DiskType::Differencing => {
                 return Err(Error::unsupported(format!(
-                    "VHD disk type: this is a {} VHD; only fixed VHDs (type 2) can be read so far",
+                    "VHD disk type: this footer is of a {} VHD, not a fixed one (type 2)",
                     self.disk_type.name()
                 ))
                 .with_offset(footer_at + 60));

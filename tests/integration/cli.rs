@@ -332,3 +332,21 @@ fn errors_name_the_file_and_exit_2() {
     ec2azure(["info", "/nonexistent/in.raw"]).expect_code(2);
     ec2azure(["frobnicate"]).expect_code(2);
 }
+
+#[test]
+fn a_closed_pipe_is_not_a_panic() {
+    let d = tempfile::tempdir().unwrap();
+    let raw = sample(d.path(), "p.raw", MIB, 1);
+    let out = run(
+        "sh",
+        [
+            "-c",
+            &format!(
+                "{} info {} | head -1",
+                env!("CARGO_BIN_EXE_ec2azure"),
+                p(&raw)
+            ),
+        ],
+    );
+    assert!(!out.stderr.contains("panicked"), "{out}");
+}

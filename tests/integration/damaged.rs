@@ -178,7 +178,9 @@ fn known_formats_are_never_read_as_raw() {
     std::fs::write(&dynamic, &v).unwrap();
     ec2azure(["convert", p(&dynamic), p(&d.path().join("d.vhd"))])
         .expect_code(2)
-        .stderr_has("dynamic or differencing VHD");
+        .stderr_has(
+            "a footer copy at offset 0 means a dynamic (3) or differencing (4) disk, found 2",
+        );
     // -f raw reads any of them as raw bytes on purpose.
     ec2azure([
         "convert",

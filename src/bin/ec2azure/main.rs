@@ -214,6 +214,12 @@ pub(crate) fn human(n: u64) -> String {
 }
 
 fn main() -> ExitCode {
+    // Die quietly when the reader of our output goes away (`ec2azure info x | head`), as Unix
+    // tools do, instead of panicking on the write error.
+    // SAFETY: setting a signal's disposition to the default before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let quiet = cli.quiet;
     match run(cli) {
