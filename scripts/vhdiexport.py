@@ -7,6 +7,8 @@ library through its Python binding (Debian package python3-libvhdi).
   vhdiexport.py info IMAGE                      JSON: media_size, disk_type, identifier
   vhdiexport.py export IMAGE OUTPUT             the virtual disk as a sparse raw file
   vhdiexport.py sha256 IMAGE OFFSET:LEN ...     SHA-256 of each range, one per line
+
+A differencing VHD needs its parents: add --parent=PATH once per level, nearest parent first.
 """
 import hashlib
 import json
@@ -17,18 +19,30 @@ import pyvhdi
 CHUNK = 1 << 20
 
 
-def open_image(path):
+KEEP = []  # pyvhdi's set_parent holds no reference: keep the parents alive ourselves
+
+
+def open_image(path, parents=()):
     f = pyvhdi.file()
     f.open(path)
+    child = f
+    for p in parents:
+        parent = pyvhdi.file()
+        parent.open(p)
+        child.set_parent(parent)
+        KEEP.append(parent)
+        child = parent
     return f
 
 
 def main(argv):
+    parents = [a.split("=", 1)[1] for a in argv if a.startswith("--parent=")]
+    argv = [a for a in argv if not a.startswith("--parent=")]
     if len(argv) < 3:
         print(__doc__, file=sys.stderr)
         return 2
     cmd, path = argv[1], argv[2]
-    f = open_image(path)
+    f = open_image(path, parents)
     size = f.get_media_size()
     if cmd == "info":
         print(json.dumps({

@@ -2,6 +2,8 @@
 //! against the library, against the bytes, and against independent oracles (qemu-img, libvhdi).
 
 mod cli;
+mod conformance;
 mod damaged;
 mod oracle;
 mod util;
+mod vhdgen;
