@@ -81,7 +81,7 @@ fn conform(name: &str, path: &Path, reference: &Path, qemu_format: Option<&str>)
             s.spawn(move || {
                 let mut rng = SplitMix64(t * 7919 + 1);
                 for _ in 0..150 {
-                    let off = if !data.is_empty() && rng.next_u64() % 4 != 0 {
+                    let off = if !data.is_empty() && !rng.next_u64().is_multiple_of(4) {
                         let e = data[(rng.next_u64() % data.len() as u64) as usize];
                         e.offset + rng.next_u64() % e.len
                     } else {

@@ -65,9 +65,9 @@ pub fn write_child(path: &Path, c: &Child) {
         );
         let first = (off / bs) as usize;
         let last = ((off + data.len() as u64 - 1) / bs) as usize;
-        for b in first..=last {
-            if bat[b] == u32::MAX {
-                bat[b] = (next / 512) as u32;
+        for (b, entry) in bat.iter_mut().enumerate().take(last + 1).skip(first) {
+            if *entry == u32::MAX {
+                *entry = (next / 512) as u32;
                 blocks.push((b, next));
                 next += bitmap_size + bs;
             }
