@@ -7,14 +7,14 @@
 //! direct upload (20 MiB + 512 bytes to 32 TiB + 512 bytes); the other target's limits are
 //! reported as warnings.
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::export::{MAX_VHD_SIZE, MIB};
 use crate::image::vhd::{
     COOKIE, DiskType, FEATURES_RESERVED, FIXED_DATA_OFFSET, FOOTER_SIZE, Footer, VERSION_1_0,
     checksum, show_bytes,
 };
+use crate::image::{DiskImage, RawImage};
 use serde::Serialize;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 /// The largest page blob: 8 TiB.
@@ -73,6 +73,13 @@ pub struct CheckReport {
     pub rules: Vec<RuleResult>,
 }
 
+impl CheckReport {
+    /// The rules that failed (errors and warnings).
+    pub fn failed(&self) -> impl Iterator<Item = &RuleResult> + '_ {
+        self.rules.iter().filter(|r| r.passed == Some(false))
+    }
+}
+
 struct Rules {
     rules: Vec<RuleResult>,
 }
@@ -103,30 +110,9 @@ impl Rules {
 /// # Errors
 /// Only when the file cannot be opened or read; a bad VHD is a report with `ready: false`.
 pub fn check_file(path: &Path, target: Target) -> Result<CheckReport> {
-    let file = std::fs::File::open(path)
-        .map_err(|e| Error::io("opening for reading", e).with_path(path))?;
-    let meta = file
-        .metadata()
-        .map_err(|e| Error::io("reading metadata", e).with_path(path))?;
-    let len = if meta.file_type().is_file() {
-        meta.len()
-    } else {
-        use std::io::Seek;
-        (&file)
-            .seek(std::io::SeekFrom::End(0))
-            .map_err(|e| Error::io("finding the size", e).with_path(path))?
-    };
-    let mut bytes = [0u8; 512];
-    if len >= FOOTER_SIZE {
-        file.read_exact_at(&mut bytes, len - FOOTER_SIZE)
-            .map_err(|e| Error::io("reading the footer", e).with_path(path))?;
-    }
-    Ok(check_footer(
-        path,
-        len,
-        (len >= FOOTER_SIZE).then_some(&bytes),
-        target,
-    ))
+    let file = RawImage::open(path)?;
+    let tail = file.tail_sector()?;
+    Ok(check_footer(path, file.len(), tail.as_ref(), target))
 }
 
 /// Checks a file of `len` bytes ending with `footer` (or too short to have one).

@@ -78,6 +78,10 @@ pub fn compare(
     let mut chunks = union_chunks(&map_a, &map_b).peekable();
     let mut done = 0;
     while chunks.peek().is_some() {
+        if progress.cancelled() {
+            progress.finish();
+            return Err(crate::Error::cancelled());
+        }
         let batch: Vec<u64> = chunks.by_ref().take(BATCH).collect();
         let diffs: Vec<Option<u64>> = batch
             .par_iter()

@@ -87,13 +87,20 @@ impl Manifest {
         Ok(builder.finish())
     }
 
-    /// Reads a manifest from JSON.
+    /// Reads a manifest from JSON and checks it: version, block size and count, every digest
+    /// 64 hex digits, the zero-block count, and the root recomputed from the blocks.
     ///
     /// # Errors
-    /// The JSON is malformed or inconsistent (block count, digest length).
+    /// The JSON is malformed or any of those checks fails.
     pub fn from_json(text: &str) -> Result<Manifest> {
         let m: Manifest = serde_json::from_str(text)
             .map_err(|e| Error::invalid(format!("manifest JSON: {e}")))?;
+        if m.version != 1 {
+            return Err(Error::unsupported(format!(
+                "manifest version: expected 1, found {}",
+                m.version
+            )));
+        }
         if m.block_size != BLOCK_SIZE || m.blocks.len() as u64 != Manifest::block_count(m.size) {
             return Err(Error::invalid(format!(
                 "manifest: expected {} blocks of {BLOCK_SIZE} bytes for {} bytes, found {} of {}",
@@ -103,7 +110,26 @@ impl Manifest {
                 m.block_size
             )));
         }
-        Ok(m)
+        let builder = ManifestBuilder::new(m.size);
+        for (i, b) in m.blocks.iter().enumerate() {
+            if let Some(h) = b {
+                let mut d = [0u8; 32];
+                hex::decode_to_slice(h, &mut d).map_err(|_| {
+                    Error::invalid(format!(
+                        "manifest block {i}: expected 64 hex digits, found {h:?}"
+                    ))
+                })?;
+                builder.record_digest(i as u64, d);
+            }
+        }
+        let again = builder.finish();
+        if again.zero_blocks != m.zero_blocks || again.root != m.root {
+            return Err(Error::invalid(format!(
+                "manifest: the blocks give root {} and {} zero blocks, the file says {} and {}",
+                again.root, again.zero_blocks, m.root, m.zero_blocks
+            )));
+        }
+        Ok(again)
     }
 }
 
@@ -213,8 +239,13 @@ mod tests {
             Some(hex::encode(sha256(&data[BLOCK_SIZE as usize..2 * BLOCK_SIZE as usize])).as_str())
         );
         assert_eq!(m.root, naive_root(&data));
-        let back = Manifest::from_json(&serde_json::to_string(&m).unwrap()).unwrap();
-        assert_eq!(back, m);
+        let json = serde_json::to_string(&m).unwrap();
+        assert_eq!(Manifest::from_json(&json).unwrap(), m);
+        let tampered = json.replacen(&m.blocks[1].clone().unwrap(), &"0".repeat(64), 1);
+        let e = Manifest::from_json(&tampered).unwrap_err();
+        assert!(e.to_string().contains("the blocks give root"), "{e}");
+        let bad_hex = json.replacen(&m.blocks[1].clone().unwrap(), "xyz", 1);
+        assert!(Manifest::from_json(&bad_hex).is_err());
     }
 
     #[test]

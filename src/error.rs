@@ -25,6 +25,8 @@ pub enum ErrorKind {
     Limit,
     /// The caller asked for something that cannot be done (bad option, wrong file type).
     InvalidArgument,
+    /// The operation was stopped on request (see `Progress::cancelled`).
+    Cancelled,
 }
 
 impl fmt::Display for ErrorKind {
@@ -35,6 +37,7 @@ impl fmt::Display for ErrorKind {
             ErrorKind::Unsupported => "unsupported",
             ErrorKind::Limit => "size limit",
             ErrorKind::InvalidArgument => "invalid argument",
+            ErrorKind::Cancelled => "cancelled",
         })
     }
 }
@@ -79,6 +82,11 @@ impl Error {
     /// The caller asked for something that cannot be done.
     pub fn argument(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::InvalidArgument, message)
+    }
+
+    /// The operation was stopped on request.
+    pub fn cancelled() -> Self {
+        Self::new(ErrorKind::Cancelled, "interrupted: stopped on request")
     }
 
     /// An I/O error during `operation` (e.g. "reading", "writing footer").

@@ -29,6 +29,8 @@ pub mod compare;
 pub mod digest;
 pub mod error;
 pub mod export;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod image;
 pub mod progress;
 pub mod sample;

@@ -1,6 +1,6 @@
 //! Progress reporting as a trait, so the library knows nothing of terminals: long operations call
 //! [`Progress::begin`] with a total, [`Progress::advance`] from any thread, and
-//! [`Progress::finish`]. The CLI supplies a terminal progress bar; library callers that do not
+//! [`Progress::finish`], and ask [`Progress::cancelled`] whether to stop. The CLI supplies a terminal progress bar; library callers that do not
 //! care pass [`NoProgress`].
 
 /// Receives progress of a long operation. Methods may be called from several threads.
@@ -15,6 +15,12 @@ pub trait Progress: Send + Sync {
     }
     /// The phase is over.
     fn finish(&self) {}
+    /// `true` when the caller wants the operation stopped (Ctrl-C, say). Long operations check
+    /// between pieces of work and stop with an [`ErrorKind::Cancelled`](crate::ErrorKind) error,
+    /// cleaning up as after any error.
+    fn cancelled(&self) -> bool {
+        false
+    }
 }
 
 /// Ignores all progress.

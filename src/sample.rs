@@ -9,7 +9,6 @@
 
 use crate::error::{Error, Result};
 use rayon::prelude::*;
-use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
@@ -89,8 +88,8 @@ pub fn make_sample(path: &Path, spec: &SampleSpec) -> Result<SampleStats> {
             )));
         }
     }
-    let file =
-        File::create(path).map_err(|e| Error::io("creating the sample", e).with_path(path))?;
+    let out = crate::export::PendingOutput::create(path)?;
+    let file = out.file();
     file.set_len(spec.size)
         .map_err(|e| Error::io("sizing the sample", e).with_path(path))?;
     let unit = unit_size(spec.size);
@@ -142,8 +141,7 @@ pub fn make_sample(path: &Path, spec: &SampleSpec) -> Result<SampleStats> {
                 zero_bytes: a.zero_bytes + b.zero_bytes,
             })
         })?;
-    file.sync_all()
-        .map_err(|e| Error::io("syncing the sample", e).with_path(path))?;
+    out.commit(path, true)?;
     Ok(stats)
 }
 

@@ -14,7 +14,8 @@
 
 use crate::digest::{BLOCK_SIZE, Manifest, ManifestBuilder};
 use crate::error::{Error, Result, ResultExt};
-use crate::image::vhd::{FOOTER_SIZE, Footer, VHD_EPOCH_UNIX, looks_like_footer};
+use crate::image::Detected;
+use crate::image::vhd::{FOOTER_SIZE, Footer, VHD_EPOCH_UNIX};
 use crate::image::{DiskImage, ExtentMap, FixedVhd, RawImage, bytes_at};
 use crate::progress::Progress;
 use rayon::prelude::*;
@@ -159,6 +160,15 @@ fn check_vhd_size(virtual_size: u64) -> Result<()> {
     Ok(())
 }
 
+fn check_sparse_size(sparse_size: usize) -> Result<()> {
+    if !sparse_size.is_power_of_two() || !(512..=CHUNK as usize).contains(&sparse_size) {
+        return Err(Error::argument(format!(
+            "sparse size {sparse_size}: expected a power of two from 512 to {CHUNK}"
+        )));
+    }
+    Ok(())
+}
+
 /// The indices of the `CHUNK`-sized pieces of the disk that hold any data, in order, lazily.
 fn data_chunks(extents: &ExtentMap) -> impl Iterator<Item = u64> + Send + '_ {
     let mut last: Option<u64> = None;
@@ -188,11 +198,7 @@ pub fn for_each_data_run(
     progress: &dyn Progress,
     sink: &(dyn Fn(u64, &[u8]) -> Result<()> + Sync),
 ) -> Result<(u64, u64)> {
-    if !sparse_size.is_power_of_two() || !(512..=CHUNK as usize).contains(&sparse_size) {
-        return Err(Error::argument(format!(
-            "sparse size {sparse_size}: expected a power of two from 512 to {CHUNK}"
-        )));
-    }
+    check_sparse_size(sparse_size)?;
     use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
     let size = src.len();
     let disk_len = manifest.map_or(size, |m| m.size().max(size));
@@ -205,6 +211,9 @@ pub fn for_each_data_run(
     let result = data_chunks(extents).par_bridge().try_for_each_init(
         || vec![0u8; CHUNK as usize],
         |buf, c| -> Result<()> {
+            if progress.cancelled() {
+                return Err(Error::cancelled());
+            }
             let start = c * CHUNK;
             // The chunk may reach past the source (into a VHD's padding, for the manifest).
             let len = (disk_len - start).min(CHUNK) as usize;
@@ -252,13 +261,14 @@ pub fn for_each_data_run(
     Ok((read.into_inner(), written.into_inner()))
 }
 
-/// A file being written under a temporary name beside its target.
-struct PendingOutput {
+/// A file being written under a temporary name beside its target; removed if dropped before
+/// [`PendingOutput::commit`].
+pub(crate) struct PendingOutput {
     tmp: tempfile::NamedTempFile,
 }
 
 impl PendingOutput {
-    fn create(target: &Path) -> Result<Self> {
+    pub(crate) fn create(target: &Path) -> Result<Self> {
         let dir = match target.parent() {
             Some(d) if !d.as_os_str().is_empty() => d,
             _ => Path::new("."),
@@ -266,23 +276,23 @@ impl PendingOutput {
         let name = target
             .file_name()
             .ok_or_else(|| Error::argument("the output path names no file").with_path(target))?;
+        use std::os::unix::fs::PermissionsExt;
         let tmp = tempfile::Builder::new()
             .prefix(&format!(".{}.", name.to_string_lossy()))
             .suffix(".partial")
+            // Like any new file: 0666 less the umask (tempfile's default is 0600).
+            .permissions(std::fs::Permissions::from_mode(0o666))
             .tempfile_in(dir)
             .map_err(|e| Error::io("creating a temporary output file", e).with_path(dir))?;
         Ok(PendingOutput { tmp })
     }
 
-    fn file(&self) -> &File {
+    pub(crate) fn file(&self) -> &File {
         self.tmp.as_file()
     }
 
-    fn commit(self, target: &Path, sync: bool) -> Result<()> {
-        use std::os::unix::fs::PermissionsExt;
+    pub(crate) fn commit(self, target: &Path, sync: bool) -> Result<()> {
         let f = self.tmp.as_file();
-        f.set_permissions(std::fs::Permissions::from_mode(0o644))
-            .map_err(|e| Error::io("setting output permissions", e).with_path(target))?;
         if sync {
             f.sync_all()
                 .map_err(|e| Error::io("syncing the output", e).with_path(target))?;
@@ -326,6 +336,7 @@ fn pwrite_all(file: &File, data: &[u8], offset: u64) -> Result<()> {
 /// The source cannot be read, the disk is too large for a VHD, or the output cannot be written;
 /// nothing is left under `output`'s name then.
 pub fn convert(src: &dyn DiskImage, output: &Path, opts: &ConvertOptions) -> Result<ConvertReport> {
+    check_sparse_size(opts.sparse_size)?;
     let input_size = src.len();
     let (virtual_size, footer) = match opts.format {
         OutputFormat::Vhd => {
@@ -406,15 +417,27 @@ pub fn convert_in_place(path: &Path, opts: &ConvertOptions) -> Result<ConvertRep
         .with_path(path));
     }
     let input_size = meta.len();
-    if input_size >= FOOTER_SIZE {
-        let mut tail = [0u8; 512];
-        file.read_exact_at(&mut tail, input_size - FOOTER_SIZE)
-            .map_err(|e| Error::io("reading the last sector", e).with_path(path))?;
-        if looks_like_footer(&tail) {
+    // Only a raw disk may get a footer: a VHD would get a second one, and a qcow2 or VHDX file
+    // would become a "disk" of container bytes.
+    match crate::image::detect(&RawImage::open(path)?).path(path)? {
+        Detected::Raw => {}
+        Detected::VhdFooterAtEnd | Detected::VhdCookieMisplaced(_) => {
             return Err(Error::argument(
                 "the file already ends with a VHD footer; refusing to add a second one",
             )
-            .with_offset(input_size - FOOTER_SIZE)
+            .with_offset(input_size.saturating_sub(FOOTER_SIZE))
+            .with_path(path));
+        }
+        other => {
+            return Err(Error::argument(format!(
+                "--in-place turns a raw disk into a VHD, but this file is {}; convert it to a \
+                 new file instead",
+                match other {
+                    Detected::Qcow2 => "a qcow2 image",
+                    Detected::Vhdx => "a VHDX image",
+                    _ => "a dynamic or differencing VHD",
+                }
+            ))
             .with_path(path));
         }
     }
@@ -590,6 +613,33 @@ mod tests {
         let out = dir.path().join("x.vhd");
         assert!(convert(&Broken, &out, &ConvertOptions::default()).is_err());
         assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none());
+    }
+
+    #[test]
+    fn cancelling_stops_and_leaves_no_output() {
+        struct CancelAfterFirst(std::sync::atomic::AtomicBool);
+        impl Progress for CancelAfterFirst {
+            fn advance(&self, _: u64) {
+                self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            fn cancelled(&self) -> bool {
+                self.0.load(std::sync::atomic::Ordering::Relaxed)
+            }
+        }
+        let img = MemImage::new(vec![1u8; (64 * MIB) as usize]);
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("c.vhd");
+        let p = CancelAfterFirst(Default::default());
+        let opts = ConvertOptions {
+            progress: &p,
+            ..ConvertOptions::default()
+        };
+        let e = convert(&img, &out, &opts).unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::Cancelled);
+        assert!(
+            std::fs::read_dir(dir.path()).unwrap().next().is_none(),
+            "nothing left"
+        );
     }
 
     #[test]

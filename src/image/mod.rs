@@ -193,6 +193,9 @@ pub(crate) enum Detected {
     VhdFooterAtEnd,
     /// A VHD footer copy at offset 0: a dynamic or differencing VHD.
     VhdFooterAtStart,
+    /// A VHD footer cookie near the end but not at the last 512 bytes (a truncated VHD, or a
+    /// pre-2004 511-byte footer): the offset where it starts.
+    VhdCookieMisplaced(u64),
     Vhdx,
     Qcow2,
 }
@@ -212,12 +215,17 @@ pub(crate) fn detect(image: &RawImage) -> Result<Detected> {
     if head.starts_with(vhd::COOKIE) {
         return Ok(Detected::VhdFooterAtStart);
     }
-    if len >= 512 {
-        let mut tail = [0u8; 512];
-        image.read_exact_at(&mut tail, len - 512)?;
-        if vhd::looks_like_footer(&tail) {
-            return Ok(Detected::VhdFooterAtEnd);
-        }
+    if let Some(tail) = image.tail_sector()?
+        && vhd::looks_like_footer(&tail)
+    {
+        return Ok(Detected::VhdFooterAtEnd);
+    }
+    // A cookie elsewhere in the last KiB: a damaged VHD, not a raw disk.
+    let start = len.saturating_sub(1024);
+    let mut last = vec![0u8; (len - start) as usize];
+    image.read_exact_at(&mut last, start)?;
+    if let Some(i) = last.windows(8).position(|w| w == vhd::COOKIE) {
+        return Ok(Detected::VhdCookieMisplaced(start + i as u64));
     }
     Ok(Detected::Raw)
 }
@@ -234,7 +242,9 @@ pub fn open(path: &Path, format: Option<Format>) -> Result<Box<dyn DiskImage>> {
         Some(f) => f,
         None => match detected {
             Detected::Raw => Format::Raw,
-            Detected::VhdFooterAtEnd | Detected::VhdFooterAtStart => Format::Vhd,
+            Detected::VhdFooterAtEnd
+            | Detected::VhdFooterAtStart
+            | Detected::VhdCookieMisplaced(_) => Format::Vhd,
             Detected::Vhdx => Format::Vhdx,
             Detected::Qcow2 => Format::Qcow2,
         },
@@ -244,7 +254,25 @@ pub fn open(path: &Path, format: Option<Format>) -> Result<Box<dyn DiskImage>> {
         Format::Vhd => {
             // A footer copy at 0 means dynamic or differencing; a footer only at the end means
             // fixed — unless that footer says otherwise (the head copy may be damaged).
-            if matches!(detected, Detected::VhdFooterAtStart) {
+            if let Detected::VhdCookieMisplaced(at) = detected {
+                return Err(Error::invalid(format!(
+                    "a VHD footer cookie \"conectix\" starts {} bytes before the end instead of \
+                     512: the VHD is truncated or has an old 511-byte footer; use -f raw to read \
+                     the file as a raw disk anyway",
+                    raw.len() - at
+                ))
+                .with_offset(at)
+                .with_path(path));
+            }
+            // A disk whose data happens to start with "conectix" is still a fixed VHD when its
+            // last sector is a valid fixed footer.
+            let tail_is_fixed = raw.tail_sector()?.is_some_and(|t| {
+                let f = Footer::decode(&t);
+                &f.cookie == vhd::COOKIE
+                    && vhd::checksum(&t) == f.checksum
+                    && f.disk_type == vhd::DiskType::Fixed
+            });
+            if matches!(detected, Detected::VhdFooterAtStart) && !tail_is_fixed {
                 return Ok(Box::new(DynamicVhd::open(path)?));
             }
             match FixedVhd::new(raw) {

@@ -32,6 +32,16 @@ impl RawImage {
     /// # Errors
     /// The file cannot be opened or is neither a regular file nor a block device.
     pub fn open(path: &Path) -> Result<Self> {
+        // Look before opening: opening a FIFO for reading would block forever.
+        let ft = std::fs::metadata(path)
+            .map_err(|e| Error::io("opening the image for reading", e).with_path(path))?
+            .file_type();
+        if !ft.is_file() && !ft.is_block_device() {
+            return Err(Error::argument(
+                "not a regular file or block device: expected a disk image",
+            )
+            .with_path(path));
+        }
         let mut file = File::open(path)
             .map_err(|e| Error::io("opening the image for reading", e).with_path(path))?;
         let meta = file
@@ -56,6 +66,19 @@ impl RawImage {
             is_file: ft.is_file(),
             map: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The last 512 bytes of the file (where a VHD keeps its footer), if it is that long.
+    ///
+    /// # Errors
+    /// Read errors.
+    pub fn tail_sector(&self) -> Result<Option<[u8; 512]>> {
+        if self.len < 512 {
+            return Ok(None);
+        }
+        let mut b = [0u8; 512];
+        self.read_exact_at(&mut b, self.len - 512)?;
+        Ok(Some(b))
     }
 
     /// The file's path.

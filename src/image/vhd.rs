@@ -293,6 +293,36 @@ impl Footer {
         }
     }
 
+    /// Refuses a CHS-sized disk whose geometry is not the current size rounded down by the
+    /// specification's algorithm (which loses less than one cylinder): reading it by CHS would
+    /// silently drop data, and reading it by current size would disagree with qemu.
+    ///
+    /// # Errors
+    /// The CHS size is zero, larger than the current size, or a cylinder or more smaller.
+    /// `footer_at` is where this footer lies in its file, for the error's offset.
+    pub fn check_chs_size(&self, footer_at: u64) -> Result<()> {
+        if !self.sized_by_chs() {
+            return Ok(());
+        }
+        let g = self.geometry;
+        let chs = g.size();
+        let cylinder = u64::from(g.heads) * u64::from(g.sectors) * 512;
+        if chs == 0 || chs > self.current_size || self.current_size - chs >= cylinder {
+            return Err(Error::invalid(format!(
+                "VHD size: creator {} means the disk is sized by its CHS geometry {}/{}/{} \
+                 ({chs} bytes), which does not fit the footer's current size of {} bytes; \
+                 refusing rather than guessing which is right",
+                show_bytes(&self.creator_app),
+                g.cylinders,
+                g.heads,
+                g.sectors,
+                self.current_size
+            ))
+            .with_offset(footer_at + 56));
+        }
+        Ok(())
+    }
+
     /// Encodes the footer with a freshly computed checksum.
     pub fn encode(&self) -> [u8; 512] {
         let raw = RawFooter {
@@ -479,6 +509,7 @@ impl<B: DiskImage> FixedVhd<B> {
         inner.read_exact_at(&mut bytes, len - FOOTER_SIZE)?;
         let footer = Footer::decode(&bytes);
         footer.validate_fixed(&bytes, len)?;
+        footer.check_chs_size(len - FOOTER_SIZE)?;
         Ok(FixedVhd {
             inner,
             footer,

@@ -343,3 +343,44 @@ fn a_closed_pipe_is_not_a_panic() {
     let out = run("sh", ["-c", &cmd]);
     assert!(!out.stderr.contains("panicked"), "{out}");
 }
+
+#[test]
+fn ctrl_c_stops_a_conversion_and_removes_the_partial_file() {
+    let d = tempfile::tempdir().unwrap();
+    let raw = d.path().join("big.raw");
+    ec2azure([
+        "sample",
+        "-q",
+        p(&raw),
+        "--size",
+        "256M",
+        "--data-fraction",
+        "1",
+        "--zero-fraction",
+        "0",
+    ])
+    .ok();
+    let out = d.path().join("big.vhd");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ec2azure"))
+        .args(["convert", "-q", "-S", "512", p(&raw), p(&out)])
+        .spawn()
+        .unwrap();
+    // Wait until the temporary output exists, then interrupt.
+    let partial = || {
+        std::fs::read_dir(d.path())
+            .unwrap()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().ends_with(".partial"))
+    };
+    let t = std::time::Instant::now();
+    while !partial() && t.elapsed().as_secs() < 20 {
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    assert!(partial(), "the conversion never created its temporary file");
+    // SAFETY: sending a signal to our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "interrupted conversions exit 130");
+    assert!(!partial(), "the temporary file was removed");
+    assert!(!out.exists(), "nothing under the target's name");
+}

@@ -126,12 +126,7 @@ pub fn run(a: DemoArgs, quiet: bool) -> Result<ExitCode> {
     };
     s.say(format!("3. ec2azure check: every Azure rule ({target:?})"));
     let c = check_file(&vhd, target)?;
-    let failing: Vec<_> = c
-        .rules
-        .iter()
-        .filter(|r| r.passed == Some(false))
-        .map(|r| r.rule)
-        .collect();
+    let failing: Vec<_> = c.failed().map(|r| r.rule).collect();
     s.check(c.ready, &format!("ready (failed rules: {failing:?})"));
 
     s.say("4. ec2azure compare: the VHD reads back as the snapshot plus zero padding");
@@ -177,12 +172,7 @@ pub fn run(a: DemoArgs, quiet: bool) -> Result<ExitCode> {
             ]);
             if o.is_some_and(|o| o.status.success()) {
                 let q = check_file(&qvhd, target)?;
-                let why: Vec<_> = q
-                    .rules
-                    .iter()
-                    .filter(|r| r.passed == Some(false))
-                    .map(|r| r.azure_message.as_str())
-                    .collect();
+                let why: Vec<_> = q.failed().map(|r| r.azure_message.as_str()).collect();
                 s.say(format!(
                     "   qemu-img's VHD is {} for Azure{}",
                     if q.ready { "ready" } else { "NOT ready" },

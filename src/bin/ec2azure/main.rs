@@ -9,8 +9,9 @@ mod term;
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use ec2azure::DiskImage;
 use ec2azure::check::{Severity, Target};
-use ec2azure::image::vhd::{FOOTER_SIZE, Footer, parse_uuid};
+use ec2azure::image::vhd::{Footer, parse_uuid};
 use ec2azure::{ConvertOptions, Format, OutputFormat, Progress};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -221,7 +222,6 @@ fn main() -> ExitCode {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     let cli = Cli::parse();
-    let quiet = cli.quiet;
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -229,8 +229,12 @@ fn main() -> ExitCode {
             for cause in e.chain().skip(1) {
                 eprintln!("  caused by: {cause}");
             }
-            let _ = quiet;
-            ExitCode::from(2)
+            let cancelled = e.chain().any(|c| {
+                c.downcast_ref::<ec2azure::Error>()
+                    .is_some_and(|x| x.kind() == ec2azure::ErrorKind::Cancelled)
+            });
+            // 130: stopped by Ctrl-C, as shells report it.
+            ExitCode::from(if cancelled { 130 } else { 2 })
         }
     }
 }
@@ -269,15 +273,53 @@ fn vhd_timestamp(unix: Option<u64>) -> Result<Option<u32>> {
     .transpose()
 }
 
+/// `true` when `a` and `b` name the same file, existing or not (same inode, or same folder and
+/// name).
 fn same_file(a: &Path, b: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;
-    match (std::fs::metadata(a), std::fs::metadata(b)) {
-        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
-        _ => false,
+    if let (Ok(x), Ok(y)) = (std::fs::metadata(a), std::fs::metadata(b)) {
+        return x.dev() == y.dev() && x.ino() == y.ino();
     }
+    let place = |p: &Path| {
+        let dir = p
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        (
+            std::fs::canonicalize(dir).ok(),
+            p.file_name().map(|n| n.to_owned()),
+        )
+    };
+    place(a) == place(b)
+}
+
+/// Refuses a manifest path that would overwrite an input or output, or whose folder is missing
+/// (found before converting, not after).
+fn check_manifest_path(manifest: &Path, input: &Path, output: &Path) -> Result<()> {
+    for (other, what) in [(input, "the input"), (output, "the output")] {
+        if same_file(manifest, other) {
+            bail!(
+                "--manifest {}: that is {what}; choose another file",
+                manifest.display()
+            );
+        }
+    }
+    let dir = manifest
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if !dir.is_dir() {
+        bail!(
+            "--manifest {}: the folder {} does not exist",
+            manifest.display(),
+            dir.display()
+        );
+    }
+    Ok(())
 }
 
 fn convert(a: ConvertArgs, quiet: bool) -> Result<ExitCode> {
+    term::install_interrupt_handler();
     let progress = term::progress(quiet || a.json);
     let opts = ConvertOptions {
         format: match a.output_format {
@@ -291,6 +333,9 @@ fn convert(a: ConvertArgs, quiet: bool) -> Result<ExitCode> {
         sparse_size: usize::try_from(a.sparse_size).context("--sparse-size is too large")?,
         progress: &progress as &dyn Progress,
     };
+    if let Some(m) = &a.manifest {
+        check_manifest_path(m, &a.input, a.output.as_deref().unwrap_or(&a.input))?;
+    }
     let (report, output) = if a.in_place {
         if matches!(a.output_format, OutFormat::Raw) {
             bail!("--in-place makes a VHD; it cannot be combined with -O raw");
@@ -315,15 +360,28 @@ fn convert(a: ConvertArgs, quiet: bool) -> Result<ExitCode> {
             );
         }
         let src = ec2azure::open(&a.input, a.format)?;
-        (ec2azure::convert(&*src, &output, &opts)?, output)
+        let report = ec2azure::convert(&*src, &output, &opts)
+            .with_context(|| format!("converting {} to {}", a.input.display(), output.display()))?;
+        (report, output)
     };
     if let (Some(path), Some(m)) = (&a.manifest, &report.manifest) {
         let text = serde_json::to_string_pretty(m)?;
         ec2azure::export::write_file_atomic(path, text.as_bytes(), opts.sync)?;
     }
+    let readiness = match report.format {
+        OutputFormat::Vhd => Some((
+            ec2azure::check_file(&output, Target::ManagedDisk)?,
+            ec2azure::check_file(&output, Target::PageBlob)?,
+        )),
+        OutputFormat::Raw => None,
+    };
     if a.json {
         let mut v = serde_json::to_value(&report)?;
         v["output"] = output.display().to_string().into();
+        if let Some((md, pb)) = &readiness {
+            v["azure_ready"] =
+                serde_json::json!({ "managed_disk": md.ready, "page_blob": pb.ready });
+        }
         v["in_place"] = a.in_place.into();
         if let Some(m) = &report.manifest {
             v["manifest_root"] = m.root.clone().into();
@@ -372,20 +430,34 @@ fn convert(a: ConvertArgs, quiet: bool) -> Result<ExitCode> {
         if !opts.sync {
             println!("  not synced to disk (--no-sync)");
         }
+        if let Some((md, pb)) = &readiness {
+            println!("  azure         {}", readiness_line(md, pb));
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn read_tail_footer(path: &Path, len: u64) -> Result<Option<[u8; 512]>> {
-    use std::os::unix::fs::FileExt;
-    if len < FOOTER_SIZE {
-        return Ok(None);
+/// One line on where a VHD can go, naming what stops it.
+fn readiness_line(md: &ec2azure::CheckReport, pb: &ec2azure::CheckReport) -> String {
+    let why = |c: &ec2azure::CheckReport| {
+        c.failed()
+            .filter(|r| r.severity == Severity::Error)
+            .map(|r| r.rule)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match (md.ready, pb.ready) {
+        (true, true) => "ready for a managed-disk upload and as a page blob".into(),
+        (false, true) => format!(
+            "ready as a page blob; NOT for a managed-disk upload ({})",
+            why(md)
+        ),
+        (true, false) => format!(
+            "ready for a managed-disk upload; NOT as a page blob ({})",
+            why(pb)
+        ),
+        (false, false) => format!("NOT ready ({})", why(md)),
     }
-    let f = std::fs::File::open(path).with_context(|| format!("{}: opening", path.display()))?;
-    let mut b = [0u8; 512];
-    f.read_exact_at(&mut b, len - FOOTER_SIZE)
-        .with_context(|| format!("{}: reading the footer", path.display()))?;
-    Ok(Some(b))
 }
 
 fn info(a: InfoArgs) -> Result<ExitCode> {
@@ -393,8 +465,9 @@ fn info(a: InfoArgs) -> Result<ExitCode> {
     let extents = img.extents()?;
     let (data, zero, unalloc) = extents.totals();
     let count = |k: ec2azure::ExtentKind| extents.iter().filter(|e| e.kind == k).count();
-    let file_len = std::fs::metadata(&a.image).map(|m| m.len()).unwrap_or(0);
-    let file_len = if file_len == 0 { img.len() } else { file_len };
+    // The container's length (a block device's too), not the disk's.
+    let container = ec2azure::image::RawImage::open(&a.image)?;
+    let file_len = container.len();
     let mut v = serde_json::json!({
         "path": a.image.display().to_string(),
         "format": img.format(),
@@ -408,16 +481,27 @@ fn info(a: InfoArgs) -> Result<ExitCode> {
         },
     });
     let check = if img.format() == Format::Vhd {
-        if let Some(b) = read_tail_footer(&a.image, file_len)? {
-            v["footer"] = Footer::decode(&b).to_json(&b);
+        if let Some(b) = container.tail_sector()? {
+            let f = Footer::decode(&b);
+            v["footer"] = f.to_json(&b);
+            v["sized_by"] = if f.sized_by_chs() {
+                "chs"
+            } else {
+                "current_size"
+            }
+            .into();
         }
-        Some(ec2azure::check_file(&a.image, Target::ManagedDisk)?)
+        Some((
+            ec2azure::check_file(&a.image, Target::ManagedDisk)?,
+            ec2azure::check_file(&a.image, Target::PageBlob)?,
+        ))
     } else {
         None
     };
-    v["azure_ready"] = check.as_ref().is_some_and(|c| c.ready).into();
-    if let Some(c) = &check {
-        v["azure_check"] = serde_json::to_value(c)?;
+    v["azure_ready"] = check.as_ref().is_some_and(|(md, _)| md.ready).into();
+    if let Some((md, pb)) = &check {
+        v["azure_ready_page_blob"] = pb.ready.into();
+        v["azure_check"] = serde_json::to_value(md)?;
     }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&v)?);
@@ -442,11 +526,16 @@ fn info(a: InfoArgs) -> Result<ExitCode> {
             println!("  {k:<20} {val}");
         }
     }
+    if v["sized_by"] == "chs" {
+        println!(
+            "note:           sized by CHS geometry (creator {}), as qemu reads it",
+            v["footer"]["creator_application"]
+        );
+    }
     match &check {
-        Some(c) if c.ready => println!("azure:          ready (managed disk upload and page blob)"),
-        Some(c) => {
-            println!("azure:          NOT ready");
-            for r in c.rules.iter().filter(|r| r.passed == Some(false)) {
+        Some((md, pb)) => {
+            println!("azure:          {}", readiness_line(md, pb));
+            for r in md.failed().filter(|r| r.severity == Severity::Error) {
                 println!("  {}: {}", r.rule, r.azure_message);
             }
         }
@@ -499,6 +588,7 @@ fn check(a: CheckArgs, quiet: bool) -> Result<ExitCode> {
 fn compare(a: CompareArgs, quiet: bool) -> Result<ExitCode> {
     let x = ec2azure::open(&a.a, a.format_a)?;
     let y = ec2azure::open(&a.b, a.format_b)?;
+    term::install_interrupt_handler();
     let progress = term::progress(quiet || a.json);
     let r = ec2azure::compare(&*x, &*y, a.strict, &progress)?;
     if a.json {

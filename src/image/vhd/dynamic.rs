@@ -47,6 +47,9 @@ pub const UNALLOCATED: u32 = 0xFFFF_FFFF;
 pub const MAX_CHAIN_DEPTH: usize = 16;
 /// Largest block size we accept: 256 MiB (Hyper-V uses 2 MiB; anything bigger is suspect).
 const MAX_BLOCK_SIZE: u32 = 256 << 20;
+/// Most BAT entries we hold in memory (64 MiB of table): 32 TiB in 2 MiB blocks, the largest
+/// disk Azure takes. The table comes from the file, so it must not size our memory unchecked.
+const MAX_BAT_ENTRIES: u64 = 16 << 20;
 
 /// A parent locator entry as it lies on disk.
 #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Clone, Copy, Debug)]
@@ -190,7 +193,8 @@ impl DynamicHeader {
 
 /// A dynamic or differencing VHD.
 pub struct DynamicVhd {
-    file: RawImage,
+    file: Box<dyn DiskImage>,
+    path: Option<PathBuf>,
     footer: Footer,
     header: DynamicHeader,
     bat: Vec<u32>,
@@ -205,7 +209,7 @@ pub struct DynamicVhd {
 impl std::fmt::Debug for DynamicVhd {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DynamicVhd")
-            .field("path", &self.file.path())
+            .field("path", &self.path)
             .field("size", &self.size)
             .field("block_size", &self.block_size)
             .field("parent", &self.parent_path)
@@ -214,7 +218,7 @@ impl std::fmt::Debug for DynamicVhd {
 }
 
 /// Reads the footer copy at 0 (or, if that is damaged, the footer at the end).
-fn read_footer(file: &RawImage) -> Result<Footer> {
+fn read_footer(file: &dyn DiskImage) -> Result<Footer> {
     let len = file.len();
     if len < FOOTER_SIZE * 2 + HEADER_SIZE as u64 {
         return Err(Error::invalid(format!(
@@ -301,9 +305,18 @@ impl DynamicVhd {
     }
 
     fn open_at_depth(path: &Path, depth: usize) -> Result<Self> {
-        let file = RawImage::open(path)?;
+        Self::parse(Box::new(RawImage::open(path)?), Some(path), depth)
+    }
+
+    /// Reads a dynamic or differencing VHD from `file`. A differencing disk's parent is looked
+    /// for beside `path`; without a path it cannot be found, which is an error.
+    ///
+    /// # Errors
+    /// As [`DynamicVhd::open`].
+    pub fn parse(file: Box<dyn DiskImage>, path: Option<&Path>, depth: usize) -> Result<Self> {
         let len = file.len();
-        let footer = read_footer(&file)?;
+        let footer = read_footer(&*file)?;
+        footer.check_chs_size(0)?;
         let hdr_at = footer.data_offset;
         if hdr_at
             .checked_add(HEADER_SIZE as u64)
@@ -329,14 +342,21 @@ impl DynamicVhd {
             ))
             .with_offset(hdr_at + 28));
         }
+        if blocks > MAX_BAT_ENTRIES {
+            return Err(Error::limit(format!(
+                "dynamic VHD: {blocks} blocks of {block_size} bytes is more than the \
+                 {MAX_BAT_ENTRIES} this tool holds in memory (a {size}-byte disk)"
+            )));
+        }
         let bitmap_size = (block_size / 512).div_ceil(8).div_ceil(512) * 512;
-        let mut raw_bat = vec![0u8; header.max_table_entries as usize * 4];
+        // Only the entries the disk uses: the table may be longer.
+        let mut raw_bat = vec![0u8; blocks as usize * 4];
         file.read_exact_at(&mut raw_bat, header.table_offset)?;
         let bat: Vec<u32> = raw_bat
             .chunks_exact(4)
             .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
             .collect();
-        for (i, &e) in bat.iter().enumerate().take(blocks as usize) {
+        for (i, &e) in bat.iter().enumerate() {
             if e == UNALLOCATED {
                 continue;
             }
@@ -351,6 +371,7 @@ impl DynamicVhd {
         }
         let mut vhd = DynamicVhd {
             file,
+            path: path.map(Path::to_path_buf),
             footer,
             header,
             bat,
@@ -361,6 +382,11 @@ impl DynamicVhd {
             parent_path: None,
         };
         if vhd.footer.disk_type == DiskType::Differencing {
+            let Some(path) = path else {
+                return Err(Error::unsupported(
+                    "differencing VHD without a file path: its parent cannot be looked for",
+                ));
+            };
             vhd.open_parent(path, depth)?;
         }
         Ok(vhd)
@@ -538,7 +564,10 @@ impl DiskImage for DynamicVhd {
             let k = ((self.block_size - in_block) as usize).min(n - done);
             let entry = self.bat.get(block as usize).copied().unwrap_or(UNALLOCATED);
             self.read_in_block(&mut buf[done..done + k], pos, entry)
-                .map_err(|e| e.with_path(self.file.path()))?;
+                .map_err(|e| match &self.path {
+                    Some(p) => e.with_path(p),
+                    None => e,
+                })?;
             done += k;
         }
         Ok(n)
@@ -551,8 +580,7 @@ impl DiskImage for DynamicVhd {
             ranges.extend(pm.iter().map(|e| (e.offset, e.len, e.kind)));
         }
         // Allocated blocks of this file are data; later ranges win over the parent's.
-        let blocks = self.size.div_ceil(self.block_size) as usize;
-        for (i, &e) in self.bat.iter().enumerate().take(blocks) {
+        for (i, &e) in self.bat.iter().enumerate() {
             if e != UNALLOCATED {
                 ranges.push((
                     i as u64 * self.block_size,
