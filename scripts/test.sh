@@ -7,4 +7,7 @@ cd "$(dirname "$0")/.."
 scripts/install-test-deps.sh
 cargo fmt --check
 cargo clippy --all-targets -- -D warnings
+# The fuzz targets are their own workspace: make sure they still build (their bodies run over
+# the seeds in the test suite).
+cargo check --quiet --manifest-path fuzz/Cargo.toml
 EC2AZURE_REQUIRE_ORACLES=1 cargo test

@@ -32,13 +32,8 @@ pub struct Comparison {
 
 /// Chunk indices where `a` or `b` has data, ascending, without repeats.
 fn union_chunks<'a>(a: &'a ExtentMap, b: &'a ExtentMap) -> impl Iterator<Item = u64> + 'a {
-    let chunks = |m: &'a ExtentMap| {
-        m.iter()
-            .filter(|e| e.kind.is_data())
-            .flat_map(|e| (e.offset / CHUNK)..e.end().div_ceil(CHUNK))
-    };
-    let mut x = chunks(a).peekable();
-    let mut y = chunks(b).peekable();
+    let mut x = a.data_chunks(CHUNK).peekable();
+    let mut y = b.data_chunks(CHUNK).peekable();
     let mut last = None;
     std::iter::from_fn(move || {
         loop {
@@ -137,6 +132,59 @@ mod tests {
             .collect();
         let m = ExtentMap::from_ranges(data.len() as u64, ranges);
         MemImage::with_extents(data, m).unwrap()
+    }
+
+    /// A 400 MiB disk of holes with 4 KiB data islands spread over several batches
+    /// (BATCH × CHUNK = 128 MiB); bytes are a function of the offset, except at `flips`.
+    struct Islands {
+        flips: Vec<u64>,
+    }
+    const ISLANDS: [u64; 6] = [MIB, 127 * MIB, 129 * MIB, 200 * MIB, 300 * MIB, 399 * MIB];
+    const MIB: u64 = 1 << 20;
+    impl DiskImage for Islands {
+        fn len(&self) -> u64 {
+            400 * MIB
+        }
+        fn read_at(&self, buf: &mut [u8], offset: u64) -> crate::Result<usize> {
+            for (i, b) in buf.iter_mut().enumerate() {
+                let o = offset + i as u64;
+                let on_island = ISLANDS.iter().any(|&s| (s..s + 4096).contains(&o));
+                *b = if on_island { (o % 251) as u8 | 1 } else { 0 };
+                if self.flips.contains(&o) {
+                    *b ^= 0x80;
+                }
+            }
+            Ok(buf.len())
+        }
+        fn extents(&self) -> crate::Result<ExtentMap> {
+            Ok(ExtentMap::from_ranges(
+                self.len(),
+                ISLANDS.iter().map(|&s| (s, 4096, ExtentKind::Data)),
+            ))
+        }
+        fn format(&self) -> crate::Format {
+            crate::Format::Raw
+        }
+    }
+
+    #[test]
+    fn first_difference_is_the_lowest_across_batches() {
+        let a = Islands { flips: vec![] };
+        for flips in [
+            vec![399 * MIB + 5, 129 * MIB + 7],
+            vec![300 * MIB + 1, 200 * MIB + 4095],
+            vec![MIB],
+        ] {
+            let want = flips.iter().copied().min();
+            let b = Islands { flips };
+            let r = compare(&a, &b, true, &NoProgress).unwrap();
+            assert_eq!(r.first_difference, want);
+        }
+        assert!(
+            compare(&a, &Islands { flips: vec![] }, true, &NoProgress)
+                .unwrap()
+                .identical
+        );
     }
 
     proptest! {

@@ -72,18 +72,18 @@ impl Manifest {
         let size = image.len();
         let builder = ManifestBuilder::new(size);
         let extents = image.extents()?;
-        let blocks: Vec<u64> = (0..Manifest::block_count(size))
-            .filter(|&b| extents.has_data_in(b * BLOCK_SIZE, BLOCK_SIZE))
-            .collect();
-        blocks.par_iter().try_for_each_init(
-            || vec![0u8; BLOCK_SIZE as usize],
-            |buf, &b| -> Result<()> {
-                let off = b * BLOCK_SIZE;
-                let n = (size - off).min(BLOCK_SIZE) as usize;
-                builder.record(b, bytes_at(image, &extents, off, &mut buf[..n])?);
-                Ok(())
-            },
-        )?;
+        extents
+            .data_chunks(BLOCK_SIZE)
+            .par_bridge()
+            .try_for_each_init(
+                || vec![0u8; BLOCK_SIZE as usize],
+                |buf, b| -> Result<()> {
+                    let off = b * BLOCK_SIZE;
+                    let n = (size - off).min(BLOCK_SIZE) as usize;
+                    builder.record(b, bytes_at(image, &extents, off, &mut buf[..n])?);
+                    Ok(())
+                },
+            )?;
         Ok(builder.finish())
     }
 

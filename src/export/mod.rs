@@ -169,20 +169,6 @@ fn check_sparse_size(sparse_size: usize) -> Result<()> {
     Ok(())
 }
 
-/// The indices of the `CHUNK`-sized pieces of the disk that hold any data, in order, lazily.
-fn data_chunks(extents: &ExtentMap) -> impl Iterator<Item = u64> + Send + '_ {
-    let mut last: Option<u64> = None;
-    extents
-        .iter()
-        .filter(|e| e.kind.is_data())
-        .flat_map(|e| (e.offset / CHUNK)..e.end().div_ceil(CHUNK))
-        .filter(move |&c| {
-            let new = last != Some(c);
-            last = Some(c);
-            new
-        })
-}
-
 /// Reads every data chunk of `src` in parallel and calls `sink(offset, bytes)` for each run of
 /// pieces of `sparse_size` bytes that are not all zero; records the manifest on the way (its size may exceed the source's: the
 /// rest reads as zeros). Returns the
@@ -202,13 +188,14 @@ pub fn for_each_data_run(
     use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
     let size = src.len();
     let disk_len = manifest.map_or(size, |m| m.size().max(size));
-    let total: u64 = data_chunks(extents)
+    let total: u64 = extents
+        .data_chunks(CHUNK)
         .map(|c| (disk_len - c * CHUNK).min(CHUNK))
         .sum();
     progress.begin("converting", total);
     let read = AtomicU64::new(0);
     let written = AtomicU64::new(0);
-    let result = data_chunks(extents).par_bridge().try_for_each_init(
+    let result = extents.data_chunks(CHUNK).par_bridge().try_for_each_init(
         || vec![0u8; CHUNK as usize],
         |buf, c| -> Result<()> {
             if progress.cancelled() {
@@ -504,6 +491,23 @@ mod tests {
         assert_eq!(align_mib(MIB + 1), 2 * MIB);
     }
 
+    /// A disk that reads like its inner one but never lends its bytes.
+    struct NoLend(MemImage);
+    impl DiskImage for NoLend {
+        fn len(&self) -> u64 {
+            self.0.len()
+        }
+        fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<usize> {
+            self.0.read_at(buf, offset)
+        }
+        fn extents(&self) -> Result<ExtentMap> {
+            self.0.extents()
+        }
+        fn format(&self) -> crate::image::Format {
+            crate::image::Format::Raw
+        }
+    }
+
     fn read_file(p: &Path) -> Vec<u8> {
         std::fs::read(p).unwrap()
     }
@@ -519,6 +523,7 @@ mod tests {
             writes in prop::collection::vec((0u64..(3 * MIB + 5000), 1usize..70_000, any::<u8>(), any::<bool>()), 0..8),
             raw in any::<bool>(),
             sparse in prop::sample::select(vec![512usize, 4096, 65536, 524288]),
+            lend in any::<bool>(),
         ) {
             let mut data = vec![0u8; size as usize];
             let mut ranges = Vec::new();
@@ -531,7 +536,10 @@ mod tests {
             }
             // Bytes outside data extents must be zero: data ranges are applied last, so they win.
             let extents = ExtentMap::from_ranges(size, ranges);
-            let img = MemImage::with_extents(data.clone(), extents).unwrap();
+            let mem = MemImage::with_extents(data.clone(), extents).unwrap();
+            // Half the cases through a source that cannot lend its bytes, so the
+            // read-into-a-buffer path (block devices, other formats) is tested too.
+            let img: Box<dyn DiskImage> = if lend { Box::new(mem) } else { Box::new(NoLend(mem)) };
             let dir = tempfile::tempdir().unwrap();
             let out = dir.path().join("out");
             let opts = ConvertOptions {
@@ -543,7 +551,7 @@ mod tests {
                 sparse_size: sparse,
                 ..ConvertOptions::default()
             };
-            let report = convert(&img, &out, &opts).unwrap();
+            let report = convert(&*img, &out, &opts).unwrap();
             let bytes = read_file(&out);
             prop_assert_eq!(bytes.len() as u64, report.file_len);
             prop_assert_eq!(&bytes[..data.len()], &data[..]);

@@ -182,6 +182,21 @@ impl ExtentMap {
         self.range(offset, len).any(|e| e.kind.is_data())
     }
 
+    /// The indices of the `chunk`-sized pieces of the disk (piece `i` is `i*chunk..(i+1)*chunk`)
+    /// that hold any data, ascending, each once, computed lazily from the extents.
+    pub fn data_chunks(&self, chunk: u64) -> impl Iterator<Item = u64> + Send + '_ {
+        let mut last: Option<u64> = None;
+        self.extents
+            .iter()
+            .filter(|e| e.kind.is_data())
+            .flat_map(move |e| (e.offset / chunk)..e.end().div_ceil(chunk))
+            .filter(move |&c| {
+                let new = last != Some(c);
+                last = Some(c);
+                new
+            })
+    }
+
     /// The same map cut or extended (with unallocated space) to `len`.
     pub fn with_len(&self, len: u64) -> Self {
         Self::from_ranges(len, self.extents.iter().map(|e| (e.offset, e.len, e.kind)))
@@ -242,6 +257,12 @@ mod tests {
                 pos = e.end();
             }
             prop_assert_eq!(pos, len);
+            for chunk in [1u64, 7, 64] {
+                let want: Vec<u64> = (0..len.div_ceil(chunk))
+                    .filter(|&c| (c * chunk..((c + 1) * chunk).min(len)).any(|b| model[b as usize] == Data))
+                    .collect();
+                prop_assert_eq!(m.data_chunks(chunk).collect::<Vec<_>>(), want);
+            }
         }
     }
 }

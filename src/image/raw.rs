@@ -16,6 +16,15 @@ use std::os::unix::fs::{FileExt, FileTypeExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
+static MMAP_ENABLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Turns memory-mapping of raw inputs on or off for the whole process (on by default). Off,
+/// every read is a `pread`: slower, but an I/O error on the input (a failing disk, a network
+/// file system, a file truncated meanwhile) is an error naming the offset instead of a SIGBUS.
+pub fn set_mmap_enabled(on: bool) {
+    MMAP_ENABLED.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// A raw image: a regular file or a block device, read-only.
 #[derive(Debug)]
 pub struct RawImage {
@@ -191,7 +200,11 @@ impl DiskImage for RawImage {
 
     fn as_slice(&self, offset: u64, len: usize) -> Option<&[u8]> {
         let map = self.map.get_or_init(|| {
-            if !self.is_file || self.len == 0 || usize::try_from(self.len).is_err() {
+            if !self.is_file
+                || self.len == 0
+                || usize::try_from(self.len).is_err()
+                || !MMAP_ENABLED.load(std::sync::atomic::Ordering::Relaxed)
+            {
                 return None;
             }
             // SAFETY: the map is read-only and lives as long as `self`. The bytes may change

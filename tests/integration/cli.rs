@@ -384,3 +384,89 @@ fn ctrl_c_stops_a_conversion_and_removes_the_partial_file() {
     assert!(!partial(), "the temporary file was removed");
     assert!(!out.exists(), "nothing under the target's name");
 }
+
+#[test]
+fn in_place_refuses_container_formats_and_leaves_them_alone() {
+    let d = tempfile::tempdir().unwrap();
+    let mut q = b"QFI\xfb\0\0\0\x03".to_vec();
+    q.resize(3 * MIB as usize + 5, 0);
+    let mut x = b"vhdxfile".to_vec();
+    x.resize(3 * MIB as usize + 5, 0);
+    for (name, bytes, what) in [
+        ("a.qcow2", q, "a qcow2 image"),
+        ("a.vhdx", x, "a VHDX image"),
+    ] {
+        let path = d.path().join(name);
+        std::fs::write(&path, &bytes).unwrap();
+        ec2azure(["convert", "--in-place", p(&path)])
+            .expect_code(2)
+            .stderr_has(what);
+        assert_eq!(std::fs::read(&path).unwrap(), bytes, "{name} was modified");
+    }
+    let raw = sample(d.path(), "r.raw", MIB, 1);
+    ec2azure(["convert", "--in-place", "-O", "raw", p(&raw)])
+        .expect_code(2)
+        .stderr_has("cannot be combined with -O raw");
+}
+
+#[test]
+fn manifest_may_not_overwrite_input_or_output() {
+    let d = tempfile::tempdir().unwrap();
+    let raw = sample(d.path(), "in.raw", 2 * MIB, 1);
+    let before = std::fs::read(&raw).unwrap();
+    let out = d.path().join("out.vhd");
+    ec2azure(["convert", "--manifest", p(&raw), p(&raw), p(&out)])
+        .expect_code(2)
+        .stderr_has("that is the input");
+    assert_eq!(std::fs::read(&raw).unwrap(), before);
+    ec2azure(["convert", "--manifest", p(&out), p(&raw), p(&out)])
+        .expect_code(2)
+        .stderr_has("that is the output");
+    ec2azure([
+        "convert",
+        "--manifest",
+        p(&d.path().join("no/such/dir/m.json")),
+        p(&raw),
+        p(&out),
+    ])
+    .expect_code(2)
+    .stderr_has("does not exist");
+    assert!(!out.exists(), "refused before converting");
+}
+
+#[test]
+fn no_mmap_reads_the_same() {
+    let d = tempfile::tempdir().unwrap();
+    let raw = sample(d.path(), "n.raw", 5 * MIB + 1, 6);
+    let (a, b) = (d.path().join("a.vhd"), d.path().join("b.vhd"));
+    let args = [
+        "--uuid",
+        "6ba7b810-9dad-11d1-80b4-00c04fd430c8",
+        "--timestamp",
+        "1700000000",
+    ];
+    ec2azure([
+        "convert",
+        "-q",
+        args[0],
+        args[1],
+        args[2],
+        args[3],
+        p(&raw),
+        p(&a),
+    ])
+    .ok();
+    ec2azure([
+        "convert",
+        "-q",
+        "--no-mmap",
+        args[0],
+        args[1],
+        args[2],
+        args[3],
+        p(&raw),
+        p(&b),
+    ])
+    .ok();
+    assert!(std::fs::read(&a).unwrap() == std::fs::read(&b).unwrap());
+}

@@ -29,6 +29,11 @@ struct Cli {
     /// Print nothing but errors (and JSON when asked for).
     #[arg(short, long, global = true)]
     quiet: bool,
+    /// Read inputs with pread instead of memory-mapping them: slower, but a failing input
+    /// (bad sector, network file system, file truncated meanwhile) is reported as an error with
+    /// its offset instead of killing the process with SIGBUS.
+    #[arg(long, global = true)]
+    no_mmap: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -222,6 +227,7 @@ fn main() -> ExitCode {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     let cli = Cli::parse();
+    ec2azure::image::raw::set_mmap_enabled(!cli.no_mmap);
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
