@@ -71,6 +71,13 @@ pub fn dynamic_vhd(data: &[u8]) {
     }
 }
 
+/// Arbitrary bytes as a VHDX.
+pub fn vhdx(data: &[u8]) {
+    if let Ok(x) = crate::image::vhdx::Vhdx::parse(Box::new(MemImage::new(data.to_vec())), None) {
+        exercise(&x);
+    }
+}
+
 /// Arbitrary text as a manifest: accepted manifests round-trip.
 pub fn manifest_json(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {

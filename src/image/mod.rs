@@ -17,6 +17,7 @@ mod extent;
 pub mod mem;
 pub mod raw;
 pub mod vhd;
+pub mod vhdx;
 
 pub use extent::{Extent, ExtentKind, ExtentMap};
 pub use mem::MemImage;
@@ -141,7 +142,7 @@ pub enum Format {
     Raw,
     /// A VHD: fixed, dynamic or differencing.
     Vhd,
-    /// A VHDX image (detected, not yet read).
+    /// A VHDX image.
     Vhdx,
     /// A qcow2 image (detected, not yet read).
     Qcow2,
@@ -215,6 +216,19 @@ pub(crate) fn detect(image: &RawImage) -> Result<Detected> {
     if head.starts_with(vhd::COOKIE) {
         return Ok(Detected::VhdFooterAtStart);
     }
+    // A VHDX whose file identifier is damaged still has its headers and region tables at fixed
+    // offsets: a damaged VHDX, not a raw disk.
+    for (at, sig) in [
+        (64 << 10, b"head"),
+        (128 << 10, b"head"),
+        (192 << 10, b"regi"),
+        (256 << 10, b"regi"),
+    ] {
+        let mut s = [0u8; 4];
+        if image.read_at(&mut s, at)? == 4 && &s == sig {
+            return Ok(Detected::Vhdx);
+        }
+    }
     if let Some(tail) = image.tail_sector()?
         && vhd::looks_like_footer(&tail)
     {
@@ -283,7 +297,8 @@ pub fn open(path: &Path, format: Option<Format>) -> Result<Box<dyn DiskImage>> {
                 Err(e) => Err(e.with_path(path)),
             }
         }
-        Format::Vhdx | Format::Qcow2 => Err(Error::unsupported(format!(
+        Format::Vhdx => Ok(Box::new(vhdx::Vhdx::open(path)?)),
+        Format::Qcow2 => Err(Error::unsupported(format!(
             "{format} images are recognised but cannot be read yet; \
              convert with `qemu-img convert -O raw` first"
         ))

@@ -211,3 +211,149 @@ fn too_short_and_empty_files() {
         .expect_code(2)
         .stderr_has("too short");
 }
+
+/// A qemu-made VHDX and the offsets of its structures.
+struct VhdxFile {
+    bytes: Vec<u8>,
+    bat: usize,
+    meta: usize,
+}
+
+fn le32(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().unwrap())
+}
+
+fn qemu_vhdx(dir: &Path) -> Option<VhdxFile> {
+    if !have_qemu() {
+        return None;
+    }
+    let raw = dir.join("v.raw");
+    ec2azure(["sample", "-q", p(&raw), "--size", "8M", "--seed", "4"]).ok();
+    let x = dir.join("v.vhdx");
+    run(
+        "qemu-img",
+        [
+            "convert",
+            "-f",
+            "raw",
+            "-O",
+            "vhdx",
+            "-o",
+            "block_size=1M",
+            p(&raw),
+            p(&x),
+        ],
+    )
+    .ok();
+    let bytes = std::fs::read(&x).unwrap();
+    let rt = 192 * 1024;
+    let (mut bat, mut meta) = (0, 0);
+    for i in 0..le32(&bytes, rt + 8) as usize {
+        let e = rt + 16 + i * 32;
+        let off = u64::from_le_bytes(bytes[e + 16..e + 24].try_into().unwrap()) as usize;
+        match bytes[e] {
+            0x66 => bat = off,  // 2DC27766-...
+            0x06 => meta = off, // 8B7CA206-...
+            _ => {}
+        }
+    }
+    assert!(bat > 0 && meta > 0);
+    Some(VhdxFile { bytes, bat, meta })
+}
+
+/// Recomputes the CRC-32C of the 4 KiB header or 64 KiB table at `at`.
+fn fix_crc(b: &mut [u8], at: usize, len: usize) {
+    let c = ec2azure::image::vhdx::crc_with_zeroed_field(&b[at..at + len], 4);
+    b[at + 4..at + 8].copy_from_slice(&c.to_le_bytes());
+}
+
+#[test]
+fn damaged_vhdx_files() {
+    let d = tempfile::tempdir().unwrap();
+    let Some(v) = qemu_vhdx(d.path()) else { return };
+    let good = d.path().join("good.vhdx");
+    std::fs::write(&good, &v.bytes).unwrap();
+    let expect = d.path().join("expect.raw");
+    ec2azure(["convert", "-q", "-O", "raw", p(&good), p(&expect)]).ok();
+    let write = |name: &str, edit: &dyn Fn(&mut Vec<u8>)| {
+        let mut b = v.bytes.clone();
+        edit(&mut b);
+        let path = d.path().join(name);
+        std::fs::write(&path, &b).unwrap();
+        path
+    };
+    // One damaged copy of a header or region table: the other copy is used, same bytes.
+    for (name, at) in [
+        ("header1-crc.vhdx", 64 * 1024 + 4),
+        ("header2-crc.vhdx", 128 * 1024 + 4),
+        ("region1-crc.vhdx", 192 * 1024 + 4),
+    ] {
+        let path = write(name, &|b| b[at] ^= 0xff);
+        ec2azure(["compare", "--strict", p(&path), p(&expect)]).ok();
+    }
+    // Both copies damaged, or the structures the data depends on: refused, named, exit 2.
+    let refusals: Vec<(&str, Box<dyn Fn(&mut Vec<u8>)>, &str)> = vec![
+        (
+            "both-headers.vhdx",
+            Box::new(|b| {
+                b[64 * 1024 + 4] ^= 1;
+                b[128 * 1024 + 4] ^= 1
+            }),
+            "neither header is valid",
+        ),
+        (
+            "both-region-tables.vhdx",
+            Box::new(|b| {
+                b[192 * 1024] = b'X';
+                b[256 * 1024] = b'X'
+            }),
+            "neither region table is valid",
+        ),
+        (
+            "bat-entry-past-eof.vhdx",
+            Box::new(move |b| {
+                // Block 0 FULLY PRESENT at 4 TiB.
+                let e: u64 = 6 | ((4u64 << 20) << 20);
+                b[v.bat..v.bat + 8].copy_from_slice(&e.to_le_bytes());
+            }),
+            "outside the",
+        ),
+        (
+            "unknown-required-metadata.vhdx",
+            Box::new(move |b| {
+                // Give the first metadata entry an unknown GUID and the required flag.
+                let e = v.meta + 32;
+                b[e..e + 16].copy_from_slice(&[0xAB; 16]);
+                let flags = le32(b, e + 24) | 4;
+                b[e + 24..e + 28].copy_from_slice(&flags.to_le_bytes());
+            }),
+            "marked required but is unknown",
+        ),
+        (
+            "dirty-log.vhdx",
+            Box::new(|b| {
+                // A log GUID in both headers means the log must be replayed.
+                for h in [64 * 1024, 128 * 1024] {
+                    b[h + 48..h + 64].copy_from_slice(&[0x5A; 16]);
+                    fix_crc(b, h, 4096);
+                }
+            }),
+            "log must be replayed",
+        ),
+        ("signature-damaged.vhdx", Box::new(|b| b[0] = b'X'), "vhdx"),
+    ];
+    for (name, edit, msg) in &refusals {
+        let path = write(name, edit.as_ref());
+        let out = d.path().join(format!("{name}.out"));
+        ec2azure(["convert", p(&path), p(&out)])
+            .expect_code(2)
+            .stderr_has(msg)
+            .stderr_has(p(&path));
+        assert!(!out.exists(), "{name}: no output");
+        assert_eq!(
+            std::fs::read(&path).unwrap().len(),
+            v.bytes.len(),
+            "{name}: input untouched"
+        );
+    }
+}

@@ -1,0 +1,690 @@
+//! The VHDX reader (MS-VHDX), in-house: the `vhdx` crate returns wrong data above 4 GiB.
+//!
+//! ```text
+//! offset    size     structure (all little-endian; GUIDs in Windows byte order)
+//!      0    64 KiB   file type identifier: "vhdxfile", creator (UTF-16)
+//!  64 KiB    4 KiB   header 1: "head", CRC-32C, sequence number, file/data write GUIDs,
+//! 128 KiB    4 KiB   header 2   log GUID, log version, version (1), log length, log offset
+//! 192 KiB   64 KiB   region table 1: "regi", CRC-32C, entry count, entries of
+//! 256 KiB   64 KiB   region table 2   (GUID, file offset, length, required)
+//! regions            BAT and metadata (anywhere, 1 MiB aligned); the log
+//! ```
+//!
+//! - The valid header (signature, CRC-32C with its checksum field zeroed, version 1) with the
+//!   higher sequence number is current. A non-empty log (log GUID not zero) must be replayed
+//!   before reading; this version refuses such a file rather than read stale metadata (and never
+//!   writes to it).
+//! - Region tables: the first valid one is used; the BAT and metadata regions are required; an
+//!   unknown region marked required is refused. Regions must lie inside the file; unlike qemu we
+//!   do not insist on their 1 MiB alignment, which does not change which bytes are read.
+//! - Metadata: file parameters (block size 1–256 MiB, has-parent flag), virtual disk size,
+//!   logical sector size (512 or 4096), physical sector size, disk id; an unknown item marked
+//!   required is refused. A differencing VHDX (has parent) is refused for now.
+//! - The BAT holds one 64-bit entry per payload block (state in bits 0–2, file offset in MiB in
+//!   bits 20–63) and, after every `chunk ratio` = 2^23 × logical sector size / block size payload
+//!   entries, one sector-bitmap entry. Payload states NOT PRESENT (0), UNDEFINED (1), ZERO (2)
+//!   and UNMAPPED (3) read as zeros; FULLY PRESENT (6) reads from the file; PARTIALLY PRESENT (7)
+//!   belongs to differencing disks only.
+
+use crate::error::{Error, Result, ResultExt};
+use crate::image::{DiskImage, ExtentKind, ExtentMap, Format, RawImage};
+use std::path::{Path, PathBuf};
+
+const KIB: u64 = 1024;
+const MIB: u64 = 1 << 20;
+/// "vhdxfile" at offset 0.
+pub const SIGNATURE: &[u8; 8] = b"vhdxfile";
+const HEADER_OFFSETS: [u64; 2] = [64 * KIB, 128 * KIB];
+const HEADER_SIZE: usize = 4096;
+const REGION_TABLE_OFFSETS: [u64; 2] = [192 * KIB, 256 * KIB];
+const REGION_TABLE_SIZE: usize = 64 * 1024;
+/// The most region-table and metadata-table entries the format allows.
+const MAX_TABLE_ENTRIES: u32 = 2047;
+/// Most BAT entries we hold in memory (128 MiB of table).
+const MAX_BAT_ENTRIES: u64 = 16 << 20;
+/// The largest metadata region we read.
+const MAX_METADATA_REGION: u64 = 16 * MIB;
+
+/// A GUID as it lies on disk: the first three fields little-endian, the rest as written.
+const fn guid(d1: u32, d2: u16, d3: u16, d4: [u8; 8]) -> [u8; 16] {
+    let a = d1.to_le_bytes();
+    let b = d2.to_le_bytes();
+    let c = d3.to_le_bytes();
+    [
+        a[0], a[1], a[2], a[3], b[0], b[1], c[0], c[1], d4[0], d4[1], d4[2], d4[3], d4[4], d4[5],
+        d4[6], d4[7],
+    ]
+}
+
+/// Region: the block allocation table, 2DC27766-F623-4200-9D64-115E9BFD4A08.
+const BAT_REGION: [u8; 16] = guid(
+    0x2DC2_7766,
+    0xF623,
+    0x4200,
+    [0x9D, 0x64, 0x11, 0x5E, 0x9B, 0xFD, 0x4A, 0x08],
+);
+/// Region: metadata, 8B7CA206-4790-4B9A-B8FE-575F050F886E.
+const METADATA_REGION: [u8; 16] = guid(
+    0x8B7C_A206,
+    0x4790,
+    0x4B9A,
+    [0xB8, 0xFE, 0x57, 0x5F, 0x05, 0x0F, 0x88, 0x6E],
+);
+/// Metadata: file parameters, CAA16737-FA36-4D43-B3B6-33F0AA44E76B.
+const FILE_PARAMETERS: [u8; 16] = guid(
+    0xCAA1_6737,
+    0xFA36,
+    0x4D43,
+    [0xB3, 0xB6, 0x33, 0xF0, 0xAA, 0x44, 0xE7, 0x6B],
+);
+/// Metadata: virtual disk size, 2FA54224-CD1B-4876-B211-5DBED83BF4B8.
+const VIRTUAL_DISK_SIZE: [u8; 16] = guid(
+    0x2FA5_4224,
+    0xCD1B,
+    0x4876,
+    [0xB2, 0x11, 0x5D, 0xBE, 0xD8, 0x3B, 0xF4, 0xB8],
+);
+/// Metadata: virtual disk id, BECA12AB-B2E6-4523-93EF-C309E000C746.
+const VIRTUAL_DISK_ID: [u8; 16] = guid(
+    0xBECA_12AB,
+    0xB2E6,
+    0x4523,
+    [0x93, 0xEF, 0xC3, 0x09, 0xE0, 0x00, 0xC7, 0x46],
+);
+/// Metadata: logical sector size, 8141BF1D-A96F-4709-BA47-F233A8FAAB5F.
+const LOGICAL_SECTOR_SIZE: [u8; 16] = guid(
+    0x8141_BF1D,
+    0xA96F,
+    0x4709,
+    [0xBA, 0x47, 0xF2, 0x33, 0xA8, 0xFA, 0xAB, 0x5F],
+);
+/// Metadata: physical sector size, CDA348C7-445D-4471-9CC9-E9885251C556.
+const PHYSICAL_SECTOR_SIZE: [u8; 16] = guid(
+    0xCDA3_48C7,
+    0x445D,
+    0x4471,
+    [0x9C, 0xC9, 0xE9, 0x88, 0x52, 0x51, 0xC5, 0x56],
+);
+/// Metadata: parent locator, A8D35F2D-B30B-454D-ABF7-D3D84834AB0C.
+const PARENT_LOCATOR: [u8; 16] = guid(
+    0xA8D3_5F2D,
+    0xB30B,
+    0x454D,
+    [0xAB, 0xF7, 0xD3, 0xD8, 0x48, 0x34, 0xAB, 0x0C],
+);
+
+/// Payload block states (BAT entry bits 0–2).
+const PAYLOAD_NOT_PRESENT: u64 = 0;
+const PAYLOAD_UNDEFINED: u64 = 1;
+const PAYLOAD_ZERO: u64 = 2;
+const PAYLOAD_UNMAPPED: u64 = 3;
+const PAYLOAD_FULLY_PRESENT: u64 = 6;
+const PAYLOAD_PARTIALLY_PRESENT: u64 = 7;
+
+fn le32(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+fn le64(b: &[u8], at: usize) -> u64 {
+    let mut x = [0u8; 8];
+    x.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(x)
+}
+
+/// CRC-32C of `buf` with its 4-byte checksum field at `at` counted as zero.
+pub fn crc_with_zeroed_field(buf: &[u8], at: usize) -> u32 {
+    let c = crc32c::crc32c(&buf[..at]);
+    let c = crc32c::crc32c_append(c, &[0; 4]);
+    crc32c::crc32c_append(c, &buf[at + 4..])
+}
+
+fn show_guid(g: &[u8; 16]) -> String {
+    format!(
+        "{:08X}-{:04X}-{:04X}-{}-{}",
+        u32::from_le_bytes([g[0], g[1], g[2], g[3]]),
+        u16::from_le_bytes([g[4], g[5]]),
+        u16::from_le_bytes([g[6], g[7]]),
+        hex::encode_upper(&g[8..10]),
+        hex::encode_upper(&g[10..])
+    )
+}
+
+/// The current header's fields we use.
+#[derive(Debug, Clone)]
+pub struct Header {
+    /// Which copy (1 or 2) is current.
+    pub copy: u8,
+    /// Sequence number.
+    pub sequence: u64,
+    /// Log GUID: all zero when the log is empty.
+    pub log_guid: [u8; 16],
+    /// Log length and offset.
+    pub log_length: u32,
+    /// Log offset.
+    pub log_offset: u64,
+}
+
+fn parse_header(b: &[u8], at: u64, copy: u8) -> Result<Header> {
+    if &b[..4] != b"head" {
+        return Err(Error::invalid(format!(
+            "VHDX header {copy}: expected signature \"head\", found {}",
+            crate::image::vhd::show_bytes(&b[..4])
+        ))
+        .with_offset(at));
+    }
+    let stored = le32(b, 4);
+    let computed = crc_with_zeroed_field(b, 4);
+    if stored != computed {
+        return Err(Error::invalid(format!(
+            "VHDX header {copy} checksum: expected 0x{computed:08x} (CRC-32C), found 0x{stored:08x}"
+        ))
+        .with_offset(at + 4));
+    }
+    let version = u16::from_le_bytes([b[66], b[67]]);
+    if version != 1 {
+        return Err(Error::unsupported(format!(
+            "VHDX header {copy} version: expected 1, found {version}"
+        ))
+        .with_offset(at + 66));
+    }
+    let mut log_guid = [0u8; 16];
+    log_guid.copy_from_slice(&b[48..64]);
+    Ok(Header {
+        copy,
+        sequence: le64(b, 8),
+        log_guid,
+        log_length: le32(b, 68),
+        log_offset: le64(b, 72),
+    })
+}
+
+/// A VHDX image.
+pub struct Vhdx {
+    file: Box<dyn DiskImage>,
+    path: Option<PathBuf>,
+    header: Header,
+    size: u64,
+    block_size: u64,
+    logical_sector_size: u32,
+    chunk_ratio: u64,
+    bat: Vec<u64>,
+}
+
+impl std::fmt::Debug for Vhdx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vhdx")
+            .field("path", &self.path)
+            .field("size", &self.size)
+            .field("block_size", &self.block_size)
+            .field("logical_sector_size", &self.logical_sector_size)
+            .finish()
+    }
+}
+
+impl Vhdx {
+    /// Opens the VHDX at `path` read-only.
+    ///
+    /// # Errors
+    /// Any damaged structure (each named with its offset), an unknown required region or
+    /// metadata item, a non-empty log, or a differencing VHDX.
+    pub fn open(path: &Path) -> Result<Self> {
+        Self::parse(Box::new(RawImage::open(path)?), Some(path)).path(path)
+    }
+
+    /// Reads a VHDX from `file`.
+    ///
+    /// # Errors
+    /// As [`Vhdx::open`].
+    pub fn parse(file: Box<dyn DiskImage>, path: Option<&Path>) -> Result<Self> {
+        let len = file.len();
+        if len < 320 * KIB {
+            return Err(Error::invalid(format!(
+                "VHDX: the file is {len} bytes, too short for the headers and region tables \
+                 (320 KiB)"
+            )));
+        }
+        let mut sig = [0u8; 8];
+        file.read_exact_at(&mut sig, 0)?;
+        if &sig != SIGNATURE {
+            return Err(Error::invalid(format!(
+                "VHDX file identifier: expected \"vhdxfile\", found {}",
+                crate::image::vhd::show_bytes(&sig)
+            ))
+            .with_offset(0));
+        }
+
+        // Headers: the valid one with the higher sequence number.
+        let mut headers = Vec::new();
+        let mut errors = Vec::new();
+        for (i, &at) in HEADER_OFFSETS.iter().enumerate() {
+            let mut b = vec![0u8; HEADER_SIZE];
+            file.read_exact_at(&mut b, at)?;
+            match parse_header(&b, at, i as u8 + 1) {
+                Ok(h) => headers.push(h),
+                Err(e) => errors.push(e),
+            }
+        }
+        let Some(header) = headers.into_iter().max_by_key(|h| h.sequence) else {
+            let e = errors.remove(0);
+            return Err(Error::invalid(format!(
+                "VHDX: neither header is valid ({}; {})",
+                e,
+                errors.first().map(|e| e.to_string()).unwrap_or_default()
+            ))
+            .with_offset(e.offset().unwrap_or(HEADER_OFFSETS[0])));
+        };
+        if header.log_guid != [0; 16] {
+            return Err(Error::unsupported(format!(
+                "VHDX log: header {} names log {} ({} bytes at offset {}), so the file was not \
+                 closed cleanly and its log must be replayed before reading; this version does \
+                 not replay logs and will not read stale metadata. Open it once with Hyper-V or \
+                 qemu (which replay the log) and try again",
+                header.copy,
+                show_guid(&header.log_guid),
+                header.log_length,
+                header.log_offset
+            ))
+            .with_offset(HEADER_OFFSETS[usize::from(header.copy - 1)] + 48));
+        }
+
+        // Region tables: the first valid one.
+        let mut regions = None;
+        let mut region_errors = Vec::new();
+        for (i, &at) in REGION_TABLE_OFFSETS.iter().enumerate() {
+            let mut b = vec![0u8; REGION_TABLE_SIZE];
+            file.read_exact_at(&mut b, at)?;
+            match parse_region_table(&b, at, i + 1, len) {
+                Ok(r) => {
+                    regions = Some(r);
+                    break;
+                }
+                Err(e) => region_errors.push(e),
+            }
+        }
+        let Some((bat_region, meta_region)) = regions else {
+            let e = region_errors.remove(0);
+            let off = e.offset().unwrap_or(REGION_TABLE_OFFSETS[0]);
+            return Err(
+                Error::invalid(format!("VHDX: neither region table is valid ({e})"))
+                    .with_offset(off),
+            );
+        };
+
+        let meta = parse_metadata(&*file, meta_region)?;
+        if meta.has_parent {
+            return Err(Error::unsupported(
+                "differencing VHDX (has parent): not supported yet; merge it into its parent \
+                 first (Hyper-V Edit Disk, or qemu-img convert)",
+            ));
+        }
+        let block_size = u64::from(meta.block_size);
+        let chunk_ratio = ((1u64 << 23) * u64::from(meta.logical_sector_size)) / block_size;
+        let blocks = meta.size.div_ceil(block_size);
+        let entries = if blocks == 0 {
+            0
+        } else {
+            blocks + (blocks - 1) / chunk_ratio
+        };
+        if entries > MAX_BAT_ENTRIES {
+            return Err(Error::limit(format!(
+                "VHDX: {entries} BAT entries is more than the {MAX_BAT_ENTRIES} this tool holds \
+                 in memory"
+            )));
+        }
+        if entries * 8 > u64::from(bat_region.1) {
+            return Err(Error::invalid(format!(
+                "VHDX BAT region: {} bytes, but a {}-byte disk in {block_size}-byte blocks needs \
+                 {entries} entries ({} bytes)",
+                bat_region.1,
+                meta.size,
+                entries * 8
+            ))
+            .with_offset(bat_region.0));
+        }
+        let mut raw = vec![0u8; (entries * 8) as usize];
+        file.read_exact_at(&mut raw, bat_region.0)?;
+        let mut bat = Vec::with_capacity(blocks as usize);
+        for (i, e) in raw.chunks_exact(8).map(|c| le64(c, 0)).enumerate() {
+            let i = i as u64;
+            if (i + 1) % (chunk_ratio + 1) == 0 {
+                continue; // a sector-bitmap entry: only differencing disks use them
+            }
+            let block = bat.len() as u64;
+            let state = e & 7;
+            let at = bat_region.0 + i * 8;
+            match state {
+                PAYLOAD_NOT_PRESENT | PAYLOAD_UNDEFINED | PAYLOAD_ZERO | PAYLOAD_UNMAPPED => {}
+                PAYLOAD_FULLY_PRESENT => {
+                    let off = (e >> 20) * MIB;
+                    if off < MIB || off.checked_add(block_size).is_none_or(|end| end > len) {
+                        return Err(Error::invalid(format!(
+                            "VHDX block {block}: the BAT places it at offset {off}, outside the \
+                             {len}-byte file"
+                        ))
+                        .with_offset(at));
+                    }
+                }
+                PAYLOAD_PARTIALLY_PRESENT => {
+                    return Err(Error::invalid(format!(
+                        "VHDX block {block}: state PARTIALLY PRESENT (7) in a disk without a \
+                         parent"
+                    ))
+                    .with_offset(at));
+                }
+                other => {
+                    return Err(Error::invalid(format!(
+                        "VHDX block {block}: unknown payload block state {other}"
+                    ))
+                    .with_offset(at));
+                }
+            }
+            bat.push(e);
+        }
+        Ok(Vhdx {
+            file,
+            path: path.map(Path::to_path_buf),
+            header,
+            size: meta.size,
+            block_size,
+            logical_sector_size: meta.logical_sector_size,
+            chunk_ratio,
+            bat,
+        })
+    }
+
+    /// The current header.
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    /// Block size in bytes.
+    pub fn block_size(&self) -> u64 {
+        self.block_size
+    }
+
+    /// Logical sector size (512 or 4096).
+    pub fn logical_sector_size(&self) -> u32 {
+        self.logical_sector_size
+    }
+
+    /// Payload blocks per sector-bitmap block.
+    pub fn chunk_ratio(&self) -> u64 {
+        self.chunk_ratio
+    }
+}
+
+/// Parses a region table; returns the (offset, length) of the BAT and metadata regions.
+fn parse_region_table(
+    b: &[u8],
+    at: u64,
+    copy: usize,
+    file_len: u64,
+) -> Result<((u64, u32), (u64, u32))> {
+    if &b[..4] != b"regi" {
+        return Err(Error::invalid(format!(
+            "VHDX region table {copy}: expected signature \"regi\", found {}",
+            crate::image::vhd::show_bytes(&b[..4])
+        ))
+        .with_offset(at));
+    }
+    let stored = le32(b, 4);
+    let computed = crc_with_zeroed_field(b, 4);
+    if stored != computed {
+        return Err(Error::invalid(format!(
+            "VHDX region table {copy} checksum: expected 0x{computed:08x} (CRC-32C), found \
+             0x{stored:08x}"
+        ))
+        .with_offset(at + 4));
+    }
+    let count = le32(b, 8);
+    if count > MAX_TABLE_ENTRIES {
+        return Err(Error::invalid(format!(
+            "VHDX region table {copy}: {count} entries, at most {MAX_TABLE_ENTRIES} allowed"
+        ))
+        .with_offset(at + 8));
+    }
+    let (mut bat, mut meta) = (None, None);
+    for i in 0..count as usize {
+        let e = &b[16 + i * 32..16 + (i + 1) * 32];
+        let mut g = [0u8; 16];
+        g.copy_from_slice(&e[..16]);
+        let (off, length, required) = (le64(e, 16), le32(e, 24), le32(e, 28) & 1 != 0);
+        let entry_at = at + 16 + i as u64 * 32;
+        if off
+            .checked_add(u64::from(length))
+            .is_none_or(|end| end > file_len)
+        {
+            return Err(Error::invalid(format!(
+                "VHDX region {}: {length} bytes at offset {off} reach past the end of the \
+                 {file_len}-byte file",
+                show_guid(&g)
+            ))
+            .with_offset(entry_at));
+        }
+        if g == BAT_REGION {
+            bat = Some((off, length));
+        } else if g == METADATA_REGION {
+            meta = Some((off, length));
+        } else if required {
+            return Err(Error::unsupported(format!(
+                "VHDX region {} is marked required but is unknown to this tool",
+                show_guid(&g)
+            ))
+            .with_offset(entry_at));
+        }
+    }
+    match (bat, meta) {
+        (Some(b), Some(m)) => Ok((b, m)),
+        _ => Err(Error::invalid(format!(
+            "VHDX region table {copy}: the BAT and metadata regions are required, found {}",
+            match (bat, meta) {
+                (None, None) => "neither",
+                (None, _) => "no BAT",
+                _ => "no metadata",
+            }
+        ))
+        .with_offset(at)),
+    }
+}
+
+struct Metadata {
+    block_size: u32,
+    has_parent: bool,
+    size: u64,
+    logical_sector_size: u32,
+}
+
+fn parse_metadata(file: &dyn DiskImage, (at, length): (u64, u32)) -> Result<Metadata> {
+    let length = u64::from(length);
+    if !(64 * KIB..=MAX_METADATA_REGION).contains(&length) {
+        return Err(Error::invalid(format!(
+            "VHDX metadata region: {length} bytes, expected 64 KiB to {MAX_METADATA_REGION}"
+        ))
+        .with_offset(at));
+    }
+    let mut m = vec![0u8; length as usize];
+    file.read_exact_at(&mut m, at)?;
+    if &m[..8] != b"metadata" {
+        return Err(Error::invalid(format!(
+            "VHDX metadata table: expected signature \"metadata\", found {}",
+            crate::image::vhd::show_bytes(&m[..8])
+        ))
+        .with_offset(at));
+    }
+    let count = u32::from(u16::from_le_bytes([m[10], m[11]]));
+    if count > MAX_TABLE_ENTRIES {
+        return Err(Error::invalid(format!(
+            "VHDX metadata table: {count} entries, at most {MAX_TABLE_ENTRIES} allowed"
+        ))
+        .with_offset(at + 10));
+    }
+    let (mut params, mut size, mut lss, mut pss) = (None, None, None, None);
+    for i in 0..count as usize {
+        let e = &m[32 + i * 32..32 + (i + 1) * 32];
+        let entry_at = at + 32 + i as u64 * 32;
+        let mut g = [0u8; 16];
+        g.copy_from_slice(&e[..16]);
+        let (off, len, flags) = (le32(e, 16) as usize, le32(e, 20) as usize, le32(e, 24));
+        let required = flags & 4 != 0;
+        let Some(item) = off.checked_add(len).and_then(|end| m.get(off..end)) else {
+            return Err(Error::invalid(format!(
+                "VHDX metadata item {}: {len} bytes at {off} lie outside the {length}-byte region",
+                show_guid(&g)
+            ))
+            .with_offset(entry_at));
+        };
+        let need = |n: usize| -> Result<()> {
+            if item.len() < n {
+                return Err(Error::invalid(format!(
+                    "VHDX metadata item {}: {} bytes, expected {n}",
+                    show_guid(&g),
+                    item.len()
+                ))
+                .with_offset(entry_at));
+            }
+            Ok(())
+        };
+        if g == FILE_PARAMETERS {
+            need(8)?;
+            params = Some((le32(item, 0), le32(item, 4)));
+        } else if g == VIRTUAL_DISK_SIZE {
+            need(8)?;
+            size = Some(le64(item, 0));
+        } else if g == LOGICAL_SECTOR_SIZE {
+            need(4)?;
+            lss = Some(le32(item, 0));
+        } else if g == PHYSICAL_SECTOR_SIZE {
+            need(4)?;
+            pss = Some(le32(item, 0));
+        } else if g == VIRTUAL_DISK_ID || g == PARENT_LOCATOR {
+            // Known; the parent locator matters only with has-parent, which is refused.
+        } else if required {
+            return Err(Error::unsupported(format!(
+                "VHDX metadata item {} is marked required but is unknown to this tool",
+                show_guid(&g)
+            ))
+            .with_offset(entry_at));
+        }
+    }
+    let missing = |what: &str| {
+        Error::invalid(format!(
+            "VHDX metadata: the required {what} item is missing"
+        ))
+        .with_offset(at)
+    };
+    let (block_size, flags) = params.ok_or_else(|| missing("file parameters"))?;
+    let size = size.ok_or_else(|| missing("virtual disk size"))?;
+    let lss = lss.ok_or_else(|| missing("logical sector size"))?;
+    let pss = pss.ok_or_else(|| missing("physical sector size"))?;
+    if !block_size.is_power_of_two() || !(MIB as u32..=256 * MIB as u32).contains(&block_size) {
+        return Err(Error::invalid(format!(
+            "VHDX block size: expected a power of two from 1 MiB to 256 MiB, found {block_size}"
+        ))
+        .with_offset(at));
+    }
+    if lss != 512 && lss != 4096 {
+        return Err(Error::invalid(format!(
+            "VHDX logical sector size: expected 512 or 4096, found {lss}"
+        ))
+        .with_offset(at));
+    }
+    if pss != 512 && pss != 4096 {
+        return Err(Error::invalid(format!(
+            "VHDX physical sector size: expected 512 or 4096, found {pss}"
+        ))
+        .with_offset(at));
+    }
+    if size == 0 || size % u64::from(lss) != 0 || size > 64 << 40 {
+        return Err(Error::invalid(format!(
+            "VHDX virtual disk size: expected a multiple of the {lss}-byte sector up to 64 TiB, \
+             found {size}"
+        ))
+        .with_offset(at));
+    }
+    Ok(Metadata {
+        block_size,
+        has_parent: flags & 2 != 0,
+        size,
+        logical_sector_size: lss,
+    })
+}
+
+impl DiskImage for Vhdx {
+    fn len(&self) -> u64 {
+        self.size
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<usize> {
+        if offset >= self.size {
+            return Ok(0);
+        }
+        let n = buf
+            .len()
+            .min(usize::try_from(self.size - offset).unwrap_or(usize::MAX));
+        let mut done = 0;
+        while done < n {
+            let pos = offset + done as u64;
+            let block = pos / self.block_size;
+            let in_block = pos % self.block_size;
+            let k = ((self.block_size - in_block) as usize).min(n - done);
+            let piece = &mut buf[done..done + k];
+            let e = self.bat.get(block as usize).copied().unwrap_or(0);
+            if e & 7 == PAYLOAD_FULLY_PRESENT {
+                let at = (e >> 20) * MIB + in_block;
+                self.file
+                    .read_exact_at(piece, at)
+                    .map_err(|err| match &self.path {
+                        Some(p) => err.with_path(p),
+                        None => err,
+                    })?;
+            } else {
+                piece.fill(0);
+            }
+            done += k;
+        }
+        Ok(n)
+    }
+
+    fn extents(&self) -> Result<ExtentMap> {
+        let ranges = self.bat.iter().enumerate().filter_map(|(i, &e)| {
+            let kind = match e & 7 {
+                PAYLOAD_FULLY_PRESENT => ExtentKind::Data,
+                PAYLOAD_ZERO => ExtentKind::Zero,
+                _ => return None,
+            };
+            Some((i as u64 * self.block_size, self.block_size, kind))
+        });
+        Ok(ExtentMap::from_ranges(self.size, ranges))
+    }
+
+    fn format(&self) -> Format {
+        Format::Vhdx
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guids_are_in_windows_byte_order() {
+        assert_eq!(
+            hex::encode(BAT_REGION),
+            "6677c22d23f600429d64115e9bfd4a08",
+            "2DC27766-F623-4200-9D64-115E9BFD4A08"
+        );
+        assert_eq!(
+            show_guid(&METADATA_REGION),
+            "8B7CA206-4790-4B9A-B8FE-575F050F886E"
+        );
+    }
+
+    #[test]
+    fn crc_skips_the_checksum_field() {
+        let mut b = vec![7u8; 4096];
+        let c = crc_with_zeroed_field(&b, 4);
+        b[4..8].copy_from_slice(&[1, 2, 3, 4]);
+        assert_eq!(crc_with_zeroed_field(&b, 4), c);
+        b[4..8].fill(0);
+        assert_eq!(crc32c::crc32c(&b), c);
+    }
+}
