@@ -345,7 +345,7 @@ impl Vhdx {
         let mut bat = Vec::with_capacity(blocks as usize);
         for (i, e) in raw.chunks_exact(8).map(|c| le64(c, 0)).enumerate() {
             let i = i as u64;
-            if (i + 1) % (chunk_ratio + 1) == 0 {
+            if (i + 1).is_multiple_of(chunk_ratio + 1) {
                 continue; // a sector-bitmap entry: only differencing disks use them
             }
             let block = bat.len() as u64;

@@ -292,7 +292,8 @@ fn damaged_vhdx_files() {
         ec2azure(["compare", "--strict", p(&path), p(&expect)]).ok();
     }
     // Both copies damaged, or the structures the data depends on: refused, named, exit 2.
-    let refusals: Vec<(&str, Box<dyn Fn(&mut Vec<u8>)>, &str)> = vec![
+    type Edit = Box<dyn Fn(&mut Vec<u8>)>;
+    let refusals: Vec<(&str, Edit, &str)> = vec![
         (
             "both-headers.vhdx",
             Box::new(|b| {
