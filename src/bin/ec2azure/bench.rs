@@ -108,6 +108,51 @@ fn time_cmd(argv: &[String]) -> Result<Duration> {
     Ok(d)
 }
 
+type Case = (&'static str, String, Vec<String>);
+
+/// Runs every case `runs` times in rotating order (output deleted and `sync` run before each,
+/// untimed), records the timings, and returns each command's median.
+fn run_cases(
+    label: &str,
+    cases: &[Case],
+    out: &str,
+    runs: usize,
+    say: &dyn Fn(String),
+    timings: &mut Vec<Timing>,
+) -> Result<std::collections::HashMap<String, f64>> {
+    let mut all: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
+    for round in 0..runs {
+        for k in 0..cases.len() {
+            let i = (k + round) % cases.len();
+            let _ = std::fs::remove_file(out);
+            sync_all();
+            all[i].push(time_cmd(&cases[i].2)?.as_secs_f64());
+        }
+        say(format!("{label}: round {}/{runs} done", round + 1));
+    }
+    let _ = std::fs::remove_file(out);
+    let mut med = std::collections::HashMap::new();
+    for ((group, name, _), r) in cases.iter().zip(all) {
+        med.insert(name.clone(), median(&r));
+        timings.push(Timing::new(label, name, group, r));
+    }
+    Ok(med)
+}
+
+impl Timing {
+    fn new(input: &str, command: &str, group: &'static str, runs: Vec<f64>) -> Self {
+        Timing {
+            input: input.into(),
+            command: command.into(),
+            group,
+            median_s: median(&runs),
+            min_s: runs.iter().copied().fold(f64::INFINITY, f64::min),
+            max_s: runs.iter().copied().fold(0.0, f64::max),
+            runs,
+        }
+    }
+}
+
 pub fn run(cmd: BenchCommand, quiet: bool) -> Result<ExitCode> {
     match cmd {
         BenchCommand::Convert(b) => convert(b, quiet),
@@ -239,33 +284,8 @@ fn convert(b: ConvertBench, quiet: bool) -> Result<ExitCode> {
                 q(&["-t", "writeback", "-W"]),
             ));
         }
-        let mut runs: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
-        for round in 0..b.runs {
-            for k in 0..cases.len() {
-                let i = (k + round) % cases.len();
-                let _ = std::fs::remove_file(&out);
-                sync_all();
-                let d = time_cmd(&cases[i].2)?;
-                runs[i].push(d.as_secs_f64());
-            }
-            say(format!("{name}: round {}/{} done", round + 1, b.runs));
-        }
-        let _ = std::fs::remove_file(&out);
+        let med = run_cases(&label, &cases, &out, b.runs, &say, &mut timings)?;
         let _ = std::fs::remove_file(format!("{out}.json"));
-        let mut med = std::collections::HashMap::new();
-        for (i, (group, cname, _)) in cases.iter().enumerate() {
-            let r = &runs[i];
-            med.insert(cname.clone(), median(r));
-            timings.push(Timing {
-                input: label.clone(),
-                command: cname.clone(),
-                group,
-                median_s: median(r),
-                min_s: r.iter().copied().fold(f64::INFINITY, f64::min),
-                max_s: r.iter().copied().fold(0.0, f64::max),
-                runs: r.clone(),
-            });
-        }
         let best = |names: &[&str]| {
             names
                 .iter()
@@ -311,6 +331,62 @@ fn convert(b: ConvertBench, quiet: bool) -> Result<ExitCode> {
             "ec2azure convert --no-sync --manifest",
             best(&["ec2azure convert --no-sync"]),
         );
+        // The same sparse data in the container formats (made untimed by qemu-img), converted
+        // to a fixed VHD by both tools.
+        if qemu && name == "sparse" {
+            for (fmt, qfmt, ext) in [("VHDX", "vhdx", "vhdx"), ("dynamic VHD", "vpc", "dyn.vhd")] {
+                let container = b.dir.join(format!("sparse.{ext}"));
+                let cin = container.display().to_string();
+                time_cmd(&s(&[
+                    "qemu-img", "convert", "-f", "raw", "-O", qfmt, &inp, &cin,
+                ]))?;
+                let qc = |extra: &[&str]| {
+                    let mut v = s(&["qemu-img", "convert"]);
+                    v.extend(s(extra));
+                    v.extend(s(&[
+                        "-f",
+                        qfmt,
+                        "-O",
+                        "vpc",
+                        "-o",
+                        "subformat=fixed,force_size",
+                        &cin,
+                        &out,
+                    ]));
+                    v
+                };
+                let ours = format!("ec2azure convert --no-sync ({fmt} in)");
+                let ccases: Vec<(&'static str, String, Vec<String>)> = vec![
+                    (
+                        "no-sync",
+                        ours.clone(),
+                        s(&[&me, "convert", "-q", "--no-sync", &cin, &out]),
+                    ),
+                    ("no-sync", format!("qemu-img convert ({fmt} in)"), qc(&[])),
+                    (
+                        "no-sync",
+                        format!("qemu-img convert -W ({fmt} in)"),
+                        qc(&["-W"]),
+                    ),
+                ];
+                let cl = format!("{label} as {fmt}");
+                let m = run_cases(&cl, &ccases, &out, b.runs, &say, &mut timings)?;
+                let anchor = [&ccases[1].1, &ccases[2].1]
+                    .into_iter()
+                    .filter_map(|n| m.get(n).map(|&v| (n.clone(), v)))
+                    .min_by(|a, b| a.1.total_cmp(&b.1));
+                if let (Some(&o), Some((an, a))) = (m.get(&ours), anchor) {
+                    ratios.push(Ratio {
+                        input: cl,
+                        what: format!("{fmt} → fixed VHD, no sync vs qemu-img's best"),
+                        ours,
+                        anchor: an,
+                        ratio: o / a,
+                    });
+                }
+                let _ = std::fs::remove_file(&container);
+            }
+        }
         let _ = std::fs::remove_file(&input);
     }
 
@@ -333,15 +409,12 @@ fn convert(b: ConvertBench, quiet: bool) -> Result<ExitCode> {
         ip.push(time_cmd(&argv)?.as_secs_f64());
     }
     let _ = std::fs::remove_file(&big);
-    timings.push(Timing {
-        input: format!("sparse raw {}", crate::human(b.in_place_size)),
-        command: "ec2azure convert --in-place".into(),
-        group: "durable",
-        median_s: median(&ip),
-        min_s: ip.iter().copied().fold(f64::INFINITY, f64::min),
-        max_s: ip.iter().copied().fold(0.0, f64::max),
-        runs: ip,
-    });
+    timings.push(Timing::new(
+        &format!("sparse raw {}", crate::human(b.in_place_size)),
+        "ec2azure convert --in-place",
+        "durable",
+        ip,
+    ));
 
     if b.json {
         println!(
