@@ -15,9 +15,11 @@
 
 mod extent;
 pub mod mem;
+pub mod qcow2;
 pub mod raw;
 pub mod vhd;
 pub mod vhdx;
+mod vhdx_log;
 
 pub use extent::{Extent, ExtentKind, ExtentMap};
 pub use mem::MemImage;
@@ -144,7 +146,7 @@ pub enum Format {
     Vhd,
     /// A VHDX image.
     Vhdx,
-    /// A qcow2 image (detected, not yet read).
+    /// A qcow2 image (through imago).
     Qcow2,
 }
 
@@ -248,7 +250,8 @@ pub(crate) fn detect(image: &RawImage) -> Result<Detected> {
 ///
 /// # Errors
 /// The file cannot be opened; it looks like a known format but is damaged; or its format is one
-/// this version cannot read yet (qcow2, VHDX), which is refused rather than read as raw.
+/// this version cannot read (a dirty VHDX log, zstd qcow2...), which is refused rather than read
+/// as raw.
 pub fn open(path: &Path, format: Option<Format>) -> Result<Box<dyn DiskImage>> {
     let raw = RawImage::open(path)?;
     let detected = detect(&raw).path(path)?;
@@ -298,11 +301,7 @@ pub fn open(path: &Path, format: Option<Format>) -> Result<Box<dyn DiskImage>> {
             }
         }
         Format::Vhdx => Ok(Box::new(vhdx::Vhdx::open(path)?)),
-        Format::Qcow2 => Err(Error::unsupported(format!(
-            "{format} images are recognised but cannot be read yet; \
-             convert with `qemu-img convert -O raw` first"
-        ))
-        .with_path(path)),
+        Format::Qcow2 => Ok(Box::new(qcow2::Qcow2Image::open(path)?)),
     }
 }
 

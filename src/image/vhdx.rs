@@ -11,9 +11,8 @@
 //! ```
 //!
 //! - The valid header (signature, CRC-32C with its checksum field zeroed, version 1) with the
-//!   higher sequence number is current. A non-empty log (log GUID not zero) must be replayed
-//!   before reading; this version refuses such a file rather than read stale metadata (and never
-//!   writes to it).
+//!   higher sequence number is current. A non-empty log (log GUID not zero) is replayed in memory
+//!   before anything else is read (see `vhdx_log`); the file is never written.
 //! - Region tables: the first valid one is used; the BAT and metadata regions are required; an
 //!   unknown region marked required is refused. Regions must lie inside the file; unlike qemu we
 //!   do not insist on their 1 MiB alignment, which does not change which bytes are read.
@@ -207,6 +206,7 @@ pub struct Vhdx {
     logical_sector_size: u32,
     chunk_ratio: u64,
     bat: Vec<u64>,
+    log_entries: usize,
 }
 
 impl std::fmt::Debug for Vhdx {
@@ -225,7 +225,7 @@ impl Vhdx {
     ///
     /// # Errors
     /// Any damaged structure (each named with its offset), an unknown required region or
-    /// metadata item, a non-empty log, or a differencing VHDX.
+    /// metadata item, a log that cannot be replayed, or a differencing VHDX.
     pub fn open(path: &Path) -> Result<Self> {
         Self::parse(Box::new(RawImage::open(path)?), Some(path)).path(path)
     }
@@ -272,19 +272,29 @@ impl Vhdx {
             ))
             .with_offset(e.offset().unwrap_or(HEADER_OFFSETS[0])));
         };
-        if header.log_guid != [0; 16] {
-            return Err(Error::unsupported(format!(
-                "VHDX log: header {} names log {} ({} bytes at offset {}), so the file was not \
-                 closed cleanly and its log must be replayed before reading; this version does \
-                 not replay logs and will not read stale metadata. Open it once with Hyper-V or \
-                 qemu (which replay the log) and try again",
-                header.copy,
-                show_guid(&header.log_guid),
-                header.log_length,
-                header.log_offset
-            ))
-            .with_offset(HEADER_OFFSETS[usize::from(header.copy - 1)] + 48));
-        }
+        // A non-empty log: replay it in memory, and read everything after the headers
+        // through the replayed view. The file itself is never written.
+        let (file, log_entries): (Box<dyn DiskImage>, usize) = if header.log_guid != [0; 16] {
+            let r = super::vhdx_log::Replayed::new(
+                file,
+                header.log_offset,
+                u64::from(header.log_length),
+                &header.log_guid,
+            )
+            .map_err(|e| {
+                Error::invalid(format!(
+                    "VHDX log (header {}): {}",
+                    header.copy,
+                    e.message()
+                ))
+                .with_offset(e.offset().unwrap_or(header.log_offset))
+            })?;
+            let n = r.entries;
+            (Box::new(r), n)
+        } else {
+            (file, 0)
+        };
+        let len = file.len();
 
         // Region tables: the first valid one.
         let mut regions = None;
@@ -388,7 +398,13 @@ impl Vhdx {
             logical_sector_size: meta.logical_sector_size,
             chunk_ratio,
             bat,
+            log_entries,
         })
+    }
+
+    /// How many log entries were replayed (in memory) when the file was opened.
+    pub fn log_entries_replayed(&self) -> usize {
+        self.log_entries
     }
 
     /// The current header.

@@ -594,3 +594,404 @@ fn differencing_vhd_refusals() {
         .expect_code(2)
         .stderr_has("deeper than 16");
 }
+
+/// qcow2 through imago, every case the issue names, against `qemu-img convert -O raw`.
+#[test]
+fn qcow2_conforms() {
+    if !have_qemu() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let raw = dir.join("base.raw");
+    ec2azure([
+        "sample",
+        "-q",
+        p(&raw),
+        "--size",
+        &(24 * MIB).to_string(),
+        "--seed",
+        "31",
+    ])
+    .ok();
+    let qi = |args: &[&str]| run("qemu-img", args).ok().code;
+    let io = |img: &Path, cmds: &[&str]| {
+        let mut a = vec!["-f".to_string(), "qcow2".to_string()];
+        for c in cmds {
+            a.push("-c".into());
+            a.push(c.to_string());
+        }
+        a.push(p(img).to_string());
+        run("qemu-io", &a).ok();
+    };
+    // v2 and v3, plain and zlib-compressed.
+    for (name, extra) in [
+        ("v2", vec!["-o", "compat=0.10"]),
+        ("v3", vec!["-o", "compat=1.1"]),
+        ("zlib", vec!["-c"]),
+    ] {
+        let img = dir.join(format!("{name}.qcow2"));
+        let mut a = vec!["convert", "-f", "raw", "-O", "qcow2"];
+        a.extend(extra.iter().copied());
+        a.extend([p(&raw), p(&img)]);
+        qi(&a);
+        conform(
+            &format!("qcow2 {name}"),
+            &img,
+            &qemu_raw(&img, "qcow2"),
+            Some("qcow2"),
+        );
+    }
+    // Zero clusters (v3) over data.
+    let z = dir.join("zero.qcow2");
+    qi(&["convert", "-f", "raw", "-O", "qcow2", p(&raw), p(&z)]);
+    io(&z, &["write -z 0 1M", "write -z 5M 128k"]);
+    conform(
+        "qcow2 zero clusters",
+        &z,
+        &qemu_raw(&z, "qcow2"),
+        Some("qcow2"),
+    );
+    // A backing chain with relative paths: base.qcow2 <- mid.qcow2 <- top.qcow2, with
+    // partial-cluster writes; and an overlay over a raw backing file.
+    let base = dir.join("chain-base.qcow2");
+    qi(&["convert", "-f", "raw", "-O", "qcow2", p(&raw), p(&base)]);
+    let mid = dir.join("chain-mid.qcow2");
+    qi(&[
+        "create",
+        "-f",
+        "qcow2",
+        "-b",
+        "chain-base.qcow2",
+        "-F",
+        "qcow2",
+        p(&mid),
+    ]);
+    io(
+        &mid,
+        &[
+            "write -P 0x71 1000 100",
+            "write -P 0x72 65000 1000",
+            "write -P 0x73 20M 3",
+        ],
+    );
+    let top = dir.join("chain-top.qcow2");
+    qi(&[
+        "create",
+        "-f",
+        "qcow2",
+        "-b",
+        "chain-mid.qcow2",
+        "-F",
+        "qcow2",
+        p(&top),
+    ]);
+    io(
+        &top,
+        &[
+            "write -P 0x81 1050 10",
+            "write -z 4M 64k",
+            "write -P 0x82 25165312 512",
+        ],
+    );
+    conform(
+        "qcow2 backing chain",
+        &top,
+        &qemu_raw(&top, "qcow2"),
+        Some("qcow2"),
+    );
+    let over_raw = dir.join("over-raw.qcow2");
+    qi(&[
+        "create",
+        "-f",
+        "qcow2",
+        "-b",
+        "base.raw",
+        "-F",
+        "raw",
+        p(&over_raw),
+    ]);
+    io(&over_raw, &["write -P 0x91 3M 5000"]);
+    conform(
+        "qcow2 over raw backing",
+        &over_raw,
+        &qemu_raw(&over_raw, "qcow2"),
+        Some("qcow2"),
+    );
+    // An external data file.
+    let ext = dir.join("ext.qcow2");
+    // (qemu-img create resolves a relative data file name against its working directory.)
+    let opt = format!("data_file={},data_file_raw=on", p(&dir.join("ext.data")));
+    qi(&["create", "-f", "qcow2", "-o", &opt, p(&ext), "16M"]);
+    io(&ext, &["write -P 0xa1 0 1M", "write -P 0xa2 9M 4096"]);
+    conform(
+        "qcow2 external data file",
+        &ext,
+        &qemu_raw(&ext, "qcow2"),
+        Some("qcow2"),
+    );
+}
+
+/// What imago cannot read is refused with its reason, never misread.
+#[test]
+fn qcow2_refusals() {
+    if !have_qemu() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let raw = dir.join("r.raw");
+    ec2azure(["sample", "-q", p(&raw), "--size", "8M", "--seed", "32"]).ok();
+    let zstd = dir.join("zstd.qcow2");
+    let zstd_ok = run(
+        "qemu-img",
+        [
+            "convert",
+            "-f",
+            "raw",
+            "-O",
+            "qcow2",
+            "-c",
+            "-o",
+            "compression_type=zstd",
+            p(&raw),
+            p(&zstd),
+        ],
+    )
+    .code
+        == 0;
+    let l2 = dir.join("l2.qcow2");
+    run(
+        "qemu-img",
+        [
+            "create",
+            "-f",
+            "qcow2",
+            "-o",
+            "extended_l2=on",
+            p(&l2),
+            "8M",
+        ],
+    )
+    .ok();
+    let enc = dir.join("enc.qcow2");
+    run(
+        "qemu-img",
+        [
+            "create",
+            "--object",
+            "secret,id=s0,data=pw",
+            "-f",
+            "qcow2",
+            "-o",
+            "encrypt.format=luks,encrypt.key-secret=s0",
+            p(&enc),
+            "8M",
+        ],
+    )
+    .ok();
+    // Data in the encrypted image: imago alone would return its ciphertext.
+    run(
+        "qemu-io",
+        [
+            "--object",
+            "secret,id=s0,data=pw",
+            "--image-opts",
+            "-c",
+            "write -P 0x41 0 64k",
+            &format!(
+                "driver=qcow2,file.filename={},encrypt.key-secret=s0",
+                p(&enc)
+            ),
+        ],
+    )
+    .ok();
+    let enc_overlay = dir.join("over-enc.qcow2");
+    run(
+        "qemu-img",
+        [
+            "create",
+            "-f",
+            "qcow2",
+            "-b",
+            "enc.qcow2",
+            "-F",
+            "qcow2",
+            p(&enc_overlay),
+        ],
+    )
+    .ok();
+    let mut cases = vec![
+        (l2, "extended L2"),
+        (enc, "encrypted (LUKS)"),
+        (enc_overlay, "encrypted (LUKS)"),
+    ];
+    if zstd_ok {
+        cases.push((zstd, "zstd")); // imago: "compression type" / zstd
+    }
+    for (img, what) in cases {
+        let out = dir.join("out.vhd");
+        let r = ec2azure(["convert", p(&img), p(&out)]);
+        r.expect_code(2).stderr_has(what);
+        assert!(!out.exists(), "{what}: no output");
+        eprintln!("{what}: {}", r.stderr.lines().next().unwrap_or(""));
+    }
+    // A missing backing file is an error, never zeros.
+    let base = dir.join("gone.qcow2");
+    run("qemu-img", ["create", "-f", "qcow2", p(&base), "8M"]).ok();
+    let top = dir.join("top.qcow2");
+    run(
+        "qemu-img",
+        [
+            "create",
+            "-f",
+            "qcow2",
+            "-b",
+            "gone.qcow2",
+            "-F",
+            "qcow2",
+            p(&top),
+        ],
+    )
+    .ok();
+    std::fs::remove_file(&base).unwrap();
+    ec2azure(["info", p(&top)])
+        .expect_code(2)
+        .stderr_has("gone.qcow2");
+}
+
+/// Appends one VHDX log entry to the log region of `bytes` and names it in the current header:
+/// a data page written at `data_at`, 4 KiB zeroed at `zero_at`, and the BAT entry of block
+/// `bat_block` rewritten as ZERO (state 2). Built from MS-VHDX §2.3 by hand, so qemu (which
+/// replays the log of a copy opened read-write) is the judge of what it means.
+fn add_log_entry(bytes: &mut [u8], data_at: u64, zero_at: u64, bat_at: u64, bat_block: u64) {
+    let le32 = |b: &[u8], at: usize| u32::from_le_bytes(b[at..at + 4].try_into().unwrap());
+    let le64 = |b: &[u8], at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap());
+    // The current header: the valid one with the higher sequence number (both are valid here).
+    let h = if le64(bytes, 128 * 1024 + 8) > le64(bytes, 64 * 1024 + 8) {
+        128 * 1024
+    } else {
+        64 * 1024
+    };
+    let log_off = le64(bytes, h + 72) as usize;
+    let guid = [0x6c; 16];
+    // The BAT page holding the entry, with the entry changed.
+    let bat_entry_at = bat_at + bat_block * 8; // block < chunk ratio: no bitmap entries before it
+    let bat_page_at = bat_entry_at / 4096 * 4096;
+    let mut bat_page = bytes[bat_page_at as usize..bat_page_at as usize + 4096].to_vec();
+    let o = (bat_entry_at - bat_page_at) as usize;
+    bat_page[o..o + 8].copy_from_slice(&2u64.to_le_bytes());
+    let new_data: Vec<u8> = (0..4096u32).map(|i| (i * 7 + 3) as u8).collect();
+    let seq: u64 = 0x1234_5678_9abc;
+    // Entry: header + 3 descriptors (one 4 KiB sector), then 2 data sectors.
+    let mut e = vec![0u8; 3 * 4096];
+    e[0..4].copy_from_slice(b"loge");
+    e[8..12].copy_from_slice(&(3u32 * 4096).to_le_bytes());
+    e[12..16].copy_from_slice(&0u32.to_le_bytes()); // tail: this entry
+    e[16..24].copy_from_slice(&seq.to_le_bytes());
+    e[24..28].copy_from_slice(&3u32.to_le_bytes());
+    e[32..48].copy_from_slice(&guid);
+    let flen = bytes.len() as u64;
+    e[48..56].copy_from_slice(&flen.to_le_bytes());
+    e[56..64].copy_from_slice(&flen.to_le_bytes());
+    let mut desc = |i: usize, sig: &[u8; 4], trailing: u32, leading: [u8; 8], off: u64| {
+        let d = 64 + i * 32;
+        e[d..d + 4].copy_from_slice(sig);
+        e[d + 4..d + 8].copy_from_slice(&trailing.to_le_bytes());
+        e[d + 8..d + 16].copy_from_slice(&leading);
+        e[d + 16..d + 24].copy_from_slice(&off.to_le_bytes());
+        e[d + 24..d + 32].copy_from_slice(&seq.to_le_bytes());
+    };
+    let lead = |p: &[u8]| -> [u8; 8] { p[..8].try_into().unwrap() };
+    let trail = |p: &[u8]| le32(p, 4092);
+    desc(0, b"desc", trail(&new_data), lead(&new_data), data_at);
+    // A zero descriptor: "zero", reserved, zero length, file offset, sequence.
+    desc(1, b"zero", 0, 4096u64.to_le_bytes(), zero_at);
+    desc(2, b"desc", trail(&bat_page), lead(&bat_page), bat_page_at);
+    for (k, page) in [&new_data, &bat_page].into_iter().enumerate() {
+        let s = 4096 * (k + 1);
+        e[s..s + 4].copy_from_slice(b"data");
+        e[s + 4..s + 8].copy_from_slice(&((seq >> 32) as u32).to_le_bytes());
+        e[s + 8..s + 4092].copy_from_slice(&page[8..4092]);
+        e[s + 4092..s + 4096].copy_from_slice(&(seq as u32).to_le_bytes());
+    }
+    let crc = ec2azure::image::vhdx::crc_with_zeroed_field(&e, 4);
+    e[4..8].copy_from_slice(&crc.to_le_bytes());
+    bytes[log_off..log_off + e.len()].copy_from_slice(&e);
+    bytes[h + 48..h + 64].copy_from_slice(&guid);
+    let c = ec2azure::image::vhdx::crc_with_zeroed_field(&bytes[h..h + 4096], 4);
+    bytes[h + 4..h + 8].copy_from_slice(&c.to_le_bytes());
+}
+
+#[test]
+fn vhdx_dirty_log_is_replayed_in_memory_like_qemu() {
+    if !have_qemu() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let raw = dir.join("l.raw");
+    ec2azure([
+        "sample",
+        "-q",
+        p(&raw),
+        "--size",
+        "16M",
+        "--data-fraction",
+        "1",
+        "--seed",
+        "41",
+    ])
+    .ok();
+    let clean = dir.join("clean.vhdx");
+    run(
+        "qemu-img",
+        [
+            "convert",
+            "-f",
+            "raw",
+            "-O",
+            "vhdx",
+            "-o",
+            "block_size=1M,subformat=fixed",
+            p(&raw),
+            p(&clean),
+        ],
+    )
+    .ok();
+    let mut bytes = std::fs::read(&clean).unwrap();
+    // Where block 2's payload and the BAT are: from the region table and the BAT itself.
+    let rt = 192 * 1024;
+    let le64 = |b: &[u8], at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap());
+    let mut bat = 0;
+    for i in 0..u32::from_le_bytes(bytes[rt + 8..rt + 12].try_into().unwrap()) as usize {
+        let e = rt + 16 + i * 32;
+        if bytes[e] == 0x66 {
+            bat = le64(&bytes, e + 16);
+        }
+    }
+    let block = |b: &[u8], i: u64| (le64(b, (bat + i * 8) as usize) >> 20) << 20;
+    let (b2, b5) = (block(&bytes, 2), block(&bytes, 5));
+    assert!(b2 > 0 && b5 > 0, "fixed subformat: blocks are present");
+    add_log_entry(&mut bytes, b2 + 8192, b5 + 4096, bat, 9);
+    let dirty = dir.join("dirty.vhdx");
+    std::fs::write(&dirty, &bytes).unwrap();
+    // qemu refuses to read it read-only, and replays the log of a copy opened read-write.
+    let copy = dir.join("replayed-by-qemu.vhdx");
+    std::fs::write(&copy, &bytes).unwrap();
+    run("qemu-img", ["check", "-r", "all", "-f", "vhdx", p(&copy)]);
+    let want = qemu_raw(&copy, "vhdx");
+    // The replay changed something (so this test can fail): the three edits are visible.
+    let clean_raw = qemu_raw(&clean, "vhdx");
+    assert!(
+        std::fs::read(&want).unwrap() != std::fs::read(&clean_raw).unwrap(),
+        "qemu replayed nothing"
+    );
+    conform("vhdx with a dirty log", &dirty, &want, None);
+    assert!(
+        std::fs::read(&dirty).unwrap() == bytes,
+        "the dirty file must not be written"
+    );
+    let j = ec2azure(["info", "--json", p(&dirty)]).ok().json();
+    assert_eq!(j["format"], "vhdx");
+}

@@ -164,7 +164,7 @@ fn known_formats_are_never_read_as_raw() {
     std::fs::write(&qcow, &q).unwrap();
     ec2azure(["convert", p(&qcow), p(&d.path().join("q.vhd"))])
         .expect_code(2)
-        .stderr_has("qcow2 images are recognised");
+        .stderr_has("qcow2: opening");
     let vhdx = d.path().join("x.vhdx");
     let mut x = b"vhdxfile".to_vec();
     x.resize(65536, 0);
@@ -291,6 +291,14 @@ fn damaged_vhdx_files() {
         let path = write(name, &|b| b[at] ^= 0xff);
         ec2azure(["compare", "--strict", p(&path), p(&expect)]).ok();
     }
+    // A log GUID without any log entry for it: nothing to replay, same bytes.
+    let empty_log = write("empty-log.vhdx", &|b| {
+        for h in [64 * 1024, 128 * 1024] {
+            b[h + 48..h + 64].copy_from_slice(&[0x5A; 16]);
+            fix_crc(b, h, 4096);
+        }
+    });
+    ec2azure(["compare", "--strict", p(&empty_log), p(&expect)]).ok();
     // Both copies damaged, or the structures the data depends on: refused, named, exit 2.
     type Edit = Box<dyn Fn(&mut Vec<u8>)>;
     let refusals: Vec<(&str, Edit, &str)> = vec![
@@ -329,17 +337,6 @@ fn damaged_vhdx_files() {
                 b[e + 24..e + 28].copy_from_slice(&flags.to_le_bytes());
             }),
             "marked required but is unknown",
-        ),
-        (
-            "dirty-log.vhdx",
-            Box::new(|b| {
-                // A log GUID in both headers means the log must be replayed.
-                for h in [64 * 1024, 128 * 1024] {
-                    b[h + 48..h + 64].copy_from_slice(&[0x5A; 16]);
-                    fix_crc(b, h, 4096);
-                }
-            }),
-            "log must be replayed",
         ),
         ("signature-damaged.vhdx", Box::new(|b| b[0] = b'X'), "vhdx"),
     ];

@@ -90,7 +90,7 @@ struct ConvertArgs {
     #[arg(long, value_name = "UNIX_SECONDS")]
     timestamp: Option<u64>,
     /// Hole granularity, as qemu-img's -S: aligned all-zero pieces of this size are not written.
-    /// A power of two from 512 to 512K; 64K writes faster and leaves fewer, larger holes.
+    /// A power of two from 512 to 512K; larger values leave fewer, larger holes.
     #[arg(short = 'S', long, value_name = "SIZE", default_value = "4K", value_parser = parse_size)]
     sparse_size: u64,
     /// Skip the final sync to stable storage (faster; the output may be lost on a crash).
