@@ -334,7 +334,11 @@ fn convert(b: ConvertBench, quiet: bool) -> Result<ExitCode> {
         // The same sparse data in the container formats (made untimed by qemu-img), converted
         // to a fixed VHD by both tools.
         if qemu && name == "sparse" {
-            for (fmt, qfmt, ext) in [("VHDX", "vhdx", "vhdx"), ("dynamic VHD", "vpc", "dyn.vhd")] {
+            for (fmt, qfmt, ext) in [
+                ("VHDX", "vhdx", "vhdx"),
+                ("dynamic VHD", "vpc", "dyn.vhd"),
+                ("qcow2", "qcow2", "qcow2"),
+            ] {
                 let container = b.dir.join(format!("sparse.{ext}"));
                 let cin = container.display().to_string();
                 time_cmd(&s(&[
