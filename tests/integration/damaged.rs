@@ -355,3 +355,124 @@ fn damaged_vhdx_files() {
         );
     }
 }
+
+/// A qemu-made dynamic VHD with each structure damaged in turn: refused, named, exit 2.
+#[test]
+fn damaged_dynamic_vhds() {
+    if !have_qemu() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let raw = d.path().join("r.raw");
+    ec2azure(["sample", "-q", p(&raw), "--size", "6M", "--seed", "5"]).ok();
+    let vhd = d.path().join("d.vhd");
+    run(
+        "qemu-img",
+        ["convert", "-f", "raw", "-O", "vpc", p(&raw), p(&vhd)],
+    )
+    .ok();
+    let good = std::fs::read(&vhd).unwrap();
+    let be64 = |b: &[u8], at: usize| u64::from_be_bytes(b[at..at + 8].try_into().unwrap());
+    let hdr = be64(&good, 16) as usize; // footer data offset → dynamic header
+    let bat = be64(&good, hdr + 16) as usize;
+    let fix_header = move |b: &mut Vec<u8>| {
+        let h: &[u8; 1024] = b[hdr..hdr + 1024].try_into().unwrap();
+        let c = ec2azure::image::vhd::dynamic::header_checksum(h);
+        b[hdr + 36..hdr + 40].copy_from_slice(&c.to_be_bytes());
+    };
+    let both_footers = |b: &mut Vec<u8>, edit: &dyn Fn(&mut [u8])| {
+        let n = b.len();
+        for at in [0, n - 512] {
+            edit(&mut b[at..at + 512]);
+            let f: &[u8; 512] = b[at..at + 512].try_into().unwrap();
+            let c = ec2azure::image::vhd::checksum(f);
+            b[at + 64..at + 68].copy_from_slice(&c.to_be_bytes());
+        }
+    };
+    type Edit = Box<dyn Fn(&mut Vec<u8>)>;
+    let cases: Vec<(&str, Edit, &str)> = vec![
+        (
+            "header-cookie",
+            Box::new(move |b| b[hdr] = b'X'),
+            "expected \"cxsparse\"",
+        ),
+        (
+            "header-checksum",
+            Box::new(move |b| b[hdr + 36] ^= 1),
+            "dynamic header checksum",
+        ),
+        (
+            "header-version",
+            Box::new(move |b| {
+                b[hdr + 24] = 9;
+                fix_header(b)
+            }),
+            "header version",
+        ),
+        (
+            "block-size-not-power-of-two",
+            Box::new(move |b| {
+                b[hdr + 32..hdr + 36].copy_from_slice(&3_000_000u32.to_be_bytes());
+                fix_header(b)
+            }),
+            "block size",
+        ),
+        (
+            "table-too-short",
+            Box::new(move |b| {
+                b[hdr + 28..hdr + 32].copy_from_slice(&1u32.to_be_bytes());
+                fix_header(b)
+            }),
+            "the table has 1",
+        ),
+        (
+            "table-past-eof",
+            Box::new(move |b| {
+                b[hdr + 16..hdr + 24].copy_from_slice(&(1u64 << 40).to_be_bytes());
+                fix_header(b)
+            }),
+            "past the end",
+        ),
+        (
+            "bat-entry-past-eof",
+            Box::new(move |b| b[bat..bat + 4].copy_from_slice(&0x00FF_FFFFu32.to_be_bytes())),
+            "past the end",
+        ),
+        (
+            "footer-data-offset-past-eof",
+            Box::new(move |b| {
+                both_footers(b, &|f| {
+                    f[16..24].copy_from_slice(&(1u64 << 40).to_be_bytes())
+                })
+            }),
+            "past the end",
+        ),
+        (
+            "both-footers-bad-checksum",
+            Box::new(|b| {
+                let n = b.len();
+                b[64] ^= 1;
+                b[n - 512 + 64] ^= 1
+            }),
+            "checksum",
+        ),
+    ];
+    for (name, edit, msg) in &cases {
+        let mut b = good.clone();
+        edit(&mut b);
+        let path = d.path().join(format!("{name}.vhd"));
+        std::fs::write(&path, &b).unwrap();
+        let out = d.path().join(format!("{name}.out"));
+        ec2azure(["convert", p(&path), p(&out)])
+            .expect_code(2)
+            .stderr_has(msg)
+            .stderr_has(p(&path));
+        assert!(!out.exists(), "{name}: no output");
+    }
+    // Only the head footer damaged: the end copy is used, same bytes.
+    let mut b = good.clone();
+    b[64] ^= 1;
+    let head_bad = d.path().join("head-footer-bad.vhd");
+    std::fs::write(&head_bad, &b).unwrap();
+    ec2azure(["compare", p(&head_bad), p(&vhd)]).ok();
+}
