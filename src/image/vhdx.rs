@@ -18,12 +18,18 @@
 //!   do not insist on their 1 MiB alignment, which does not change which bytes are read.
 //! - Metadata: file parameters (block size 1–256 MiB, has-parent flag), virtual disk size,
 //!   logical sector size (512 or 4096), physical sector size, disk id; an unknown item marked
-//!   required is refused. A differencing VHDX (has parent) is refused for now.
+//!   required is refused.
+//! - A differencing VHDX (has-parent flag) finds its parent through the parent locator item
+//!   (`relative_path` from the child's folder, then `absolute_win32_path`), checks the parent's
+//!   data write GUID against `parent_linkage`, and stacks at most [`MAX_CHAIN_DEPTH`] deep.
 //! - The BAT holds one 64-bit entry per payload block (state in bits 0–2, file offset in MiB in
 //!   bits 20–63) and, after every `chunk ratio` = 2^23 × logical sector size / block size payload
 //!   entries, one sector-bitmap entry. Payload states NOT PRESENT (0), UNDEFINED (1), ZERO (2)
 //!   and UNMAPPED (3) read as zeros; FULLY PRESENT (6) reads from the file; PARTIALLY PRESENT (7)
-//!   belongs to differencing disks only.
+//!   belongs to differencing disks only, where each logical sector comes from this file when its
+//!   bit in the chunk's sector bitmap is set (bit n = bit n % 8 of byte n / 8) and from the parent
+//!   otherwise. In a differencing disk NOT PRESENT reads the parent, and UNDEFINED and UNMAPPED,
+//!   whose meaning there the specification leaves open, are refused.
 
 use crate::error::{Error, Result, ResultExt};
 use crate::image::{DiskImage, ExtentKind, ExtentMap, Format, RawImage};
@@ -154,6 +160,8 @@ pub struct Header {
     pub copy: u8,
     /// Sequence number.
     pub sequence: u64,
+    /// Data write GUID: a differencing child names its parent by it.
+    pub data_write_guid: [u8; 16],
     /// Log GUID: all zero when the log is empty.
     pub log_guid: [u8; 16],
     /// Log length and offset.
@@ -187,9 +195,12 @@ fn parse_header(b: &[u8], at: u64, copy: u8) -> Result<Header> {
     }
     let mut log_guid = [0u8; 16];
     log_guid.copy_from_slice(&b[48..64]);
+    let mut data_write_guid = [0u8; 16];
+    data_write_guid.copy_from_slice(&b[32..48]);
     Ok(Header {
         copy,
         sequence: le64(b, 8),
+        data_write_guid,
         log_guid,
         log_length: le32(b, 68),
         log_offset: le64(b, 72),
@@ -206,8 +217,16 @@ pub struct Vhdx {
     logical_sector_size: u32,
     chunk_ratio: u64,
     bat: Vec<u64>,
+    /// Sector-bitmap BAT entries, one per chunk (differencing disks only).
+    sector_bitmaps: Vec<u64>,
+    parent: Option<Box<Vhdx>>,
     log_entries: usize,
 }
+
+/// How many differencing VHDX may stack before we refuse (a loop guard).
+pub const MAX_CHAIN_DEPTH: usize = 16;
+/// Sector-bitmap block state: present.
+const SB_BLOCK_PRESENT: u64 = 6;
 
 impl std::fmt::Debug for Vhdx {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -227,7 +246,11 @@ impl Vhdx {
     /// Any damaged structure (each named with its offset), an unknown required region or
     /// metadata item, a log that cannot be replayed, or a differencing VHDX.
     pub fn open(path: &Path) -> Result<Self> {
-        Self::parse(Box::new(RawImage::open(path)?), Some(path)).path(path)
+        Self::open_at_depth(path, 0).path(path)
+    }
+
+    fn open_at_depth(path: &Path, depth: usize) -> Result<Self> {
+        Self::parse_at_depth(Box::new(RawImage::open(path)?), Some(path), depth)
     }
 
     /// Reads a VHDX from `file`.
@@ -235,6 +258,10 @@ impl Vhdx {
     /// # Errors
     /// As [`Vhdx::open`].
     pub fn parse(file: Box<dyn DiskImage>, path: Option<&Path>) -> Result<Self> {
+        Self::parse_at_depth(file, path, 0)
+    }
+
+    fn parse_at_depth(file: Box<dyn DiskImage>, path: Option<&Path>, depth: usize) -> Result<Self> {
         let len = file.len();
         if len < 320 * KIB {
             return Err(Error::invalid(format!(
@@ -320,17 +347,15 @@ impl Vhdx {
         };
 
         let meta = parse_metadata(&*file, meta_region)?;
-        if meta.has_parent {
-            return Err(Error::unsupported(
-                "differencing VHDX (has parent): not supported yet; merge it into its parent \
-                 first (Hyper-V Edit Disk, or qemu-img convert)",
-            ));
-        }
+        let differencing = meta.has_parent;
         let block_size = u64::from(meta.block_size);
         let chunk_ratio = ((1u64 << 23) * u64::from(meta.logical_sector_size)) / block_size;
         let blocks = meta.size.div_ceil(block_size);
+        // A differencing disk has a sector-bitmap entry after every chunk, the last one too.
         let entries = if blocks == 0 {
             0
+        } else if differencing {
+            blocks.div_ceil(chunk_ratio) * (chunk_ratio + 1)
         } else {
             blocks + (blocks - 1) / chunk_ratio
         };
@@ -353,17 +378,54 @@ impl Vhdx {
         let mut raw = vec![0u8; (entries * 8) as usize];
         file.read_exact_at(&mut raw, bat_region.0)?;
         let mut bat = Vec::with_capacity(blocks as usize);
+        let mut sector_bitmaps = Vec::new();
         for (i, e) in raw.chunks_exact(8).map(|c| le64(c, 0)).enumerate() {
             let i = i as u64;
+            let at = bat_region.0 + i * 8;
             if (i + 1).is_multiple_of(chunk_ratio + 1) {
-                continue; // a sector-bitmap entry: only differencing disks use them
+                // A sector-bitmap entry: only differencing disks use them.
+                if differencing {
+                    let off = (e >> 20) * MIB;
+                    if e & 7 == SB_BLOCK_PRESENT
+                        && (off < MIB || off.checked_add(MIB).is_none_or(|end| end > len))
+                    {
+                        return Err(Error::invalid(format!(
+                            "VHDX sector bitmap {}: the BAT places it at offset {off}, outside \
+                             the {len}-byte file",
+                            sector_bitmaps.len()
+                        ))
+                        .with_offset(at));
+                    }
+                    sector_bitmaps.push(e);
+                }
+                continue;
+            }
+            if bat.len() as u64 == blocks {
+                continue; // padding entries of the last chunk
             }
             let block = bat.len() as u64;
             let state = e & 7;
-            let at = bat_region.0 + i * 8;
             match state {
-                PAYLOAD_NOT_PRESENT | PAYLOAD_UNDEFINED | PAYLOAD_ZERO | PAYLOAD_UNMAPPED => {}
-                PAYLOAD_FULLY_PRESENT => {
+                PAYLOAD_NOT_PRESENT | PAYLOAD_ZERO => {}
+                PAYLOAD_UNDEFINED | PAYLOAD_UNMAPPED if !differencing => {}
+                PAYLOAD_UNDEFINED | PAYLOAD_UNMAPPED => {
+                    // The specification leaves open whether these read as zeros or as the
+                    // parent's data in a differencing disk: refuse rather than guess.
+                    return Err(Error::unsupported(format!(
+                        "VHDX block {block}: state {} in a differencing disk, whose contents \
+                         (zeros or the parent's) the specification leaves open; refusing rather \
+                         than guessing",
+                        if state == PAYLOAD_UNDEFINED {
+                            "UNDEFINED (1)"
+                        } else {
+                            "UNMAPPED (3)"
+                        }
+                    ))
+                    .with_offset(at));
+                }
+                PAYLOAD_FULLY_PRESENT | PAYLOAD_PARTIALLY_PRESENT
+                    if differencing || state == PAYLOAD_FULLY_PRESENT =>
+                {
                     let off = (e >> 20) * MIB;
                     if off < MIB || off.checked_add(block_size).is_none_or(|end| end > len) {
                         return Err(Error::invalid(format!(
@@ -387,8 +449,39 @@ impl Vhdx {
                     .with_offset(at));
                 }
             }
+            if state == PAYLOAD_PARTIALLY_PRESENT {
+                let sb = sector_bitmaps_entry(&raw, block, chunk_ratio);
+                if sb & 7 != SB_BLOCK_PRESENT {
+                    return Err(Error::invalid(format!(
+                        "VHDX block {block}: PARTIALLY PRESENT, but the sector bitmap of its \
+                         chunk is not present"
+                    ))
+                    .with_offset(at));
+                }
+            }
             bat.push(e);
         }
+        let parent = if differencing {
+            let Some(path) = path else {
+                return Err(Error::unsupported(
+                    "differencing VHDX without a file path: its parent cannot be looked for",
+                ));
+            };
+            let loc = meta.parent_locator.as_deref().ok_or_else(|| {
+                Error::invalid("differencing VHDX without a parent locator metadata item")
+            })?;
+            let parent = open_parent(path, loc, depth)?;
+            if parent.size != meta.size || parent.logical_sector_size != meta.logical_sector_size {
+                return Err(Error::invalid(format!(
+                    "differencing VHDX: the parent is {} bytes in {}-byte sectors, the child {} \
+                     bytes in {}-byte sectors; they must match",
+                    parent.size, parent.logical_sector_size, meta.size, meta.logical_sector_size
+                )));
+            }
+            Some(Box::new(parent))
+        } else {
+            None
+        };
         Ok(Vhdx {
             file,
             path: path.map(Path::to_path_buf),
@@ -398,8 +491,60 @@ impl Vhdx {
             logical_sector_size: meta.logical_sector_size,
             chunk_ratio,
             bat,
+            sector_bitmaps,
+            parent,
             log_entries,
         })
+    }
+
+    /// The parent's path, for a differencing disk.
+    pub fn parent_path(&self) -> Option<&Path> {
+        self.parent.as_ref().and_then(|p| p.path.as_deref())
+    }
+
+    /// Reads `buf` at `offset` from a PARTIALLY PRESENT block at file offset `data_at`: each
+    /// logical sector from this file when its bitmap bit is set, from the parent otherwise.
+    fn read_partial(&self, buf: &mut [u8], offset: u64, data_at: u64) -> Result<()> {
+        let parent = self
+            .parent
+            .as_ref()
+            .ok_or_else(|| Error::invalid("no parent"))?;
+        let lss = u64::from(self.logical_sector_size);
+        let block = offset / self.block_size;
+        let chunk = block / self.chunk_ratio;
+        let sb = self
+            .sector_bitmaps
+            .get(chunk as usize)
+            .copied()
+            .unwrap_or(0);
+        let bitmap_at = (sb >> 20) * MIB;
+        // Sector index within the chunk; bit n is bit n % 8 of byte n / 8 (LSB first).
+        let first = (offset - chunk * self.chunk_ratio * self.block_size) / lss;
+        let last =
+            (offset + buf.len() as u64 - 1 - chunk * self.chunk_ratio * self.block_size) / lss;
+        let mut bits = vec![0u8; (last / 8 - first / 8 + 1) as usize];
+        self.file.read_exact_at(&mut bits, bitmap_at + first / 8)?;
+        let present = |s: u64| bits[(s / 8 - first / 8) as usize] & (1 << (s % 8)) != 0;
+        let in_block = offset % self.block_size;
+        let mut done = 0usize;
+        while done < buf.len() {
+            let s = first + (done as u64 + offset % lss) / lss;
+            let here = present(s);
+            let mut e = s + 1;
+            while e <= last && present(e) == here {
+                e += 1;
+            }
+            let run_end = ((e - first) * lss - offset % lss).min(buf.len() as u64) as usize;
+            let piece = &mut buf[done..run_end];
+            if here {
+                self.file
+                    .read_exact_at(piece, data_at + in_block + done as u64)?;
+            } else {
+                parent.read_exact_at(piece, offset + done as u64)?;
+            }
+            done = run_end;
+        }
+        Ok(())
     }
 
     /// How many log entries were replayed (in memory) when the file was opened.
@@ -426,6 +571,125 @@ impl Vhdx {
     pub fn chunk_ratio(&self) -> u64 {
         self.chunk_ratio
     }
+}
+
+/// The sector-bitmap BAT entry of the chunk holding payload `block`, from the raw table.
+fn sector_bitmaps_entry(raw: &[u8], block: u64, chunk_ratio: u64) -> u64 {
+    let chunk = block / chunk_ratio;
+    let i = (chunk * (chunk_ratio + 1) + chunk_ratio) as usize * 8;
+    raw.get(i..i + 8).map_or(0, |b| le64(b, 0))
+}
+
+/// VHDX parent locator type B04AEFB7-D19E-4A81-B789-25B8E9445913.
+const VHDX_PARENT_LOCATOR_TYPE: [u8; 16] = guid(
+    0xB04A_EFB7,
+    0xD19E,
+    0x4A81,
+    [0xB7, 0x89, 0x25, 0xB8, 0xE9, 0x44, 0x59, 0x13],
+);
+
+/// Decodes a parent locator item into its key/value pairs (UTF-16LE strings).
+fn locator_entries(item: &[u8]) -> Result<Vec<(String, String)>> {
+    if item.len() < 20 || item[..16] != VHDX_PARENT_LOCATOR_TYPE {
+        return Err(Error::unsupported(
+            "differencing VHDX: the parent locator is not of the VHDX type \
+             (B04AEFB7-D19E-4A81-B789-25B8E9445913)",
+        ));
+    }
+    let count = u16::from_le_bytes([item[18], item[19]]) as usize;
+    let text = |off: u32, len: u16| -> Option<String> {
+        let start = off as usize;
+        let s = item.get(start..start.checked_add(len as usize)?)?;
+        let units: Vec<u16> = s
+            .chunks_exact(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .collect();
+        String::from_utf16(&units).ok()
+    };
+    let mut out = Vec::new();
+    for i in 0..count {
+        let e = item.get(20 + i * 12..32 + i * 12).ok_or_else(|| {
+            Error::invalid(format!(
+                "differencing VHDX: parent locator entry {i} lies outside the item"
+            ))
+        })?;
+        let (ko, vo) = (le32(e, 0), le32(e, 4));
+        let (kl, vl) = (
+            u16::from_le_bytes([e[8], e[9]]),
+            u16::from_le_bytes([e[10], e[11]]),
+        );
+        match (text(ko, kl), text(vo, vl)) {
+            (Some(k), Some(v)) => out.push((k, v)),
+            _ => {
+                return Err(Error::invalid(format!(
+                    "differencing VHDX: parent locator entry {i} is not valid UTF-16 inside \
+                     the item"
+                )));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Finds, opens and checks the parent of the differencing VHDX at `path`: by `relative_path`
+/// (from the child's folder), then `absolute_win32_path`; its data write GUID must be the
+/// child's `parent_linkage` (or `parent_linkage2`).
+fn open_parent(path: &Path, item: &[u8], depth: usize) -> Result<Vhdx> {
+    if depth + 1 >= MAX_CHAIN_DEPTH {
+        return Err(Error::unsupported(format!(
+            "differencing VHDX chain deeper than {MAX_CHAIN_DEPTH}: refusing (a loop?)"
+        )));
+    }
+    let kv = locator_entries(item)?;
+    let get = |k: &str| kv.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
+    let norm = |g: &str| {
+        g.trim_matches(|c| c == '{' || c == '}')
+            .to_ascii_uppercase()
+    };
+    let linkage: Vec<String> = ["parent_linkage", "parent_linkage2"]
+        .iter()
+        .filter_map(|k| get(k))
+        .map(|g| norm(&g))
+        .collect();
+    if linkage.is_empty() {
+        return Err(Error::invalid(
+            "differencing VHDX: the parent locator has no parent_linkage",
+        ));
+    }
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tried = Vec::new();
+    for key in ["relative_path", "absolute_win32_path"] {
+        let Some(v) = get(key) else { continue };
+        let v = v.replace('\\', "/");
+        let p = Path::new(&v);
+        let p = if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            dir.join(p)
+        };
+        if p.exists() {
+            let parent = Vhdx::open_at_depth(&p, depth + 1).path(&p)?;
+            let id = show_guid(&parent.header.data_write_guid);
+            if !linkage.contains(&id) {
+                return Err(Error::invalid(format!(
+                    "differencing VHDX: {} has data write GUID {id}, but the child expects {}",
+                    p.display(),
+                    linkage.join(" or ")
+                )));
+            }
+            return Ok(parent);
+        }
+        tried.push(p.display().to_string());
+    }
+    Err(Error::invalid(format!(
+        "differencing VHDX: parent {} not found; tried {}",
+        linkage[0],
+        if tried.is_empty() {
+            "no usable path in the parent locator".to_string()
+        } else {
+            tried.join(", ")
+        }
+    )))
 }
 
 /// Parses a region table; returns the (offset, length) of the BAT and metadata regions.
@@ -505,6 +769,7 @@ fn parse_region_table(
 struct Metadata {
     block_size: u32,
     has_parent: bool,
+    parent_locator: Option<Vec<u8>>,
     size: u64,
     logical_sector_size: u32,
 }
@@ -534,6 +799,7 @@ fn parse_metadata(file: &dyn DiskImage, (at, length): (u64, u32)) -> Result<Meta
         .with_offset(at + 10));
     }
     let (mut params, mut size, mut lss, mut pss) = (None, None, None, None);
+    let mut parent_locator = None;
     for i in 0..count as usize {
         let e = &m[32 + i * 32..32 + (i + 1) * 32];
         let entry_at = at + 32 + i as u64 * 32;
@@ -571,8 +837,10 @@ fn parse_metadata(file: &dyn DiskImage, (at, length): (u64, u32)) -> Result<Meta
         } else if g == PHYSICAL_SECTOR_SIZE {
             need(4)?;
             pss = Some(le32(item, 0));
-        } else if g == VIRTUAL_DISK_ID || g == PARENT_LOCATOR {
-            // Known; the parent locator matters only with has-parent, which is refused.
+        } else if g == PARENT_LOCATOR {
+            parent_locator = Some(item.to_vec());
+        } else if g == VIRTUAL_DISK_ID {
+            // Known; not needed for reading.
         } else if required {
             return Err(Error::unsupported(format!(
                 "VHDX metadata item {} is marked required but is unknown to this tool",
@@ -619,6 +887,7 @@ fn parse_metadata(file: &dyn DiskImage, (at, length): (u64, u32)) -> Result<Meta
     Ok(Metadata {
         block_size,
         has_parent: flags & 2 != 0,
+        parent_locator,
         size,
         logical_sector_size: lss,
     })
@@ -644,31 +913,44 @@ impl DiskImage for Vhdx {
             let k = ((self.block_size - in_block) as usize).min(n - done);
             let piece = &mut buf[done..done + k];
             let e = self.bat.get(block as usize).copied().unwrap_or(0);
-            if e & 7 == PAYLOAD_FULLY_PRESENT {
-                let at = (e >> 20) * MIB + in_block;
-                self.file
-                    .read_exact_at(piece, at)
-                    .map_err(|err| match &self.path {
-                        Some(p) => err.with_path(p),
-                        None => err,
-                    })?;
-            } else {
-                piece.fill(0);
-            }
+            let data_at = (e >> 20) * MIB;
+            let r = match (e & 7, &self.parent) {
+                (PAYLOAD_FULLY_PRESENT, _) => self.file.read_exact_at(piece, data_at + in_block),
+                (PAYLOAD_PARTIALLY_PRESENT, Some(_)) => self.read_partial(piece, pos, data_at),
+                (PAYLOAD_NOT_PRESENT, Some(p)) => p.read_exact_at(piece, pos),
+                _ => {
+                    piece.fill(0);
+                    Ok(())
+                }
+            };
+            r.map_err(|err| match &self.path {
+                Some(p) => err.with_path(p),
+                None => err,
+            })?;
             done += k;
         }
         Ok(n)
     }
 
     fn extents(&self) -> Result<ExtentMap> {
-        let ranges = self.bat.iter().enumerate().filter_map(|(i, &e)| {
+        // A child's blocks paint over its parent's map; NOT PRESENT blocks keep the parent's.
+        let mut ranges: Vec<(u64, u64, ExtentKind)> = match &self.parent {
+            Some(p) => p
+                .extents()?
+                .iter()
+                .map(|e| (e.offset, e.len, e.kind))
+                .collect(),
+            None => Vec::new(),
+        };
+        for (i, &e) in self.bat.iter().enumerate() {
             let kind = match e & 7 {
-                PAYLOAD_FULLY_PRESENT => ExtentKind::Data,
+                PAYLOAD_FULLY_PRESENT | PAYLOAD_PARTIALLY_PRESENT => ExtentKind::Data,
                 PAYLOAD_ZERO => ExtentKind::Zero,
-                _ => return None,
+                PAYLOAD_NOT_PRESENT if self.parent.is_some() => continue,
+                _ => ExtentKind::Unallocated,
             };
-            Some((i as u64 * self.block_size, self.block_size, kind))
-        });
+            ranges.push((i as u64 * self.block_size, self.block_size, kind));
+        }
         Ok(ExtentMap::from_ranges(self.size, ranges))
     }
 
