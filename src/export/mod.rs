@@ -31,6 +31,8 @@ pub const MAX_VHD_SIZE: u64 = 32 << 40;
 /// small enough that a worker's buffer stays in a 512 KiB L2 cache when the source must be read
 /// (measured: 2 MiB chunks were slower; with a mapped source the size hardly matters).
 const CHUNK: u64 = BLOCK_SIZE;
+// The manifest is recorded per chunk: a chunk must be exactly one manifest block.
+const _: () = assert!(CHUNK == BLOCK_SIZE);
 /// Default granularity of zero detection: the page size of the file systems we write to, and
 /// qemu-img's default (`-S 4k`). Aligned all-zero pieces of this size are left as holes.
 pub const DEFAULT_SPARSE_SIZE: usize = 4096;
@@ -215,13 +217,10 @@ pub fn for_each_data_run(
                     .sum(),
                 Relaxed,
             );
-            if let Some(m) = manifest {
-                for (i, block) in buf.chunks(BLOCK_SIZE as usize).enumerate() {
-                    m.record(start / BLOCK_SIZE + i as u64, block);
-                }
-            }
-            // Coalesce runs of non-zero pages into one write each.
+            // Coalesce runs of non-zero pieces into one write each. The chunk is one manifest
+            // block, so this one zero scan also tells the manifest whether the block is zero.
             let mut run: Option<usize> = None;
+            let mut any_data = false;
             let emit = |r: usize, end: usize| -> Result<()> {
                 sink(start + r as u64, &buf[r..end])?;
                 written.fetch_add((end - r) as u64, Relaxed);
@@ -234,10 +233,16 @@ pub fn for_each_data_run(
                     }
                 } else if run.is_none() {
                     run = Some(p);
+                    any_data = true;
                 }
             }
             if let Some(r) = run {
                 emit(r, len)?;
+            }
+            if let Some(m) = manifest
+                && any_data
+            {
+                m.record_digest(start / BLOCK_SIZE, crate::digest::sha256(buf));
             }
             progress.advance(len as u64);
             Ok(())
