@@ -209,32 +209,38 @@ pub(crate) fn detect(image: &RawImage) -> Result<Detected> {
     let mut head = [0u8; 512];
     let n = image.read_at(&mut head, 0)?;
     let head = &head[..n];
+    // A dynamic VHD's footer copy is at the head.
+    if head.starts_with(vhd::COOKIE) {
+        return Ok(Detected::VhdFooterAtStart);
+    }
+    // A fixed VHD is a raw disk plus a footer, and the disk may start with anything — even
+    // another format's magic — so a VHD footer at the end wins over magics at the head.
+    if let Some(tail) = image.tail_sector()?
+        && vhd::looks_like_footer(&tail)
+    {
+        return Ok(Detected::VhdFooterAtEnd);
+    }
     if head.starts_with(QCOW2_MAGIC) {
         return Ok(Detected::Qcow2);
     }
     if head.starts_with(VHDX_MAGIC) {
         return Ok(Detected::Vhdx);
     }
-    if head.starts_with(vhd::COOKIE) {
-        return Ok(Detected::VhdFooterAtStart);
-    }
-    // A VHDX whose file identifier is damaged still has its headers and region tables at fixed
-    // offsets: a damaged VHDX, not a raw disk.
-    for (at, sig) in [
-        (64 << 10, b"head"),
-        (128 << 10, b"head"),
-        (192 << 10, b"regi"),
-        (256 << 10, b"regi"),
+    // A VHDX whose file identifier is damaged still has CRC-valid headers or region tables at
+    // fixed offsets: a damaged VHDX, not a raw disk.
+    for (at, sig, size) in [
+        (64 << 10, b"head", 4096),
+        (128 << 10, b"head", 4096),
+        (192 << 10, b"regi", 64 << 10),
+        (256 << 10, b"regi", 64 << 10),
     ] {
-        let mut s = [0u8; 4];
-        if image.read_at(&mut s, at)? == 4 && &s == sig {
+        let mut s = vec![0u8; size];
+        if image.read_at(&mut s, at)? == size
+            && &s[..4] == sig
+            && u32::from_le_bytes([s[4], s[5], s[6], s[7]]) == vhdx::crc_with_zeroed_field(&s, 4)
+        {
             return Ok(Detected::Vhdx);
         }
-    }
-    if let Some(tail) = image.tail_sector()?
-        && vhd::looks_like_footer(&tail)
-    {
-        return Ok(Detected::VhdFooterAtEnd);
     }
     // A cookie elsewhere in the last KiB: a damaged VHD, not a raw disk.
     let start = len.saturating_sub(1024);
@@ -255,6 +261,7 @@ pub(crate) fn detect(image: &RawImage) -> Result<Detected> {
 pub fn open(path: &Path, format: Option<Format>) -> Result<Box<dyn DiskImage>> {
     let raw = RawImage::open(path)?;
     let detected = detect(&raw).path(path)?;
+    let explicit = format.is_some();
     let format = match format {
         Some(f) => f,
         None => match detected {
@@ -301,7 +308,7 @@ pub fn open(path: &Path, format: Option<Format>) -> Result<Box<dyn DiskImage>> {
             }
         }
         Format::Vhdx => Ok(Box::new(vhdx::Vhdx::open(path)?)),
-        Format::Qcow2 => Ok(Box::new(qcow2::Qcow2Image::open(path)?)),
+        Format::Qcow2 => Ok(Box::new(qcow2::Qcow2Image::open_with(path, explicit)?)),
     }
 }
 

@@ -8,10 +8,13 @@
 //! entries, encryption, unknown incompatible features) is refused here with its reason — never
 //! read as something else.
 //!
-//! Encryption is checked here, not left to imago: imago 0.2.6 reads the data clusters of a
-//! LUKS-encrypted image as ciphertext without an error (found by the refusal test). Before
-//! opening, every qcow2 header in the backing chain is read and an image with a non-zero
-//! `crypt_method` (1 AES, 2 LUKS) is refused.
+//! Implicitly opened files go through our own open gate, not imago's permissive one: at most 16
+//! levels (imago has no loop guard), regular files and block devices only, read-only (imago
+//! would open an external data file read-write), and no encrypted image — imago 0.2.6 reads
+//! the data clusters of a LUKS-encrypted image as ciphertext without an error (found by the
+//! refusal test), so every image's `crypt_method` (1 AES, 2 LUKS) is checked as it is opened.
+//! When the format was only guessed from the magic (a raw disk may start with a qcow2 header),
+//! referenced files must lie in the image's folder unless the user says `-f qcow2`.
 //!
 //! Backing files and data files named in the header are opened as the header says, relative to
 //! the image's folder. The extent map comes from imago's mappings, resolved through the whole
@@ -22,7 +25,7 @@ use crate::error::{Error, Result};
 use crate::image::{DiskImage, ExtentKind, ExtentMap, Format};
 use imago::file::File as ImagoFile;
 use imago::qcow2::Qcow2;
-use imago::{FormatAccess, FormatDriverBuilder, Mapping, PermissiveImplicitOpenGate};
+use imago::{FormatAccess, FormatDriverBuilder, Mapping};
 use std::path::{Path, PathBuf};
 
 /// A qcow2 image (with its backing chain and data file).
@@ -51,56 +54,95 @@ fn from_imago(what: &str, e: std::io::Error) -> Error {
     }
 }
 
-/// Most qcow2 images in one backing chain we follow for the encryption check.
-const MAX_CHAIN: usize = 16;
+/// Most images in one backing chain (a loop guard; imago itself has none).
+pub const MAX_CHAIN_DEPTH: usize = 16;
 
-/// Walks the backing chain from `path` through the qcow2 headers and refuses any encrypted
-/// image. Raw backing files end the walk; imago reports missing files itself.
-fn refuse_encryption(path: &Path) -> Result<()> {
-    let mut cur = path.to_path_buf();
-    for _ in 0..MAX_CHAIN {
-        let Ok(img) = crate::image::RawImage::open(&cur) else {
-            return Ok(()); // missing or unreadable: imago's open reports it
-        };
-        let mut h = [0u8; 72];
-        if img.read_at(&mut h, 0)? < 72 || &h[..4] != b"QFI\xfb" {
-            return Ok(()); // not qcow2 (a raw backing file): nothing to check
-        }
-        let be32 = |at: usize| u32::from_be_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]);
-        let be64 = |at: usize| {
-            let mut x = [0u8; 8];
-            x.copy_from_slice(&h[at..at + 8]);
-            u64::from_be_bytes(x)
-        };
-        let crypt = be32(32);
+fn io_err(msg: String) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::Unsupported, msg)
+}
+
+/// Refuses an encrypted qcow2 (crypt_method 1 AES or 2 LUKS in its header).
+fn check_not_encrypted(path: &Path) -> std::io::Result<()> {
+    use std::io::Read;
+    let mut h = [0u8; 36];
+    std::fs::File::open(path)?.read_exact(&mut h)?;
+    if &h[..4] == b"QFI\xfb" {
+        let crypt = u32::from_be_bytes([h[32], h[33], h[34], h[35]]);
         if crypt != 0 {
-            return Err(Error::unsupported(format!(
-                "qcow2: the image is encrypted ({}); encrypted images are not supported, and \
-                 reading them without the key would give ciphertext",
-                match crypt {
-                    1 => "AES",
-                    2 => "LUKS",
-                    _ => "unknown method",
-                }
-            ))
-            .with_offset(32)
-            .with_path(&cur));
+            return Err(io_err(format!(
+                "{} is encrypted ({}); encrypted images are not supported, and reading them \
+                 without the key would give ciphertext",
+                path.display(),
+                if crypt == 1 { "AES" } else { "LUKS" }
+            )));
         }
-        let (bf_off, bf_len) = (be64(8), be32(16));
-        if bf_off == 0 || bf_len == 0 || bf_len > 4096 {
-            return Ok(());
-        }
-        let mut name = vec![0u8; bf_len as usize];
-        img.read_exact_at(&mut name, bf_off)?;
-        let name = String::from_utf8_lossy(&name).into_owned();
-        let p = Path::new(&name);
-        cur = if p.is_absolute() {
-            p.to_path_buf()
-        } else {
-            cur.parent().unwrap_or(Path::new(".")).join(p)
-        };
     }
     Ok(())
+}
+
+/// Decides what a qcow2 image may open implicitly (backing images, data files): at most
+/// [`MAX_CHAIN_DEPTH`] levels, only regular files and block devices (a FIFO would block), never
+/// an encrypted image, always read-only; and, when the top image's format was only guessed from
+/// its magic (a raw disk can start with a qcow2 header), nothing outside the image's folder.
+struct Gate {
+    depth: usize,
+    /// The folder referenced files must stay in, when the format was guessed.
+    confine_to: Option<PathBuf>,
+}
+
+impl Gate {
+    fn check_path(&self, path: &Path) -> std::io::Result<()> {
+        use std::os::unix::fs::FileTypeExt;
+        let ft = std::fs::metadata(path)?.file_type();
+        if !ft.is_file() && !ft.is_block_device() {
+            return Err(io_err(format!(
+                "{} is not a regular file or block device",
+                path.display()
+            )));
+        }
+        if let Some(dir) = &self.confine_to {
+            let real = std::fs::canonicalize(path)?;
+            if !real.starts_with(dir) {
+                return Err(io_err(format!(
+                    "the image refers to {}, outside its folder {}; the format was only guessed \
+                     from the file's first bytes, so that is refused (give -f qcow2 to allow it)",
+                    path.display(),
+                    dir.display()
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl imago::format::gate::ImplicitOpenGate<ImagoFile> for Gate {
+    fn open_format<F: FormatDriverBuilder<ImagoFile>>(
+        &mut self,
+        builder: F,
+    ) -> std::io::Result<FormatAccess<ImagoFile>> {
+        if self.depth + 1 >= MAX_CHAIN_DEPTH {
+            return Err(io_err(format!(
+                "backing chain deeper than {MAX_CHAIN_DEPTH}: refusing (a loop?)"
+            )));
+        }
+        let path = builder
+            .get_image_path()
+            .ok_or_else(|| io_err("a backing image without a path".into()))?;
+        self.check_path(&path)?;
+        check_not_encrypted(&path)?;
+        let next = Gate {
+            depth: self.depth + 1,
+            confine_to: self.confine_to.clone(),
+        };
+        Ok(FormatAccess::new(builder.write(false).open(next)?))
+    }
+
+    fn open_storage(&mut self, opts: imago::StorageOpenOptions) -> std::io::Result<ImagoFile> {
+        if let Some(p) = opts.get_filename() {
+            self.check_path(p)?;
+        }
+        <ImagoFile as imago::Storage>::open(opts.write(false))
+    }
 }
 
 impl Qcow2Image {
@@ -111,10 +153,35 @@ impl Qcow2Image {
     /// A damaged image, a missing backing or data file, an encrypted image anywhere in the chain,
     /// or a feature imago does not support.
     pub fn open(path: &Path) -> Result<Self> {
-        refuse_encryption(path)?;
+        Self::open_with(path, true)
+    }
+
+    /// Opens the image at `path`; `format_given` says the user named the format (`-f qcow2`)
+    /// rather than it being guessed from the magic, which lifts the confinement of referenced
+    /// files to the image's folder.
+    ///
+    /// # Errors
+    /// As [`Qcow2Image::open`], and a guessed image that refers to files outside its folder.
+    pub fn open_with(path: &Path, format_given: bool) -> Result<Self> {
+        check_not_encrypted(path).map_err(|e| from_imago("opening", e).with_path(path))?;
+        let confine_to = if format_given {
+            None
+        } else {
+            let dir = path
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            Some(
+                std::fs::canonicalize(dir)
+                    .map_err(|e| Error::io("resolving the image's folder", e).with_path(path))?,
+            )
+        };
         let q = Qcow2::<ImagoFile>::builder_path(path)
             .write(false)
-            .open(PermissiveImplicitOpenGate::default())
+            .open(Gate {
+                depth: 0,
+                confine_to,
+            })
             .map_err(|e| from_imago("opening", e).with_path(path))?;
         let access = FormatAccess::new(q);
         let size = access.size();

@@ -1074,3 +1074,100 @@ fn differencing_vhdx_conforms() {
         .expect_code(2)
         .stderr_has("not found; tried");
 }
+
+/// What a qcow2 may open implicitly: no loops, at most 16 levels, nothing outside its folder
+/// when the format was only guessed; and a fixed VHD whose disk starts with a qcow2 header is a
+/// VHD.
+#[test]
+fn qcow2_open_gate() {
+    if !have_qemu() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let qi = |args: &[&str]| run("qemu-img", args).ok().code;
+    // 17 overlays: refused by depth.
+    qi(&["create", "-f", "qcow2", p(&dir.join("l0.qcow2")), "1M"]);
+    for i in 1..=17 {
+        let (b, t) = (format!("l{}.qcow2", i - 1), dir.join(format!("l{i}.qcow2")));
+        qi(&[
+            "create",
+            "-f",
+            "qcow2",
+            "-u",
+            "-b",
+            &b,
+            "-F",
+            "qcow2",
+            p(&t),
+            "1M",
+        ]);
+    }
+    ec2azure(["info", p(&dir.join("l17.qcow2"))])
+        .expect_code(2)
+        .stderr_has("deeper than 16");
+    ec2azure(["info", p(&dir.join("l10.qcow2"))]).ok();
+    // A loop: an image whose backing file is itself.
+    let lp = dir.join("loop.qcow2");
+    qi(&[
+        "create",
+        "-f",
+        "qcow2",
+        "-u",
+        "-b",
+        "loop.qcow2",
+        "-F",
+        "qcow2",
+        p(&lp),
+        "1M",
+    ]);
+    ec2azure(["info", p(&lp)])
+        .expect_code(2)
+        .stderr_has("deeper than 16");
+    // A raw disk whose first sector is a qcow2 header naming a host file as its raw backing:
+    // with the format guessed, the host file is not read.
+    let sub = dir.join("disks");
+    std::fs::create_dir(&sub).unwrap();
+    let outside = dir.join("secret.raw");
+    std::fs::write(&outside, vec![0x5e; 1 << 20]).unwrap();
+    let evil = sub.join("guest.img");
+    qi(&[
+        "create",
+        "-f",
+        "qcow2",
+        "-u",
+        "-b",
+        p(&outside),
+        "-F",
+        "raw",
+        p(&evil),
+        "1M",
+    ]);
+    let out = sub.join("o.vhd");
+    ec2azure(["convert", p(&evil), p(&out)])
+        .expect_code(2)
+        .stderr_has("outside its folder");
+    assert!(!out.exists());
+    // Named explicitly, the user takes responsibility.
+    ec2azure(["convert", "-q", "-f", "qcow2", p(&evil), p(&out)]).ok();
+    // A fixed VHD whose disk happens to start with a qcow2 header is a VHD.
+    let raw = dir.join("starts-qcow2.raw");
+    let mut bytes = std::fs::read(dir.join("l0.qcow2")).unwrap();
+    bytes.resize(2 << 20, 0);
+    std::fs::write(&raw, &bytes).unwrap();
+    let vhd = dir.join("starts-qcow2.vhd");
+    ec2azure(["convert", "-q", "-f", "raw", p(&raw), p(&vhd)]).ok();
+    let j = ec2azure(["info", "--json", p(&vhd)]).ok().json();
+    assert_eq!(j["format"], "vhd");
+    ec2azure([
+        "compare",
+        "--strict",
+        "-f",
+        "raw",
+        "-F",
+        "vhd",
+        p(&raw),
+        p(&vhd),
+    ])
+    .ok();
+}
