@@ -377,6 +377,23 @@ impl Vhdx {
         }
         let mut raw = vec![0u8; (entries * 8) as usize];
         file.read_exact_at(&mut raw, bat_region.0)?;
+        // Structures a payload or bitmap block must not overlap: their bytes are not disk data.
+        let reserved = [
+            ("headers and region tables", 0, MIB),
+            (
+                "block allocation table",
+                bat_region.0,
+                u64::from(bat_region.1),
+            ),
+            ("metadata region", meta_region.0, u64::from(meta_region.1)),
+            ("log", header.log_offset, u64::from(header.log_length)),
+        ];
+        let overlaps = |off: u64, n: u64| {
+            reserved
+                .iter()
+                .find(|(_, s, l)| off < s.saturating_add(*l) && off.saturating_add(n) > *s)
+                .map(|(what, _, _)| *what)
+        };
         let mut bat = Vec::with_capacity(blocks as usize);
         let mut sector_bitmaps = Vec::new();
         for (i, e) in raw.chunks_exact(8).map(|c| le64(c, 0)).enumerate() {
@@ -387,7 +404,9 @@ impl Vhdx {
                 if differencing {
                     let off = (e >> 20) * MIB;
                     if e & 7 == SB_BLOCK_PRESENT
-                        && (off < MIB || off.checked_add(MIB).is_none_or(|end| end > len))
+                        && (off < MIB
+                            || off.checked_add(MIB).is_none_or(|end| end > len)
+                            || overlaps(off, MIB).is_some())
                     {
                         return Err(Error::invalid(format!(
                             "VHDX sector bitmap {}: the BAT places it at offset {off}, outside \
@@ -431,6 +450,12 @@ impl Vhdx {
                         return Err(Error::invalid(format!(
                             "VHDX block {block}: the BAT places it at offset {off}, outside the \
                              {len}-byte file"
+                        ))
+                        .with_offset(at));
+                    }
+                    if let Some(what) = overlaps(off, block_size) {
+                        return Err(Error::invalid(format!(
+                            "VHDX block {block}: the BAT places it at offset {off}, over the {what}"
                         ))
                         .with_offset(at));
                     }

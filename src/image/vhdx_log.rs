@@ -29,9 +29,14 @@ use crate::image::{DiskImage, ExtentMap, Format};
 use std::collections::BTreeMap;
 
 const PAGE: u64 = 4096;
-/// Most pages the overlay may hold (a guard against hostile zero descriptors): 16M pages of
-/// bookkeeping for zeros, and data pages that must each be in the log anyway.
-const MAX_PAGES: usize = 16 << 20;
+const MIB: u64 = 1 << 20;
+/// Most pages the overlay may hold (a guard against hostile zero descriptors): 1M pages, 4 GiB
+/// of zeroed range, about 50 MB of bookkeeping.
+const MAX_PAGES: usize = 1 << 20;
+/// The largest log we read: Hyper-V and qemu write 1 MiB logs.
+const MAX_LOG: u64 = 64 * MIB;
+/// No file offset in a log may reach past 64 TiB (the largest VHDX plus metadata).
+const MAX_FILE_OFFSET: u64 = 1 << 46;
 
 fn le32(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
@@ -50,6 +55,7 @@ struct Entry {
     length: u64,
     tail: u64,
     sequence: u64,
+    flushed_file_offset: u64,
     last_file_offset: u64,
     ops: Vec<Op>,
 }
@@ -61,7 +67,9 @@ enum Op {
 }
 
 /// Reads and validates the entry at `at` within the log; `None` when it is not a valid entry.
-fn read_entry(log: &[u8], at: u64, guid: &[u8; 16]) -> Option<Entry> {
+/// `forbidden` is the log's own place in the file: no descriptor may write there, nor into the
+/// first MiB (the headers, already read).
+fn read_entry(log: &[u8], at: u64, guid: &[u8; 16], forbidden: (u64, u64)) -> Option<Entry> {
     let size = log.len() as u64;
     let a = at as usize;
     if !at.is_multiple_of(PAGE) || at + 64 > size || &log[a..a + 4] != b"loge" {
@@ -80,6 +88,24 @@ fn read_entry(log: &[u8], at: u64, guid: &[u8; 16]) -> Option<Entry> {
         return None;
     }
     let sequence = le64(&bytes, 16);
+    let tail = u64::from(le32(&bytes, 12));
+    let (flushed_file_offset, last_file_offset) = (le64(&bytes, 48), le64(&bytes, 56));
+    if sequence == 0
+        || !tail.is_multiple_of(PAGE)
+        || tail >= size
+        || flushed_file_offset > MAX_FILE_OFFSET
+        || last_file_offset > MAX_FILE_OFFSET
+    {
+        return None;
+    }
+    // A write must stay inside the file's possible range, out of the headers and the log.
+    let allowed = |off: u64, len: u64| {
+        off.checked_add(len).is_some_and(|end| {
+            end <= MAX_FILE_OFFSET
+                && off >= MIB
+                && (end <= forbidden.0 || off >= forbidden.0 + forbidden.1)
+        })
+    };
     let count = le32(&bytes, 24) as u64;
     let desc_area = (64 + count * 32).div_ceil(PAGE) * PAGE;
     if desc_area > length {
@@ -95,7 +121,10 @@ fn read_entry(log: &[u8], at: u64, guid: &[u8; 16]) -> Option<Entry> {
         match &d[..4] {
             b"zero" => {
                 let (length, file_offset) = (le64(d, 8), le64(d, 16));
-                if !length.is_multiple_of(PAGE) || !file_offset.is_multiple_of(PAGE) {
+                if !length.is_multiple_of(PAGE)
+                    || !file_offset.is_multiple_of(PAGE)
+                    || !allowed(file_offset, length)
+                {
                     return None;
                 }
                 ops.push(Op::Zero {
@@ -113,7 +142,7 @@ fn read_entry(log: &[u8], at: u64, guid: &[u8; 16]) -> Option<Entry> {
                     return None;
                 }
                 let file_offset = le64(d, 16);
-                if !file_offset.is_multiple_of(PAGE) {
+                if !file_offset.is_multiple_of(PAGE) || !allowed(file_offset, PAGE) {
                     return None;
                 }
                 let mut page = vec![0u8; PAGE as usize];
@@ -132,21 +161,34 @@ fn read_entry(log: &[u8], at: u64, guid: &[u8; 16]) -> Option<Entry> {
     Some(Entry {
         at,
         length,
-        tail: u64::from(le32(&bytes, 12)),
+        tail,
         sequence,
-        last_file_offset: le64(&bytes, 56),
+        flushed_file_offset,
+        last_file_offset,
         ops,
     })
 }
 
 /// The active sequence of the log: the valid chain with the highest sequence number whose last
-/// entry's tail points at its first entry. Empty when the log holds none.
-fn active_sequence(log: &[u8], guid: &[u8; 16]) -> Vec<Entry> {
+/// entry's tail points at an entry of the chain (its start). Empty when the log holds none.
+/// Each page is parsed at most once.
+fn active_sequence(log: &[u8], guid: &[u8; 16], forbidden: (u64, u64)) -> Vec<Entry> {
     let size = log.len() as u64;
+    let mut memo: std::collections::HashMap<u64, Option<Entry>> = Default::default();
+    let mut entry_at = |at: u64| -> Option<Entry> {
+        memo.entry(at)
+            .or_insert_with(|| read_entry(log, at, guid, forbidden))
+            .clone()
+    };
     let mut best: Vec<Entry> = Vec::new();
+    let mut covered = std::collections::HashSet::new();
     let mut start = 0;
     while start < size {
-        let Some(first) = read_entry(log, start, guid) else {
+        if covered.contains(&start) {
+            start += PAGE;
+            continue;
+        }
+        let Some(first) = entry_at(start) else {
             start += PAGE;
             continue;
         };
@@ -154,15 +196,17 @@ fn active_sequence(log: &[u8], guid: &[u8; 16]) -> Vec<Entry> {
         loop {
             let last = &chain[chain.len() - 1];
             let next_at = (last.at + last.length) % size;
-            match read_entry(log, next_at, guid) {
-                Some(e) if e.sequence == last.sequence + 1 && chain.len() < 1 << 20 => {
-                    chain.push(e)
-                }
+            let Some(want) = last.sequence.checked_add(1) else {
+                break;
+            };
+            match entry_at(next_at) {
+                Some(e) if e.sequence == want && chain.len() < 1 << 16 => chain.push(e),
                 _ => break,
             }
         }
-        // Valid only if the last entry's tail is the chain's first entry (or any entry of it:
-        // the tail may move forward within the chain).
+        for e in &chain {
+            covered.insert(e.at);
+        }
         let last = &chain[chain.len() - 1];
         if let Some(pos) = chain.iter().position(|e| e.at == last.tail) {
             let seq = chain.split_off(pos);
@@ -198,21 +242,33 @@ impl Replayed {
     ) -> Result<Self> {
         let file_len = inner.len();
         if log_length == 0
-            || !log_length.is_multiple_of(PAGE)
-            || log_length > 4 << 30
+            || !log_length.is_multiple_of(MIB)
+            || !log_offset.is_multiple_of(MIB)
+            || log_offset < MIB
+            || log_length > MAX_LOG
             || log_offset
                 .checked_add(log_length)
                 .is_none_or(|e| e > file_len)
         {
             return Err(Error::invalid(format!(
-                "VHDX log: {log_length} bytes at offset {log_offset} do not fit the {file_len}-byte \
-                 file in whole 4 KiB pages"
+                "VHDX log: {log_length} bytes at offset {log_offset}: expected whole MiB, at most \
+                 {MAX_LOG} bytes, after the first MiB and inside the {file_len}-byte file"
             ))
             .with_offset(log_offset));
         }
         let mut log = vec![0u8; log_length as usize];
         inner.read_exact_at(&mut log, log_offset)?;
-        let seq = active_sequence(&log, guid);
+        let seq = active_sequence(&log, guid, (log_offset, log_length));
+        // The log says the file was flushed to this length: a shorter file was truncated since,
+        // and what it lost would read as zeros.
+        if let Some(e) = seq.iter().find(|e| e.flushed_file_offset > file_len) {
+            return Err(Error::invalid(format!(
+                "VHDX log: entry {} says the file was flushed to {} bytes, but it is {file_len} \
+                 bytes: the file was truncated",
+                e.sequence, e.flushed_file_offset
+            ))
+            .with_offset(log_offset + e.at));
+        }
         let mut pages: BTreeMap<u64, Option<Box<[u8]>>> = BTreeMap::new();
         let mut len = file_len;
         for e in &seq {
@@ -227,6 +283,13 @@ impl Replayed {
                         file_offset,
                         length,
                     } => {
+                        // Checked before expanding: a hostile length must not run away.
+                        if pages.len() as u64 + length / PAGE > MAX_PAGES as u64 {
+                            return Err(Error::limit(format!(
+                                "VHDX log: replay touches more than {MAX_PAGES} pages"
+                            ))
+                            .with_offset(log_offset + e.at));
+                        }
                         for p in (0..*length).step_by(PAGE as usize) {
                             pages.insert(file_offset + p, None);
                         }

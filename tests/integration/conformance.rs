@@ -995,6 +995,12 @@ fn vhdx_dirty_log_is_replayed_in_memory_like_qemu() {
     );
     let j = ec2azure(["info", "--json", p(&dirty)]).ok().json();
     assert_eq!(j["format"], "vhdx");
+    // Truncated after the log was written: the lost tail must not read as zeros.
+    let cut = dir.join("dirty-truncated.vhdx");
+    std::fs::write(&cut, &bytes[..bytes.len() - (1 << 20)]).unwrap();
+    ec2azure(["convert", p(&cut), p(&dir.join("cut.vhd"))])
+        .expect_code(2)
+        .stderr_has("the file was truncated");
 }
 
 /// Differencing VHDX over a qemu-made parent, built by make_diff_vhdx.py (MS-VHDX; no tool here

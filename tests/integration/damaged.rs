@@ -328,6 +328,14 @@ fn damaged_vhdx_files() {
             "outside the",
         ),
         (
+            "bat-entry-over-metadata.vhdx",
+            Box::new(move |b| {
+                let e: u64 = 6 | (((v.meta as u64) >> 20) << 20);
+                b[v.bat..v.bat + 8].copy_from_slice(&e.to_le_bytes());
+            }),
+            "over the metadata region",
+        ),
+        (
             "unknown-required-metadata.vhdx",
             Box::new(move |b| {
                 // Give the first metadata entry an unknown GUID and the required flag.
@@ -437,6 +445,11 @@ fn damaged_dynamic_vhds() {
             "bat-entry-past-eof",
             Box::new(move |b| b[bat..bat + 4].copy_from_slice(&0x00FF_FFFFu32.to_be_bytes())),
             "past the end",
+        ),
+        (
+            "bat-entry-over-header",
+            Box::new(move |b| b[bat..bat + 4].copy_from_slice(&1u32.to_be_bytes())),
+            "over the",
         ),
         (
             "footer-data-offset-past-eof",

@@ -360,13 +360,29 @@ impl DynamicVhd {
             if e == UNALLOCATED {
                 continue;
             }
-            let end = u64::from(e) * 512 + bitmap_size + block_size;
-            if end > len {
+            let start = u64::from(e) * 512;
+            let end = start + bitmap_size + block_size;
+            if end > len - FOOTER_SIZE {
                 return Err(Error::invalid(format!(
                     "VHD block {i}: the table places it at sector {e}, so it ends at byte {end}, \
-                     past the end of the {len}-byte file"
+                     past the end of the data area of the {len}-byte file (the footer is its last 512 bytes)"
                 ))
                 .with_offset(header.table_offset + i as u64 * 4));
+            }
+            // A block must not overlap the footer copy, the header or the table: those bytes
+            // would be read as disk data.
+            let table_end = header.table_offset + blocks * 4;
+            for (what, s, e2) in [
+                ("footer copy", 0, FOOTER_SIZE),
+                ("dynamic header", hdr_at, hdr_at + HEADER_SIZE as u64),
+                ("block allocation table", header.table_offset, table_end),
+            ] {
+                if start < e2 && end > s {
+                    return Err(Error::invalid(format!(
+                        "VHD block {i}: the table places it at sector {e}, over the {what}"
+                    ))
+                    .with_offset(header.table_offset + i as u64 * 4));
+                }
             }
         }
         let mut vhd = DynamicVhd {
