@@ -19,7 +19,9 @@
 //! Backing files and data files named in the header are opened as the header says, relative to
 //! the image's folder. The extent map comes from imago's mappings, resolved through the whole
 //! chain: raw data and compressed clusters are data, explicit zero clusters are zero, and what no
-//! layer allocates is unallocated.
+//! layer allocates is unallocated. A data cluster mapped past the end of its file (a truncated
+//! image or data file, which imago and qemu would read as zeros) is refused when the map is made;
+//! every converter and comparison makes it before reading.
 
 use crate::error::{Error, Result};
 use crate::image::{DiskImage, ExtentKind, ExtentMap, Format};
@@ -226,7 +228,28 @@ impl DiskImage for Qcow2Image {
                         .with_path(&self.path)
                 })?;
             let kind = match mapping {
-                Mapping::Raw { .. } | Mapping::Special { .. } => ExtentKind::Data,
+                Mapping::Raw {
+                    storage,
+                    offset: host,
+                    ..
+                } => {
+                    // imago (like qemu) reads past the end of a file as zeros: a data cluster
+                    // there means a truncated image or data file, so refuse instead.
+                    let file_len = imago::Storage::size(storage)
+                        .map_err(|e| from_imago("sizing a data file", e).with_path(&self.path))?;
+                    if host.checked_add(len).is_none_or(|end| end > file_len) {
+                        return Err(Error::invalid(format!(
+                            "qcow2: guest bytes {offset}..{} are mapped to {host}..{} in {}, \
+                             which is only {file_len} bytes long: the file was truncated",
+                            offset + len,
+                            host.saturating_add(len),
+                            storage
+                        ))
+                        .with_path(&self.path));
+                    }
+                    ExtentKind::Data
+                }
+                Mapping::Special { .. } => ExtentKind::Data,
                 Mapping::Zero { explicit: true, .. } => ExtentKind::Zero,
                 Mapping::Zero {
                     explicit: false, ..

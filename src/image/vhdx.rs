@@ -424,6 +424,13 @@ impl Vhdx {
             }
             let block = bat.len() as u64;
             let state = e & 7;
+            // Bits 3–19 are reserved and zero: anything else is a damaged table.
+            if e & 0xF_FFF8 != 0 {
+                return Err(Error::invalid(format!(
+                    "VHDX block {block}: BAT entry 0x{e:016x} has reserved bits set"
+                ))
+                .with_offset(at));
+            }
             match state {
                 PAYLOAD_NOT_PRESENT | PAYLOAD_ZERO => {}
                 PAYLOAD_UNDEFINED | PAYLOAD_UNMAPPED if !differencing => {}
@@ -765,6 +772,13 @@ fn parse_region_table(
             ))
             .with_offset(entry_at));
         }
+        if (g == BAT_REGION && bat.is_some()) || (g == METADATA_REGION && meta.is_some()) {
+            return Err(Error::invalid(format!(
+                "VHDX region table {copy}: region {} appears twice",
+                show_guid(&g)
+            ))
+            .with_offset(entry_at));
+        }
         if g == BAT_REGION {
             bat = Some((off, length));
         } else if g == METADATA_REGION {
@@ -825,11 +839,20 @@ fn parse_metadata(file: &dyn DiskImage, (at, length): (u64, u32)) -> Result<Meta
     }
     let (mut params, mut size, mut lss, mut pss) = (None, None, None, None);
     let mut parent_locator = None;
+    let mut seen = std::collections::HashSet::new();
     for i in 0..count as usize {
         let e = &m[32 + i * 32..32 + (i + 1) * 32];
         let entry_at = at + 32 + i as u64 * 32;
         let mut g = [0u8; 16];
         g.copy_from_slice(&e[..16]);
+        // Two items with one id would make the file ambiguous.
+        if !seen.insert(g) {
+            return Err(Error::invalid(format!(
+                "VHDX metadata item {} appears twice",
+                show_guid(&g)
+            ))
+            .with_offset(entry_at));
+        }
         let (off, len, flags) = (le32(e, 16) as usize, le32(e, 20) as usize, le32(e, 24));
         let required = flags & 4 != 0;
         let Some(item) = off.checked_add(len).and_then(|end| m.get(off..end)) else {

@@ -837,6 +837,20 @@ fn qcow2_refusals() {
         assert!(!out.exists(), "{what}: no output");
         eprintln!("{what}: {}", r.stderr.lines().next().unwrap_or(""));
     }
+    // A truncated image: its data clusters past the new end would read as zeros.
+    let t = dir.join("trunc.qcow2");
+    run("qemu-img", ["create", "-f", "qcow2", p(&t), "64M"]).ok();
+    run(
+        "qemu-io",
+        ["-f", "qcow2", "-c", "write -P 0xaa 0 32M", p(&t)],
+    )
+    .ok();
+    let f = std::fs::OpenOptions::new().write(true).open(&t).unwrap();
+    f.set_len(8 << 20).unwrap();
+    drop(f);
+    ec2azure(["convert", p(&t), p(&dir.join("trunc.vhd"))])
+        .expect_code(2)
+        .stderr_has("the file was truncated");
     // A missing backing file is an error, never zeros.
     let base = dir.join("gone.qcow2");
     run("qemu-img", ["create", "-f", "qcow2", p(&base), "8M"]).ok();

@@ -256,10 +256,27 @@ fn read_footer(file: &dyn DiskImage) -> Result<Footer> {
             .with_offset(at + 60)),
         }
     };
-    // The copy at 0 first, as qemu reads it; the end copy when the head is damaged.
-    match check(&head, 0) {
-        Ok(f) => Ok(f),
-        Err(head_err) => check(&tail, len - FOOTER_SIZE).map_err(|_| head_err),
+    // The copy at 0 first, as qemu reads it; the end copy when the head is damaged. Two valid
+    // copies that disagree leave no way to know which is right.
+    match (check(&head, 0), check(&tail, len - FOOTER_SIZE)) {
+        (Ok(h), Ok(t)) => {
+            if (h.current_size, h.disk_type, h.unique_id, h.data_offset)
+                != (t.current_size, t.disk_type, t.unique_id, t.data_offset)
+            {
+                return Err(Error::invalid(
+                    "dynamic VHD: the footer copy at offset 0 and the footer at the end are both \
+                     valid but disagree (size, type, id or data offset)",
+                )
+                .with_offset(len - FOOTER_SIZE));
+            }
+            Ok(h)
+        }
+        (Ok(h), Err(_)) => Ok(h),
+        (Err(_), Ok(t)) => Ok(t),
+        (Err(head_err), Err(tail_err)) => Err(Error::invalid(format!(
+            "dynamic VHD: neither footer copy is valid: {head_err}; {tail_err}"
+        ))
+        .with_offset(head_err.offset().unwrap_or(0))),
     }
 }
 
