@@ -78,6 +78,34 @@ pub fn vhdx(data: &[u8]) {
     }
 }
 
+/// Arbitrary bytes as a VHDX log region: every 4 KiB page that starts an entry ("loge") gets
+/// its CRC-32C repaired (so the fuzzer explores what lies behind the checksum), then the log is
+/// replayed over a 1 MiB file and read back.
+pub fn vhdx_log(data: &[u8]) {
+    const MIB: usize = 1 << 20;
+    let log_len = data.len().clamp(1, 4 * MIB).div_ceil(MIB) * MIB;
+    let mut log = vec![0u8; log_len];
+    log[..data.len().min(log_len)].copy_from_slice(&data[..data.len().min(log_len)]);
+    let mut guid = [0u8; 16];
+    for at in (0..log_len).step_by(4096) {
+        if &log[at..at + 4] == b"loge" && at + 64 <= log_len {
+            let len =
+                u32::from_le_bytes([log[at + 8], log[at + 9], log[at + 10], log[at + 11]]) as usize;
+            if len >= 4096 && len.is_multiple_of(4096) && at + len <= log_len {
+                let crc = crate::image::vhdx::crc_with_zeroed_field(&log[at..at + len], 4);
+                log[at + 4..at + 8].copy_from_slice(&crc.to_le_bytes());
+                guid.copy_from_slice(&log[at + 32..at + 48]);
+            }
+        }
+    }
+    let mut file = vec![0u8; MIB];
+    file.extend_from_slice(&log);
+    let inner = Box::new(MemImage::new(file));
+    if let Ok(r) = crate::image::vhdx_log::Replayed::new(inner, MIB as u64, log_len as u64, &guid) {
+        exercise(&r);
+    }
+}
+
 /// Arbitrary text as a manifest: accepted manifests round-trip.
 pub fn manifest_json(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {

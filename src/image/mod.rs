@@ -19,7 +19,7 @@ pub mod qcow2;
 pub mod raw;
 pub mod vhd;
 pub mod vhdx;
-mod vhdx_log;
+pub(crate) mod vhdx_log;
 
 pub use extent::{Extent, ExtentKind, ExtentMap};
 pub use mem::MemImage;
