@@ -107,6 +107,35 @@ impl<T: DiskImage + ?Sized> DiskImage for Box<T> {
     }
 }
 
+/// How many of `want` bytes at `offset` lie inside a disk of `size` bytes (0 at or past the end).
+pub(crate) fn readable(size: u64, offset: u64, want: usize) -> usize {
+    if offset >= size {
+        return 0;
+    }
+    want.min(usize::try_from(size - offset).unwrap_or(usize::MAX))
+}
+
+/// Calls `f(piece, disk_offset)` for each piece of `buf` (read at `offset`) that lies in one
+/// block of `block_size` bytes, in order.
+///
+/// # Errors
+/// The first error `f` returns.
+pub(crate) fn for_each_block_piece(
+    buf: &mut [u8],
+    offset: u64,
+    block_size: u64,
+    mut f: impl FnMut(&mut [u8], u64) -> Result<()>,
+) -> Result<()> {
+    let mut done = 0;
+    while done < buf.len() {
+        let pos = offset + done as u64;
+        let k = ((block_size - pos % block_size) as usize).min(buf.len() - done);
+        f(&mut buf[done..done + k], pos)?;
+        done += k;
+    }
+    Ok(())
+}
+
 /// The disk's bytes at `start..start + buf.len()`: lent in place when the image can
 /// ([`DiskImage::as_slice`]), otherwise read into `buf` — data extents read, every other extent
 /// (and anything past the disk's end) zero-filled, so holes are never read.

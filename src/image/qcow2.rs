@@ -201,12 +201,7 @@ impl DiskImage for Qcow2Image {
     }
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<usize> {
-        if offset >= self.size {
-            return Ok(0);
-        }
-        let n = buf
-            .len()
-            .min(usize::try_from(self.size - offset).unwrap_or(usize::MAX));
+        let n = crate::image::readable(self.size, offset, buf.len());
         self.access.read(&mut buf[..n], offset).map_err(|e| {
             from_imago("reading", e)
                 .with_offset(offset)

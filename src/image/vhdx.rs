@@ -32,7 +32,9 @@
 //!   whose meaning there the specification leaves open, are refused.
 
 use crate::error::{Error, Result, ResultExt};
-use crate::image::{DiskImage, ExtentKind, ExtentMap, Format, RawImage};
+use crate::image::{
+    DiskImage, ExtentKind, ExtentMap, Format, RawImage, for_each_block_piece, readable,
+};
 use std::path::{Path, PathBuf};
 
 const KIB: u64 = 1024;
@@ -947,36 +949,30 @@ impl DiskImage for Vhdx {
     }
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<usize> {
-        if offset >= self.size {
-            return Ok(0);
-        }
-        let n = buf
-            .len()
-            .min(usize::try_from(self.size - offset).unwrap_or(usize::MAX));
-        let mut done = 0;
-        while done < n {
-            let pos = offset + done as u64;
-            let block = pos / self.block_size;
-            let in_block = pos % self.block_size;
-            let k = ((self.block_size - in_block) as usize).min(n - done);
-            let piece = &mut buf[done..done + k];
-            let e = self.bat.get(block as usize).copied().unwrap_or(0);
+        let n = readable(self.size, offset, buf.len());
+        for_each_block_piece(&mut buf[..n], offset, self.block_size, |piece, pos| {
+            let e = self
+                .bat
+                .get((pos / self.block_size) as usize)
+                .copied()
+                .unwrap_or(0);
             let data_at = (e >> 20) * MIB;
-            let r = match (e & 7, &self.parent) {
-                (PAYLOAD_FULLY_PRESENT, _) => self.file.read_exact_at(piece, data_at + in_block),
+            match (e & 7, &self.parent) {
+                (PAYLOAD_FULLY_PRESENT, _) => self
+                    .file
+                    .read_exact_at(piece, data_at + pos % self.block_size),
                 (PAYLOAD_PARTIALLY_PRESENT, Some(_)) => self.read_partial(piece, pos, data_at),
                 (PAYLOAD_NOT_PRESENT, Some(p)) => p.read_exact_at(piece, pos),
                 _ => {
                     piece.fill(0);
                     Ok(())
                 }
-            };
-            r.map_err(|err| match &self.path {
-                Some(p) => err.with_path(p),
-                None => err,
-            })?;
-            done += k;
-        }
+            }
+        })
+        .map_err(|err| match &self.path {
+            Some(p) => err.with_path(p),
+            None => err,
+        })?;
         Ok(n)
     }
 

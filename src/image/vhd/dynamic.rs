@@ -32,7 +32,9 @@
 
 use super::{COOKIE, DiskType, FOOTER_SIZE, Footer, format_uuid};
 use crate::error::{Error, Result, ResultExt};
-use crate::image::{DiskImage, ExtentKind, ExtentMap, Format, RawImage};
+use crate::image::{
+    DiskImage, ExtentKind, ExtentMap, Format, RawImage, for_each_block_piece, readable,
+};
 use std::path::{Path, PathBuf};
 use zerocopy::byteorder::big_endian::{U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
@@ -583,26 +585,15 @@ impl DiskImage for DynamicVhd {
     }
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<usize> {
-        if offset >= self.size {
-            return Ok(0);
-        }
-        let n = buf
-            .len()
-            .min(usize::try_from(self.size - offset).unwrap_or(usize::MAX));
-        let mut done = 0;
-        while done < n {
-            let pos = offset + done as u64;
-            let block = pos / self.block_size;
-            let in_block = pos % self.block_size;
-            let k = ((self.block_size - in_block) as usize).min(n - done);
-            let entry = self.bat.get(block as usize).copied().unwrap_or(UNALLOCATED);
-            self.read_in_block(&mut buf[done..done + k], pos, entry)
-                .map_err(|e| match &self.path {
-                    Some(p) => e.with_path(p),
-                    None => e,
-                })?;
-            done += k;
-        }
+        let n = readable(self.size, offset, buf.len());
+        for_each_block_piece(&mut buf[..n], offset, self.block_size, |piece, pos| {
+            let entry = self.bat.get((pos / self.block_size) as usize).copied();
+            self.read_in_block(piece, pos, entry.unwrap_or(UNALLOCATED))
+        })
+        .map_err(|e| match &self.path {
+            Some(p) => e.with_path(p),
+            None => e,
+        })?;
         Ok(n)
     }
 
