@@ -325,17 +325,23 @@ impl Vhdx {
         };
         let len = file.len();
 
-        // Region tables: the first valid one.
+        // Region tables: one valid copy is enough; two valid copies must agree.
         let mut regions = None;
         let mut region_errors = Vec::new();
         for (i, &at) in REGION_TABLE_OFFSETS.iter().enumerate() {
             let mut b = vec![0u8; REGION_TABLE_SIZE];
             file.read_exact_at(&mut b, at)?;
             match parse_region_table(&b, at, i + 1, len) {
-                Ok(r) => {
-                    regions = Some(r);
-                    break;
-                }
+                Ok(r) => match regions {
+                    Some(first) if first != r => {
+                        return Err(Error::invalid(
+                            "VHDX: both region tables are valid but place the BAT or metadata \
+                             differently; refusing rather than guessing which is right",
+                        )
+                        .with_offset(at));
+                    }
+                    _ => regions = Some(r),
+                },
                 Err(e) => region_errors.push(e),
             }
         }

@@ -328,6 +328,22 @@ fn damaged_vhdx_files() {
             "outside the",
         ),
         (
+            "region-tables-disagree.vhdx",
+            Box::new(|b| {
+                // Move the BAT in region table 2 only (a valid table that disagrees with 1).
+                let rt = 256 * 1024;
+                for i in 0..le32(b, rt + 8) as usize {
+                    let e = rt + 16 + i * 32;
+                    if b[e] == 0x66 {
+                        let off = u64::from_le_bytes(b[e + 16..e + 24].try_into().unwrap());
+                        b[e + 16..e + 24].copy_from_slice(&(off + (1 << 20)).to_le_bytes());
+                    }
+                }
+                fix_crc(b, rt, 64 * 1024);
+            }),
+            "both region tables are valid but",
+        ),
+        (
             "bat-entry-over-metadata.vhdx",
             Box::new(move |b| {
                 let e: u64 = 6 | (((v.meta as u64) >> 20) << 20);

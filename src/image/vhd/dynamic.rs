@@ -434,7 +434,8 @@ impl DynamicVhd {
             )));
         }
         let dir = path.parent().unwrap_or(Path::new("."));
-        let mut tried = Vec::new();
+        let mut tried: Vec<String> = Vec::new();
+        let mut candidates: Vec<PathBuf> = Vec::new();
         // Relative locators first: they survive moving the whole chain.
         let mut locs = self.header.locators.clone();
         locs.sort_by_key(|l| match &l.code {
@@ -450,23 +451,39 @@ impl DynamicVhd {
             let mut data = vec![0u8; n];
             self.file.read_exact_at(&mut data, at)?;
             if let Some(p) = locator_path(&l.code, &data, dir) {
-                if p.exists() {
-                    return self.attach_parent(&p, depth);
-                }
-                tried.push(p.display().to_string());
+                candidates.push(p);
             }
         }
         if !self.header.parent_name.is_empty() {
-            let p = dir.join(self.header.parent_name.replace('\\', "/"));
-            if p.exists() {
-                return self.attach_parent(&p, depth);
+            candidates.push(dir.join(self.header.parent_name.replace('\\', "/")));
+        }
+        // Every candidate is tried; a wrong file at one locator does not hide the right one at
+        // another, and every failure is reported.
+        let mut found_any = false;
+        for p in candidates {
+            if tried
+                .iter()
+                .any(|t: &String| t.starts_with(&p.display().to_string()))
+            {
+                continue;
             }
-            tried.push(p.display().to_string());
+            if !p.exists() {
+                tried.push(format!("{} (missing)", p.display()));
+                continue;
+            }
+            found_any = true;
+            match self.attach_parent(&p, depth) {
+                Ok(()) => return Ok(()),
+                // A loop or an over-deep chain stops here, whichever locator led to it.
+                Err(e) if e.kind() == crate::ErrorKind::Unsupported => return Err(e),
+                Err(e) => tried.push(format!("{} ({})", p.display(), e.message())),
+            }
         }
         Err(Error::invalid(format!(
-            "differencing VHD: parent {:?} (unique id {}) not found; tried {}",
+            "differencing VHD: parent {:?} (unique id {}) {}; tried {}",
             self.header.parent_name,
             format_uuid(&self.header.parent_unique_id),
+            if found_any { "not usable" } else { "not found" },
             if tried.is_empty() {
                 "no usable parent locator".to_string()
             } else {
