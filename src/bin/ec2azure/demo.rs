@@ -186,6 +186,10 @@ pub fn run(a: DemoArgs, quiet: bool) -> Result<ExitCode> {
     s.say("7. ec2azure convert --in-place on a copy: footer appended, no data copied");
     let copy = dir.join("inplace.raw");
     std::fs::copy(&snap, &copy).context("copying the sample")?;
+    // Flush the copy first, so the timing below is the in-place conversion's own.
+    std::fs::File::open(&copy)
+        .and_then(|f| f.sync_all())
+        .context("syncing the copy")?;
     let t = std::time::Instant::now();
     let r = ec2azure::convert_in_place(&copy, &ConvertOptions::default())?;
     s.say(format!(
