@@ -43,6 +43,25 @@ impl Extent {
     }
 }
 
+/// Appends `(offset, len, kind)` to `ranges`, merging it into the last range when that one ends
+/// at `offset` and has the same kind: per-block loops then produce one range per run of blocks,
+/// not one per block.
+pub(crate) fn push_run(
+    ranges: &mut Vec<(u64, u64, ExtentKind)>,
+    offset: u64,
+    len: u64,
+    kind: ExtentKind,
+) {
+    if let Some(last) = ranges.last_mut()
+        && last.2 == kind
+        && last.0 + last.1 == offset
+    {
+        last.1 += len;
+        return;
+    }
+    ranges.push((offset, len, kind));
+}
+
 /// An ordered, gap-free map of a disk's extents.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ExtentMap {

@@ -21,6 +21,7 @@ pub mod vhd;
 pub mod vhdx;
 pub(crate) mod vhdx_log;
 
+pub(crate) use extent::push_run;
 pub use extent::{Extent, ExtentKind, ExtentMap};
 pub use mem::MemImage;
 pub use raw::RawImage;

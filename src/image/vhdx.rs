@@ -999,7 +999,12 @@ impl DiskImage for Vhdx {
                 PAYLOAD_NOT_PRESENT if self.parent.is_some() => continue,
                 _ => ExtentKind::Unallocated,
             };
-            ranges.push((i as u64 * self.block_size, self.block_size, kind));
+            crate::image::push_run(
+                &mut ranges,
+                i as u64 * self.block_size,
+                self.block_size,
+                kind,
+            );
         }
         Ok(ExtentMap::from_ranges(self.size, ranges))
     }

@@ -623,11 +623,12 @@ impl DiskImage for DynamicVhd {
         // Allocated blocks of this file are data; later ranges win over the parent's.
         for (i, &e) in self.bat.iter().enumerate() {
             if e != UNALLOCATED {
-                ranges.push((
+                crate::image::push_run(
+                    &mut ranges,
                     i as u64 * self.block_size,
                     self.block_size,
                     ExtentKind::Data,
-                ));
+                );
             }
         }
         Ok(ExtentMap::from_ranges(self.size, ranges))
