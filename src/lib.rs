@@ -25,6 +25,7 @@
 //! ```
 
 pub mod check;
+pub mod cloud;
 pub mod compare;
 pub mod digest;
 pub mod error;
