@@ -1,13 +1,21 @@
 #!/usr/bin/env bash
 # Installs the oracles the tests need, when missing: qemu-img (qemu-utils), libvhdi's vhdiinfo
 # (libvhdi-utils) and its Python binding (python3-libvhdi, used by scripts/vhdiexport.py because
-# Debian ships no vhdiexport). Safe to run again: it only installs what is missing.
+# Debian ships no vhdiexport), and the moto server (EBS direct APIs). Safe to run again: it only
+# installs what is missing.
 set -euo pipefail
 
 missing=()
 command -v qemu-img >/dev/null 2>&1 || missing+=(qemu-utils)
 command -v vhdiinfo >/dev/null 2>&1 || missing+=(libvhdi-utils)
 /usr/bin/python3 -c 'import pyvhdi' >/dev/null 2>&1 || missing+=(python3-libvhdi)
+
+# moto (PyPI) serves the EBS direct APIs on 127.0.0.1 for the snapshot push/pull tests.
+if ! command -v moto_server >/dev/null 2>&1; then
+  echo "installing moto[server]==5.2.5 (pip)" >&2
+  python3 -m pip install -q "moto[server]==5.2.5" flask flask-cors >/dev/null
+  command -v pyenv >/dev/null 2>&1 && pyenv rehash || true
+fi
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0

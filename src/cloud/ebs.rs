@@ -128,7 +128,11 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
-    fn run<T>(&self, what: &str, mut call: impl FnMut() -> Result<T, EbsError>) -> Result<T> {
+    pub(crate) fn run<T>(
+        &self,
+        what: &str,
+        mut call: impl FnMut() -> Result<T, EbsError>,
+    ) -> Result<T> {
         let mut delay = self.base_delay;
         let mut last = None;
         for attempt in 0..self.attempts.max(1) {

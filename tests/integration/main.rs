@@ -4,6 +4,7 @@
 mod cli;
 mod conformance;
 mod damaged;
+mod ebs;
 mod fuzz_seeds;
 mod oracle;
 mod util;
