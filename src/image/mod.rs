@@ -282,13 +282,31 @@ pub(crate) fn detect(image: &RawImage) -> Result<Detected> {
     Ok(Detected::Raw)
 }
 
-/// Opens the image at `path` read-only, detecting its format unless `format` names it.
+/// Opens the image at `path` read-only, detecting its format unless `format` names it. A path
+/// `ebs://snap-…` opens an EBS snapshot through the EBS direct APIs.
 ///
 /// # Errors
 /// The file cannot be opened; it looks like a known format but is damaged; or its format is one
 /// this version cannot read (a dirty VHDX log, zstd qcow2...), which is refused rather than read
 /// as raw.
 pub fn open(path: &Path, format: Option<Format>) -> Result<Box<dyn DiskImage>> {
+    // ebs://SNAPSHOT_ID: an EBS snapshot through the EBS direct APIs, with region, credentials
+    // and endpoint (AWS_ENDPOINT_URL) from the usual AWS settings.
+    if let Some(id) = path.to_str().and_then(|s| s.strip_prefix("ebs://")) {
+        use crate::cloud::{aws_ebs::AwsEbs, ebs::EbsSnapshot, ebs::RetryPolicy};
+        if !id.starts_with("snap-") || id.contains('/') {
+            return Err(Error::argument(format!(
+                "{path:?}: expected ebs://snap-<id>",
+                path = path.display()
+            )));
+        }
+        let api = AwsEbs::new(None, None)?;
+        return Ok(Box::new(EbsSnapshot::open(
+            api,
+            id,
+            RetryPolicy::default(),
+        )?));
+    }
     let raw = RawImage::open(path)?;
     let detected = detect(&raw).path(path)?;
     let explicit = format.is_some();

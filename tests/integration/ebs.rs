@@ -46,7 +46,15 @@ fn start_moto() -> Option<Moto> {
 }
 
 fn ec2azure_aws(args: &[&str]) -> Out {
+    ec2azure_aws_at(args, None)
+}
+
+/// With `endpoint`, as AWS_ENDPOINT_URL (what `ebs://` inputs use).
+fn ec2azure_aws_at(args: &[&str], endpoint: Option<&str>) -> Out {
     let mut c = Command::new(env!("CARGO_BIN_EXE_ec2azure"));
+    if let Some(e) = endpoint {
+        c.env("AWS_ENDPOINT_URL", e);
+    }
     c.args(args)
         .env("AWS_ACCESS_KEY_ID", "testing")
         .env("AWS_SECRET_ACCESS_KEY", "testing")
@@ -143,4 +151,21 @@ fn push_then_pull_over_http_round_trips() {
         "{r}"
     );
     ec2azure(["compare", "--strict", p(&raw), p(&d.path().join("v.raw"))]).ok();
+    // ebs://SNAPSHOT_ID wherever an image is accepted.
+    let url = format!("ebs://{id}");
+    let via = d.path().join("via-url.vhd");
+    ec2azure_aws_at(
+        &["convert", "-q", "--no-sync", &url, p(&via)],
+        Some(&moto.url),
+    )
+    .ok();
+    ec2azure(["compare", "--strict", p(&vhd), p(&via)]).ok();
+    let info = ec2azure_aws_at(&["info", "--json", &url], Some(&moto.url))
+        .ok()
+        .json();
+    assert_eq!(info["virtual_size"], 1u64 << 30);
+    ec2azure_aws_at(&["compare", &url, p(&raw)], Some(&moto.url)).ok();
+    ec2azure_aws_at(&["info", "ebs://not-a-snapshot"], Some(&moto.url))
+        .expect_code(2)
+        .stderr_has("expected ebs://snap-");
 }

@@ -533,9 +533,14 @@ fn info(a: InfoArgs) -> Result<ExitCode> {
     let extents = img.extents()?;
     let (data, zero, unalloc) = extents.totals();
     let count = |k: ec2azure::ExtentKind| extents.iter().filter(|e| e.kind == k).count();
-    // The container's length (a block device's too), not the disk's.
-    let container = ec2azure::image::RawImage::open(&a.image)?;
-    let file_len = container.len();
+    // The container's length (a block device's too), not the disk's; an ebs:// snapshot has no
+    // local container.
+    let container = if a.image.to_string_lossy().starts_with("ebs://") {
+        None
+    } else {
+        Some(ec2azure::image::RawImage::open(&a.image)?)
+    };
+    let file_len = container.as_ref().map_or(img.len(), |c| c.len());
     let mut v = serde_json::json!({
         "path": a.image.display().to_string(),
         "format": img.format(),
@@ -549,7 +554,12 @@ fn info(a: InfoArgs) -> Result<ExitCode> {
         },
     });
     let check = if img.format() == Format::Vhd {
-        if let Some(b) = container.tail_sector()? {
+        if let Some(b) = container
+            .as_ref()
+            .map(|c| c.tail_sector())
+            .transpose()?
+            .flatten()
+        {
             let f = Footer::decode(&b);
             v["footer"] = f.to_json(&b);
             v["sized_by"] = if f.sized_by_chs() {
