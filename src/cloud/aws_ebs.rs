@@ -317,4 +317,37 @@ impl EbsApi for AwsEbs {
             })
         })
     }
+
+    fn list_changed_blocks(
+        &self,
+        first: &str,
+        second: &str,
+        next: Option<&str>,
+    ) -> Result<super::ebs::ChangedPage, EbsError> {
+        let out = self.rt.block_on(async {
+            let mut req = self
+                .client
+                .list_changed_blocks()
+                .first_snapshot_id(first)
+                .second_snapshot_id(second);
+            if let Some(n) = next {
+                req = req.next_token(n);
+            }
+            req.send().await.map_err(classify)
+        })?;
+        let mut blocks = Vec::with_capacity(out.changed_blocks().len());
+        for b in out.changed_blocks() {
+            match b.block_index() {
+                Some(i) if i >= 0 => blocks.push(i as u64),
+                _ => return Err(EbsError::Fatal("a changed block without an index".into())),
+            }
+        }
+        Ok(super::ebs::ChangedPage {
+            blocks,
+            next: out
+                .next_token()
+                .filter(|t| !t.is_empty())
+                .map(str::to_string),
+        })
+    }
 }

@@ -80,6 +80,15 @@ pub struct BlockData {
     pub algorithm: String,
 }
 
+/// One page of `ListChangedBlocks`: the indices of blocks that differ between two snapshots.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangedPage {
+    /// Changed block indices, ascending.
+    pub blocks: Vec<u64>,
+    /// The token of the next page, if any.
+    pub next: Option<String>,
+}
+
 /// The EBS direct APIs this crate uses.
 pub trait EbsApi: Send + Sync {
     /// One page of a snapshot's blocks.
@@ -102,6 +111,47 @@ pub trait EbsApi: Send + Sync {
         index: u64,
         token: &str,
     ) -> Result<BlockData, EbsError>;
+
+    /// One page of the blocks that differ between `first` and `second` (two snapshots of one
+    /// lineage).
+    ///
+    /// # Errors
+    /// The service's answer, as an [`EbsError`].
+    fn list_changed_blocks(
+        &self,
+        first: &str,
+        second: &str,
+        next: Option<&str>,
+    ) -> Result<ChangedPage, EbsError>;
+}
+
+/// Every block index that differs between `first` and `second` (all pages), ascending.
+///
+/// # Errors
+/// A call that keeps failing, or a page token that repeats.
+pub fn changed_blocks(
+    api: &dyn EbsApi,
+    first: &str,
+    second: &str,
+    retry: RetryPolicy,
+) -> Result<Vec<u64>> {
+    let mut out = Vec::new();
+    let mut next: Option<String> = None;
+    loop {
+        let what = format!("ListChangedBlocks {first} → {second}");
+        let page = retry.run(&what, || {
+            api.list_changed_blocks(first, second, next.as_deref())
+        })?;
+        out.extend(page.blocks);
+        match page.next {
+            Some(n) if next.as_deref() != Some(n.as_str()) => next = Some(n),
+            Some(_) => return Err(Error::invalid(format!("{what}: the same page token twice"))),
+            None => break,
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
 }
 
 /// How hard to try.
@@ -494,6 +544,32 @@ impl EbsApi for FakeEbs {
             algorithm: "SHA256".into(),
         })
     }
+
+    fn list_changed_blocks(
+        &self,
+        first: &str,
+        second: &str,
+        next: Option<&str>,
+    ) -> Result<ChangedPage, EbsError> {
+        self.next_fault()?;
+        let all = self.diff(first, second)?;
+        let start: u64 = match next {
+            None => 0,
+            Some(t) => t
+                .parse()
+                .map_err(|_| EbsError::Fatal(format!("bad page token {t:?}")))?,
+        };
+        let page: Vec<u64> = all
+            .into_iter()
+            .filter(|&i| i >= start)
+            .take(self.page_size + 1)
+            .collect();
+        let next = (page.len() > self.page_size).then(|| page[self.page_size].to_string());
+        Ok(ChangedPage {
+            blocks: page.into_iter().take(self.page_size).collect(),
+            next,
+        })
+    }
 }
 
 impl<T: EbsApi + ?Sized> EbsApi for std::sync::Arc<T> {
@@ -511,6 +587,26 @@ impl<T: EbsApi + ?Sized> EbsApi for std::sync::Arc<T> {
         token: &str,
     ) -> Result<BlockData, EbsError> {
         (**self).get_snapshot_block(snapshot, index, token)
+    }
+    fn list_changed_blocks(
+        &self,
+        first: &str,
+        second: &str,
+        next: Option<&str>,
+    ) -> Result<ChangedPage, EbsError> {
+        (**self).list_changed_blocks(first, second, next)
+    }
+}
+
+impl FakeEbs {
+    /// Indices whose blocks differ between two snapshots (present in one only, or different).
+    fn diff(&self, first: &str, second: &str) -> Result<Vec<u64>, EbsError> {
+        let (_, a) = self.resolved(first)?;
+        let (_, b) = self.resolved(second)?;
+        let mut idx: Vec<u64> = a.keys().chain(b.keys()).copied().collect();
+        idx.sort_unstable();
+        idx.dedup();
+        Ok(idx.into_iter().filter(|i| a.get(i) != b.get(i)).collect())
     }
 }
 
@@ -671,6 +767,29 @@ mod tests {
         assert_eq!(
             r.manifest.unwrap().root,
             crate::Manifest::compute(&model).unwrap().root
+        );
+    }
+
+    #[test]
+    fn changed_blocks_between_parent_and_child() {
+        let fake = Arc::new(FakeEbs::new(2));
+        let parent: BTreeMap<u64, Vec<u8>> = (0..6).map(|i| (i * 3, block(i as u8, 100))).collect();
+        // The child rewrites block 3 with other bytes, block 6 with the same bytes, adds 40, 41.
+        let child: BTreeMap<u64, Vec<u8>> = [
+            (3, block(99, 100)),
+            (6, block(2, 100)),
+            (40, block(1, 10)),
+            (41, block(2, 10)),
+        ]
+        .into();
+        fake.add_snapshot("snap-p", None, 1, parent);
+        fake.add_snapshot("snap-c", Some("snap-p"), 1, child);
+        fake.inject(Fault::Next(EbsError::Throttled));
+        let d = changed_blocks(&*fake, "snap-p", "snap-c", quick()).unwrap();
+        assert_eq!(d, vec![3, 40, 41]);
+        assert_eq!(
+            changed_blocks(&*fake, "snap-c", "snap-c", quick()).unwrap(),
+            Vec::<u64>::new()
         );
     }
 
