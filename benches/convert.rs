@@ -43,6 +43,39 @@ fn benches(c: &mut Criterion) {
     });
     g.finish();
 
+    // snapshot pull from the in-process EBS fake: a 1 GiB volume with 128 blocks (64 MiB) of
+    // data, every block's SHA-256 checked, straight into a fixed VHD.
+    {
+        use ec2azure::cloud::ebs::{BLOCK_SIZE, EbsSnapshot, FakeEbs, RetryPolicy};
+        let fake = std::sync::Arc::new(FakeEbs::new(100));
+        let blocks = (0..128u64)
+            .map(|i| {
+                (
+                    i * 16,
+                    (0..BLOCK_SIZE as usize)
+                        .map(|b| (b as u8) ^ (i as u8) | 1)
+                        .collect(),
+                )
+            })
+            .collect();
+        fake.add_snapshot("snap-bench", None, 1, blocks);
+        let img = EbsSnapshot::open(fake, "snap-bench", RetryPolicy::default()).expect("snapshot");
+        let out = dir.path().join("ebs.vhd");
+        let mut g = c.benchmark_group("snapshot-pull-fake-64MiB");
+        g.sample_size(10);
+        g.throughput(Throughput::Bytes(128 * BLOCK_SIZE));
+        g.bench_function("to-vhd", |b| {
+            b.iter(|| {
+                let opts = ConvertOptions {
+                    sync: false,
+                    ..ConvertOptions::default()
+                };
+                black_box(convert(&img, &out, &opts).expect("pull"))
+            })
+        });
+        g.finish();
+    }
+
     let buf = vec![0u8; 1 << 20];
     let mut g = c.benchmark_group("zero-scan");
     g.throughput(Throughput::Bytes(buf.len() as u64));

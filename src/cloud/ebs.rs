@@ -455,6 +455,25 @@ impl FakeEbs {
         }
     }
 
+    /// Block `index` of `id`: its own, or the nearest ancestor's (only that block is copied).
+    fn find_block(&self, id: &str, index: u64) -> Result<Option<Vec<u8>>, EbsError> {
+        let s = self.snapshots.lock().unwrap_or_else(|p| p.into_inner());
+        let mut cur = Some(id.to_string());
+        let mut depth = 0;
+        while let Some(c) = cur {
+            let snap = s.get(&c).ok_or(EbsError::NotFoundYet)?;
+            if let Some(d) = snap.blocks.get(&index) {
+                return Ok(Some(d.clone()));
+            }
+            depth += 1;
+            if depth > 64 {
+                return Err(EbsError::Fatal("snapshot chain too deep".into()));
+            }
+            cur = snap.parent.clone();
+        }
+        Ok(None)
+    }
+
     /// Every block of `id` with its ancestors' blocks underneath.
     fn resolved(&self, id: &str) -> Result<(u64, BTreeMap<u64, Vec<u8>>), EbsError> {
         let s = self.snapshots.lock().unwrap_or_else(|p| p.into_inner());
@@ -528,10 +547,8 @@ impl EbsApi for FakeEbs {
                 "ResourceNotFoundException: block {index}"
             )));
         }
-        let (_, blocks) = self.resolved(snapshot)?;
-        let data = blocks
-            .get(&index)
-            .cloned()
+        let data = self
+            .find_block(snapshot, index)?
             .ok_or_else(|| EbsError::Fatal(format!("ResourceNotFoundException: block {index}")))?;
         let mut checksum =
             base64::engine::general_purpose::STANDARD.encode(crate::digest::sha256(&data));
