@@ -788,6 +788,38 @@ mod tests {
     }
 
     #[test]
+    fn a_pull_reports_every_failed_block() {
+        let fake = Arc::new(FakeEbs::new(10));
+        let blocks: BTreeMap<u64, Vec<u8>> =
+            (0..16u64).map(|i| (i, block(i as u8, 4096))).collect();
+        fake.add_snapshot("snap-f", None, 1, blocks);
+        for f in [
+            Fault::CorruptBlock(5),
+            Fault::CorruptBlock(9),
+            Fault::MissingBlock(12),
+        ] {
+            fake.inject(f);
+        }
+        let img = EbsSnapshot::open(fake, "snap-f", quick()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let opts = crate::ConvertOptions {
+            sync: false,
+            ..Default::default()
+        };
+        let e = crate::convert(&img, &dir.path().join("f.vhd"), &opts)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("3 reads failed"), "{e}");
+        for b in ["block 5", "block 9", "block 12"] {
+            assert!(e.contains(b), "{b} missing from: {e}");
+        }
+        assert!(
+            std::fs::read_dir(dir.path()).unwrap().next().is_none(),
+            "no output left"
+        );
+    }
+
+    #[test]
     fn changed_blocks_between_parent_and_child() {
         let fake = Arc::new(FakeEbs::new(2));
         let parent: BTreeMap<u64, Vec<u8>> = (0..6).map(|i| (i * 3, block(i as u8, 100))).collect();

@@ -197,60 +197,137 @@ pub fn for_each_data_run(
     progress.begin("converting", total);
     let read = AtomicU64::new(0);
     let written = AtomicU64::new(0);
-    let result = extents.data_chunks(CHUNK).par_bridge().try_for_each_init(
+    // Every chunk is attempted and every failure kept, so a source with several bad blocks
+    // (an EBS snapshot, a failing disk) is reported whole, not one block per run. Only a
+    // cancellation stops the remaining chunks.
+    let chunk = |buf: &mut Vec<u8>, c: u64| {
+        convert_chunk(
+            buf,
+            c,
+            src,
+            extents,
+            disk_len,
+            manifest,
+            sparse_size,
+            progress,
+            sink,
+            &read,
+            &written,
+        )
+    };
+    let failures: std::sync::Mutex<Vec<Error>> = std::sync::Mutex::new(Vec::new());
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    extents.data_chunks(CHUNK).par_bridge().for_each_init(
         || vec![0u8; CHUNK as usize],
-        |buf, c| -> Result<()> {
-            if progress.cancelled() {
-                return Err(Error::cancelled());
+        |buf, c| {
+            if stop.load(Relaxed) {
+                return;
             }
-            let start = c * CHUNK;
-            // The chunk may reach past the source (into a VHD's padding, for the manifest).
-            let len = (disk_len - start).min(CHUNK) as usize;
-            // Look at the source's bytes in place when it can lend them (a mapped raw file);
-            // otherwise read the data extents into this worker's buffer, zeros elsewhere.
-            let buf = bytes_at(src, extents, start, &mut buf[..len])?;
-            read.fetch_add(
-                extents
-                    .range(start, len as u64)
-                    .filter(|e| e.kind.is_data())
-                    .map(|e| e.len)
-                    .sum(),
-                Relaxed,
-            );
-            // Coalesce runs of non-zero pieces into one write each. The chunk is one manifest
-            // block, so this one zero scan also tells the manifest whether the block is zero.
-            let mut run: Option<usize> = None;
-            let mut any_data = false;
-            let emit = |r: usize, end: usize| -> Result<()> {
-                sink(start + r as u64, &buf[r..end])?;
-                written.fetch_add((end - r) as u64, Relaxed);
-                Ok(())
-            };
-            for p in (0..len).step_by(sparse_size) {
-                if is_zero(&buf[p..(p + sparse_size).min(len)]) {
-                    if let Some(r) = run.take() {
-                        emit(r, p)?;
-                    }
-                } else if run.is_none() {
-                    run = Some(p);
-                    any_data = true;
+            let r = chunk(buf, c);
+            if let Err(e) = r {
+                if e.kind() == crate::ErrorKind::Cancelled {
+                    stop.store(true, Relaxed);
                 }
+                failures.lock().unwrap_or_else(|p| p.into_inner()).push(e);
             }
-            if let Some(r) = run {
-                emit(r, len)?;
-            }
-            if let Some(m) = manifest
-                && any_data
-            {
-                m.record_digest(start / BLOCK_SIZE, crate::digest::sha256(buf));
-            }
-            progress.advance(len as u64);
-            Ok(())
         },
     );
     progress.finish();
-    result?;
-    Ok((read.into_inner(), written.into_inner()))
+    let mut failures = failures.into_inner().unwrap_or_else(|p| p.into_inner());
+    if let Some(i) = failures
+        .iter()
+        .position(|e| e.kind() == crate::ErrorKind::Cancelled)
+    {
+        return Err(failures.swap_remove(i));
+    }
+    failures.sort_by_key(|e| e.offset().unwrap_or(u64::MAX));
+    match failures.len() {
+        0 => Ok((read.into_inner(), written.into_inner())),
+        1 => Err(failures.remove(0)),
+        n => {
+            let first = failures.remove(0);
+            let list: Vec<String> = failures.iter().take(20).map(|e| e.to_string()).collect();
+            let more = if n > 21 {
+                format!("\n  … and {} more", n - 21)
+            } else {
+                String::new()
+            };
+            Err(Error::new(
+                first.kind(),
+                format!(
+                    "{n} reads failed; the first: {}\n  {}{more}",
+                    first.message(),
+                    list.join("\n  ")
+                ),
+            )
+            .with_offset(first.offset().unwrap_or(0)))
+        }
+    }
+}
+
+/// Converts chunk `c` of `src`: reads it (or borrows it), passes its non-zero runs to `sink`,
+/// records its manifest block.
+#[allow(clippy::too_many_arguments)]
+fn convert_chunk(
+    buf: &mut [u8],
+    c: u64,
+    src: &dyn DiskImage,
+    extents: &ExtentMap,
+    disk_len: u64,
+    manifest: Option<&ManifestBuilder>,
+    sparse_size: usize,
+    progress: &dyn Progress,
+    sink: &(dyn Fn(u64, &[u8]) -> Result<()> + Sync),
+    read: &std::sync::atomic::AtomicU64,
+    written: &std::sync::atomic::AtomicU64,
+) -> Result<()> {
+    use std::sync::atomic::Ordering::Relaxed;
+    if progress.cancelled() {
+        return Err(Error::cancelled());
+    }
+    let start = c * CHUNK;
+    // The chunk may reach past the source (into a VHD's padding, for the manifest).
+    let len = (disk_len - start).min(CHUNK) as usize;
+    // Look at the source's bytes in place when it can lend them (a mapped raw file);
+    // otherwise read the data extents into this worker's buffer, zeros elsewhere.
+    let buf = bytes_at(src, extents, start, &mut buf[..len])?;
+    read.fetch_add(
+        extents
+            .range(start, len as u64)
+            .filter(|e| e.kind.is_data())
+            .map(|e| e.len)
+            .sum(),
+        Relaxed,
+    );
+    // Coalesce runs of non-zero pieces into one write each. The chunk is one manifest
+    // block, so this one zero scan also tells the manifest whether the block is zero.
+    let mut run: Option<usize> = None;
+    let mut any_data = false;
+    let emit = |r: usize, end: usize| -> Result<()> {
+        sink(start + r as u64, &buf[r..end])?;
+        written.fetch_add((end - r) as u64, Relaxed);
+        Ok(())
+    };
+    for p in (0..len).step_by(sparse_size) {
+        if is_zero(&buf[p..(p + sparse_size).min(len)]) {
+            if let Some(r) = run.take() {
+                emit(r, p)?;
+            }
+        } else if run.is_none() {
+            run = Some(p);
+            any_data = true;
+        }
+    }
+    if let Some(r) = run {
+        emit(r, len)?;
+    }
+    if let Some(m) = manifest
+        && any_data
+    {
+        m.record_digest(start / BLOCK_SIZE, crate::digest::sha256(buf));
+    }
+    progress.advance(len as u64);
+    Ok(())
 }
 
 /// A file being written under a temporary name beside its target; removed if dropped before
