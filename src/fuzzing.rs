@@ -106,6 +106,23 @@ pub fn vhdx_log(data: &[u8]) {
     }
 }
 
+/// Arbitrary bytes as a qcow2 file (through imago and our open gate). The bytes are written to a
+/// private temporary folder and opened as a guessed format, so any backing or data file they
+/// name is confined to that folder.
+pub fn qcow2(data: &[u8]) {
+    let Ok(dir) = tempfile::tempdir() else { return };
+    let path = dir.path().join("fuzz.qcow2");
+    if std::fs::write(&path, data).is_err() {
+        return;
+    }
+    if let Ok(img) = crate::image::qcow2::Qcow2Image::open_with(&path, false) {
+        // Bound the work: the header may claim a huge disk.
+        if img.len() <= 1 << 30 {
+            exercise(&img);
+        }
+    }
+}
+
 /// Arbitrary text as a manifest: accepted manifests round-trip.
 pub fn manifest_json(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {

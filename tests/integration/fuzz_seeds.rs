@@ -30,5 +30,6 @@ fn fuzz_bodies_pass_on_their_seeds() {
     each_input("dynamic_vhd", ec2azure::fuzzing::dynamic_vhd);
     each_input("vhdx", ec2azure::fuzzing::vhdx);
     each_input("vhdx_log", ec2azure::fuzzing::vhdx_log);
+    each_input("qcow2", ec2azure::fuzzing::qcow2);
     each_input("manifest_json", ec2azure::fuzzing::manifest_json);
 }
