@@ -125,6 +125,25 @@ pub trait EbsApi: Send + Sync {
     ) -> Result<ChangedPage, EbsError>;
 }
 
+/// The next page token to ask for, `None` when the listing is complete; an error when the
+/// service repeats the token it was just given (that would loop forever).
+fn next_page(what: &str, asked: &Option<String>, got: Option<String>) -> Result<Option<String>> {
+    match got {
+        Some(n) if asked.as_deref() == Some(n.as_str()) => {
+            Err(Error::invalid(format!("{what}: the same page token twice")))
+        }
+        got => Ok(got),
+    }
+}
+
+/// The first block index of the page a fake's token names (0 for the first page).
+fn fake_page_start(next: Option<&str>) -> Result<u64, EbsError> {
+    next.map_or(Ok(0), |t| {
+        t.parse()
+            .map_err(|_| EbsError::Fatal(format!("bad page token {t:?}")))
+    })
+}
+
 /// Every block index that differs between `first` and `second` (all pages), ascending.
 ///
 /// # Errors
@@ -143,10 +162,9 @@ pub fn changed_blocks(
             api.list_changed_blocks(first, second, next.as_deref())
         })?;
         out.extend(page.blocks);
-        match page.next {
-            Some(n) if next.as_deref() != Some(n.as_str()) => next = Some(n),
-            Some(_) => return Err(Error::invalid(format!("{what}: the same page token twice"))),
-            None => break,
+        next = next_page(&what, &next, page.next)?;
+        if next.is_none() {
+            break;
         }
     }
     out.sort_unstable();
@@ -262,14 +280,9 @@ impl<A: EbsApi> EbsSnapshot<A> {
                 }
                 tokens.insert(index, token);
             }
-            match page.next {
-                Some(n) if next.as_deref() != Some(n.as_str()) => next = Some(n),
-                Some(_) => {
-                    return Err(Error::invalid(format!(
-                        "snapshot {snapshot}: ListSnapshotBlocks returned the same page token twice"
-                    )));
-                }
-                None => break,
+            next = next_page(&what, &next, page.next)?;
+            if next.is_none() {
+                break;
             }
         }
         let size = size_gib.unwrap_or(0).checked_mul(GIB).ok_or_else(|| {
@@ -504,12 +517,7 @@ impl EbsApi for FakeEbs {
     ) -> Result<BlockPage, EbsError> {
         self.next_fault()?;
         let (size, blocks) = self.resolved(snapshot)?;
-        let start: u64 = match next {
-            None => 0,
-            Some(t) => t
-                .parse()
-                .map_err(|_| EbsError::Fatal(format!("bad page token {t:?}")))?,
-        };
+        let start = fake_page_start(next)?;
         let page: Vec<(u64, String)> = blocks
             .range(start..)
             .take(self.page_size + 1)
@@ -570,12 +578,7 @@ impl EbsApi for FakeEbs {
     ) -> Result<ChangedPage, EbsError> {
         self.next_fault()?;
         let all = self.diff(first, second)?;
-        let start: u64 = match next {
-            None => 0,
-            Some(t) => t
-                .parse()
-                .map_err(|_| EbsError::Fatal(format!("bad page token {t:?}")))?,
-        };
+        let start = fake_page_start(next)?;
         let page: Vec<u64> = all
             .into_iter()
             .filter(|&i| i >= start)
