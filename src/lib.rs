@@ -33,7 +33,9 @@ pub mod export;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod image;
+pub mod journal;
 pub mod progress;
+pub mod recovery;
 pub mod sample;
 
 pub use check::{CheckReport, Target, check_file};

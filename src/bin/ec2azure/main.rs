@@ -5,6 +5,7 @@
 
 mod bench;
 mod demo;
+mod recovery;
 mod term;
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -58,6 +59,15 @@ enum Command {
     /// Benchmarks against qemu-img and cp on the same input in the same run.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Change journals: diff two images, simulate a workload, inspect, verify.
+    #[command(subcommand)]
+    Journal(recovery::JournalCommand),
+    /// A replica as the process server holds it: init, receive, process, status.
+    #[command(subcommand)]
+    Replica(recovery::ReplicaCommand),
+    /// Recovery points: list, check the policy, build, verify every point's digest.
+    #[command(subcommand)]
+    Points(recovery::PointsCommand),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -334,6 +344,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Snapshot(SnapshotCommand::Diff(a)) => snapshot_diff(a, quiet),
         Command::Demo(a) => demo::run(a, quiet),
         Command::Bench(b) => bench::run(b, quiet),
+        Command::Journal(c) => recovery::journal(c, quiet),
+        Command::Replica(c) => recovery::replica(c, quiet),
+        Command::Points(c) => recovery::points(c, quiet),
     }
 }
 

@@ -1,0 +1,355 @@
+//! Change journals: the replicated write stream of one disk, as the Mobility service ships it to
+//! the process server, in numbered segment files.
+//!
+//! A journal applies to one **base image**, named by its manifest root digest
+//! ([`crate::digest`]). It is an ordered list of records, each with a sequence number (1, 2, 3, …
+//! with no gaps across segments), a time and checksums: **writes** (offset and data), **zeroed
+//! ranges**, and **markers**. A marker is a recovery point: crash-consistent or app-consistent,
+//! optionally a multi-VM point (a replication-group id and a tag that every disk of the group
+//! carries for the same point), optionally with the root digest the whole disk must have there.
+//! The point at a marker is the base with every write and zeroing *before* the marker applied.
+//!
+//! # Files
+//!
+//! A journal is a directory of segment files named `seg-NNNNNNNN.e2j` (the segment number, 8
+//! decimal digits, from 1). Other files are ignored. Each segment is a 128-byte header followed by
+//! records back to back (no padding). All integers are **little-endian**.
+//!
+//! ## Segment header (128 bytes)
+//!
+//! | offset | size | field | value |
+//! |---|---|---|---|
+//! | 0 | 8 | magic | `E2AZJSEG` |
+//! | 8 | 4 | version | 1 |
+//! | 12 | 4 | header length | 128 |
+//! | 16 | 16 | disk id | the same in every segment of a journal |
+//! | 32 | 8 | disk size | bytes, a multiple of the sector size |
+//! | 40 | 4 | sector size | 512 or 4096 |
+//! | 44 | 4 | segment number | as in the file name, from 1 |
+//! | 48 | 8 | first sequence number | of the segment's first record |
+//! | 56 | 32 | base root digest | manifest root of the base image |
+//! | 88 | 8 | created | milliseconds since 1970-01-01 UTC |
+//! | 96 | 28 | reserved | zero |
+//! | 124 | 4 | CRC-32C | of bytes 0..124 |
+//!
+//! ## Record header (56 bytes), then the payload
+//!
+//! | offset | size | field | value |
+//! |---|---|---|---|
+//! | 0 | 4 | magic | `JREC` |
+//! | 4 | 1 | kind | 1 write, 2 zero range, 3 marker |
+//! | 5 | 1 | flags | 0 |
+//! | 6 | 2 | reserved | zero |
+//! | 8 | 8 | sequence number | previous record's + 1 |
+//! | 16 | 8 | time | milliseconds since 1970-01-01 UTC, never less than the previous record's |
+//! | 24 | 8 | offset | write / zero: byte offset on the disk, sector-aligned; marker: 0 |
+//! | 32 | 8 | length | write / zero: bytes, sector-aligned, > 0, offset + length ≤ disk size; marker: 0 |
+//! | 40 | 4 | payload length | write: = length (at most 16 MiB); zero: 0; marker: 96 |
+//! | 44 | 4 | payload CRC-32C | of the payload (0 when there is none) |
+//! | 48 | 4 | reserved | zero |
+//! | 52 | 4 | header CRC-32C | of bytes 0..52 |
+//!
+//! A write's payload is its data. A marker's payload is:
+//!
+//! | offset | size | field | value |
+//! |---|---|---|---|
+//! | 0 | 1 | consistency | 1 crash-consistent, 2 app-consistent |
+//! | 1 | 1 | flags | bit 0: digest present; bit 1: multi-VM point |
+//! | 2 | 6 | reserved | zero |
+//! | 8 | 16 | group id | multi-VM: the replication group (not all zero); else zero |
+//! | 24 | 8 | group tag | multi-VM: the point's tag, shared by every disk of the group; else 0 |
+//! | 32 | 32 | digest | the manifest root of the whole disk at this point, if flagged; else zero |
+//! | 64 | 32 | label | UTF-8, zero-padded (an app-consistency tag's name, say) |
+//!
+//! The header CRC covers the payload CRC, so a record is checked without reading its payload,
+//! and a payload is checked when it is read: building a point reads only the payloads it uses.
+//! [`ScanOptions::verify_payloads`] checks every payload up front (`journal verify`, `replica
+//! process`).
+//!
+//! # What is checked, and what a defect costs
+//!
+//! - **A torn last record** (the last segment ends inside a record, as a crash while appending
+//!   leaves it) is reported and ignored; every point before it stays available.
+//! - **A defect** — a bad magic or CRC, a gap in sequence numbers or segment numbers, a segment
+//!   cut short that is not the last, time going backwards, a write that is unaligned, empty, too
+//!   long or past the disk's end, an unknown kind or flag — ends the usable journal there: every
+//!   point after it is unavailable, and [`Journal::unavailable`] lists those that can still be
+//!   seen (in later segments), with the defect as the reason. Everything before it is kept.
+//! - **A segment of another disk** (disk id, size, sector size or base differ) and a journal
+//!   applied to the wrong base are errors: nothing is built from it.
+
+mod format;
+mod reader;
+mod writer;
+
+pub use format::{MARKER_LEN, MAX_WRITE, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN};
+pub use reader::{Defect, Journal, ScanOptions, Segment, SegmentBytes, UnavailablePoint, segment_info};
+pub(crate) use reader::list_segments;
+pub use writer::{JournalWriter, WriterOptions};
+
+use crate::digest::Sha256Digest;
+use serde::Serialize;
+
+/// The file name of segment `n`.
+pub fn segment_file_name(n: u32) -> String {
+    format!("seg-{n:08}.e2j")
+}
+
+/// The segment number in a segment file name, if it is one.
+pub fn parse_segment_file_name(name: &str) -> Option<u32> {
+    let digits = name.strip_prefix("seg-")?.strip_suffix(".e2j")?;
+    if digits.len() != 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// Which disk a journal belongs to and which base it applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JournalInfo {
+    /// The disk's id.
+    pub disk_id: [u8; 16],
+    /// The disk's size in bytes.
+    pub disk_size: u64,
+    /// The disk's sector size: 512 or 4096.
+    pub sector_size: u32,
+    /// Manifest root digest of the base image.
+    pub base_root: Sha256Digest,
+}
+
+/// Crash- or app-consistent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Consistency {
+    /// Crash-consistent: what the disk held at that moment.
+    Crash,
+    /// Application-consistent: taken with the applications quiesced.
+    App,
+}
+
+/// A marker: one recovery point.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Marker {
+    /// Crash- or app-consistent.
+    pub consistency: Consistency,
+    /// The root digest the whole disk must have at this point.
+    pub digest: Option<Sha256Digest>,
+    /// Multi-VM point: the replication group's id and the point's tag.
+    pub group: Option<([u8; 16], u64)>,
+    /// A free-form label (at most 32 bytes of UTF-8).
+    pub label: String,
+}
+
+/// What a record does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordKind {
+    /// Data written at `offset..offset + length`.
+    Write,
+    /// `offset..offset + length` zeroed.
+    Zero,
+    /// A recovery point.
+    Marker,
+}
+
+/// One record of a journal, as the reader indexed it.
+#[derive(Debug, Clone, Copy)]
+pub struct Record {
+    /// Sequence number.
+    pub seq: u64,
+    /// Milliseconds since 1970-01-01 UTC.
+    pub time_ms: u64,
+    /// What it does.
+    pub kind: RecordKind,
+    /// Disk offset (writes and zero ranges).
+    pub offset: u64,
+    /// Bytes (writes and zero ranges).
+    pub length: u64,
+    /// Index of the segment in [`Journal::segments`].
+    pub segment: u32,
+    /// Where the payload starts in the segment file.
+    pub payload_pos: u64,
+    /// The payload's CRC-32C.
+    pub payload_crc: u32,
+}
+
+/// A recovery point found in a journal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PointRecord {
+    /// The marker's sequence number: the point's id.
+    pub seq: u64,
+    /// Milliseconds since 1970-01-01 UTC.
+    pub time_ms: u64,
+    /// Index of the marker in [`Journal::records`].
+    pub record: usize,
+    /// The marker.
+    pub marker: Marker,
+}
+
+/// The text form of a point id: `rp-` and the marker's sequence number.
+pub fn point_id(seq: u64) -> String {
+    format!("rp-{seq}")
+}
+
+/// Formats milliseconds since the Unix epoch as RFC 3339 UTC (`2026-11-22T06:00:00Z`, with
+/// `.mmm` when not a whole second).
+pub fn format_time(ms: u64) -> String {
+    let secs = ms / 1000;
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let (y, m, d) = civil_from_days(days);
+    let base = format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    );
+    match ms % 1000 {
+        0 => format!("{base}Z"),
+        f => format!("{base}.{f:03}Z"),
+    }
+}
+
+/// Parses an RFC 3339 UTC time (`YYYY-MM-DDTHH:MM:SS[.fff]Z`, or a `+00:00` offset) into
+/// milliseconds since the Unix epoch.
+pub fn parse_time(s: &str) -> Option<u64> {
+    let s = s
+        .strip_suffix('Z')
+        .or_else(|| s.strip_suffix("+00:00"))
+        .unwrap_or(s);
+    let (date, time) = s.split_once(['T', ' '])?;
+    let mut dp = date.split('-');
+    let y: i64 = dp.next()?.parse().ok()?;
+    let mo: u32 = dp.next()?.parse().ok()?;
+    let d: u32 = dp.next()?.parse().ok()?;
+    if dp.next().is_some() || !(1..=12).contains(&mo) || !(1..=31).contains(&d) || y < 1970 {
+        return None;
+    }
+    let (hms, frac) = match time.split_once('.') {
+        Some((a, b)) => (a, Some(b)),
+        None => (time, None),
+    };
+    let mut tp = hms.split(':');
+    let h: u64 = tp.next()?.parse().ok()?;
+    let mi: u64 = tp.next()?.parse().ok()?;
+    let sec: u64 = tp.next().unwrap_or("0").parse().ok()?;
+    if tp.next().is_some() || h > 23 || mi > 59 || sec > 60 {
+        return None;
+    }
+    let ms: u64 = match frac {
+        None => 0,
+        Some(f) if !f.is_empty() && f.len() <= 3 && f.bytes().all(|b| b.is_ascii_digit()) => {
+            f.parse::<u64>().ok()? * 10u64.pow(3 - f.len() as u32)
+        }
+        Some(_) => return None,
+    };
+    let days = days_from_civil(y, mo, d);
+    if days < 0 {
+        return None;
+    }
+    Some(((days as u64 * 86_400) + h * 3600 + mi * 60 + sec) * 1000 + ms)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m as i64 + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d as i64 - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// The date of `days` since 1970-01-01.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+/// Parses a duration such as `90s`, `5m`, `6h`, `15d`, `1h30m` into milliseconds.
+pub fn parse_duration(s: &str) -> Option<u64> {
+    let mut total: u64 = 0;
+    let mut num = String::new();
+    let mut any = false;
+    for c in s.trim().chars() {
+        if c.is_ascii_digit() {
+            num.push(c);
+            continue;
+        }
+        let n: u64 = num.parse().ok()?;
+        num.clear();
+        let unit = match c {
+            's' => 1000,
+            'm' => 60_000,
+            'h' => 3_600_000,
+            'd' => 86_400_000,
+            _ => return None,
+        };
+        total = total.checked_add(n.checked_mul(unit)?)?;
+        any = true;
+    }
+    if !num.is_empty() || !any {
+        return None;
+    }
+    Some(total)
+}
+
+/// Formats milliseconds as a short duration (`1h30m`, `5m`, `42s`, `0s`).
+pub fn format_duration(ms: u64) -> String {
+    let s = ms / 1000;
+    let (d, h, m, sec) = (s / 86_400, s / 3600 % 24, s / 60 % 60, s % 60);
+    let mut out = String::new();
+    for (v, u) in [(d, 'd'), (h, 'h'), (m, 'm'), (sec, 's')] {
+        if v > 0 {
+            out.push_str(&format!("{v}{u}"));
+        }
+    }
+    if out.is_empty() {
+        out.push_str("0s");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_round_trip() {
+        assert_eq!(parse_time("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(parse_time("2000-01-01T00:00:00Z"), Some(946_684_800_000));
+        assert_eq!(parse_time("2026-11-22T06:30:15.5Z"), Some(1_795_329_015_500));
+        for ms in [0, 946_684_800_000, 1_795_329_015_500, 4_102_444_800_123] {
+            assert_eq!(parse_time(&format_time(ms)), Some(ms), "{}", format_time(ms));
+        }
+        assert_eq!(parse_time("2026-13-01T00:00:00Z"), None);
+        assert_eq!(parse_time("yesterday"), None);
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("6h"), Some(6 * 3_600_000));
+        assert_eq!(parse_duration("1h30m"), Some(5_400_000));
+        assert_eq!(parse_duration("15d"), Some(15 * 86_400_000));
+        assert_eq!(parse_duration("5"), None);
+        assert_eq!(parse_duration("h"), None);
+        assert_eq!(format_duration(5_400_000), "1h30m");
+        assert_eq!(format_duration(0), "0s");
+    }
+
+    #[test]
+    fn segment_names() {
+        assert_eq!(segment_file_name(7), "seg-00000007.e2j");
+        assert_eq!(parse_segment_file_name("seg-00000007.e2j"), Some(7));
+        assert_eq!(parse_segment_file_name("seg-7.e2j"), None);
+        assert_eq!(parse_segment_file_name("seg-0000000x.e2j"), None);
+    }
+}

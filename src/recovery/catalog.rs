@@ -1,0 +1,455 @@
+//! The replication policy and the recovery-point catalog: which points exist, which the policy
+//! keeps, how a failover's choice of point resolves, and where the policy was not met.
+
+use crate::error::{Error, Result};
+use crate::journal::{Consistency, Journal, UnavailablePoint, format_duration, format_time, parse_duration, parse_time, point_id};
+use serde::{Deserialize, Serialize};
+
+const MINUTE: u64 = 60_000;
+const HOUR: u64 = 60 * MINUTE;
+
+/// A replication policy, as Site Recovery's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Policy {
+    /// How long recovery points are kept: 1 hour to 15 days (24 hours by default).
+    pub retention_ms: u64,
+    /// How often app-consistent points are taken: 1 to 12 hours (60 minutes by default), or 0
+    /// for none.
+    pub app_frequency_ms: u64,
+    /// How often crash-consistent points are taken: 5 minutes.
+    pub crash_interval_ms: u64,
+    /// The RPO threshold that raises an alert: 15 minutes by default.
+    pub rpo_threshold_ms: u64,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            retention_ms: 24 * HOUR,
+            app_frequency_ms: HOUR,
+            crash_interval_ms: 5 * MINUTE,
+            rpo_threshold_ms: 15 * MINUTE,
+        }
+    }
+}
+
+impl Policy {
+    /// Checks the policy's limits.
+    ///
+    /// # Errors
+    /// A value is outside what Site Recovery accepts.
+    pub fn validate(&self) -> Result<()> {
+        if !(HOUR..=15 * 24 * HOUR).contains(&self.retention_ms) {
+            return Err(Error::argument(format!(
+                "retention {}: expected 1h to 15d",
+                format_duration(self.retention_ms)
+            )));
+        }
+        if self.app_frequency_ms != 0 && !(HOUR..=12 * HOUR).contains(&self.app_frequency_ms) {
+            return Err(Error::argument(format!(
+                "app-consistent frequency {}: expected 1h to 12h (below 60 minutes is not \
+                 accepted), or 0 for none",
+                format_duration(self.app_frequency_ms)
+            )));
+        }
+        if self.crash_interval_ms != 5 * MINUTE {
+            return Err(Error::argument(format!(
+                "crash-consistent interval {}: Site Recovery takes one every 5m",
+                format_duration(self.crash_interval_ms)
+            )));
+        }
+        if self.rpo_threshold_ms == 0 {
+            return Err(Error::argument("RPO threshold: expected more than 0"));
+        }
+        Ok(())
+    }
+
+    /// A policy from the CLI's duration strings (`None` keeps the default).
+    ///
+    /// # Errors
+    /// A duration does not parse or the policy is invalid.
+    pub fn from_args(
+        retention: Option<&str>,
+        app_frequency: Option<&str>,
+        rpo_threshold: Option<&str>,
+    ) -> Result<Policy> {
+        let mut p = Policy::default();
+        let parse = |what: &str, s: &str| {
+            if s == "0" || s == "off" {
+                return Ok(0);
+            }
+            parse_duration(s).ok_or_else(|| {
+                Error::argument(format!("{what} {s:?}: expected a duration such as 90m, 6h or 15d"))
+            })
+        };
+        if let Some(s) = retention {
+            p.retention_ms = parse("retention", s)?;
+        }
+        if let Some(s) = app_frequency {
+            p.app_frequency_ms = parse("app-consistent frequency", s)?;
+        }
+        if let Some(s) = rpo_threshold {
+            p.rpo_threshold_ms = parse("RPO threshold", s)?;
+        }
+        p.validate()?;
+        Ok(p)
+    }
+}
+
+/// One recovery point as the catalog lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PointInfo {
+    /// `rp-SEQ`.
+    pub id: String,
+    /// The marker's sequence number.
+    pub seq: u64,
+    /// RFC 3339 UTC.
+    pub time: String,
+    /// Milliseconds since the Unix epoch.
+    pub time_ms: u64,
+    /// Crash- or app-consistent.
+    pub consistency: Consistency,
+    /// Multi-VM point: `GROUP/TAG` in hex and decimal.
+    pub multi_vm: Option<String>,
+    /// The root digest the marker records, if any.
+    pub digest: Option<String>,
+    /// Whether the point lies within the processed horizon.
+    pub processed: bool,
+    /// The marker's label.
+    pub label: String,
+    #[serde(skip)]
+    group: Option<([u8; 16], u64)>,
+}
+
+/// A failover's choice of recovery point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PointSpec {
+    /// The newest point, after processing everything received.
+    Latest,
+    /// The newest processed point.
+    LatestProcessed,
+    /// The newest processed app-consistent point.
+    LatestAppConsistent,
+    /// The newest processed multi-VM point common to every disk of the group.
+    LatestMultiVmProcessed,
+    /// The newest processed app-consistent multi-VM point common to every disk of the group.
+    LatestMultiVmAppConsistent,
+    /// A point by id.
+    Id(u64),
+    /// The newest point at or before a time (milliseconds since the Unix epoch).
+    Time(u64),
+}
+
+impl std::str::FromStr for PointSpec {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Ok(match s {
+            "latest" => PointSpec::Latest,
+            "latest-processed" => PointSpec::LatestProcessed,
+            "latest-app-consistent" => PointSpec::LatestAppConsistent,
+            "latest-multi-vm-processed" => PointSpec::LatestMultiVmProcessed,
+            "latest-multi-vm-app-consistent" => PointSpec::LatestMultiVmAppConsistent,
+            _ => {
+                if let Some(n) = s.strip_prefix("rp-").and_then(|n| n.parse().ok()) {
+                    PointSpec::Id(n)
+                } else if let Some(t) = parse_time(s) {
+                    PointSpec::Time(t)
+                } else {
+                    return Err(Error::argument(format!(
+                        "point {s:?}: expected latest, latest-processed, latest-app-consistent, \
+                         latest-multi-vm-processed, latest-multi-vm-app-consistent, a point id \
+                         (rp-N) or a time (2026-11-22T06:00:00Z)"
+                    )));
+                }
+            }
+        })
+    }
+}
+
+impl PointSpec {
+    /// `true` for the multi-VM choices.
+    pub fn is_multi_vm(self) -> bool {
+        matches!(
+            self,
+            PointSpec::LatestMultiVmProcessed | PointSpec::LatestMultiVmAppConsistent
+        )
+    }
+}
+
+/// The points of one disk's journal that the policy keeps.
+#[derive(Debug, Clone, Serialize)]
+pub struct Catalog {
+    /// Available points within the retention window, oldest first.
+    pub points: Vec<PointInfo>,
+    /// Points older than the retention window (no longer offered).
+    pub pruned: Vec<PointInfo>,
+    /// Points after a defect: they cannot be built.
+    pub unavailable: Vec<UnavailablePoint>,
+    /// Why points are unavailable.
+    pub defect: Option<String>,
+    /// The last processed sequence number.
+    pub processed_seq: u64,
+    /// The last record's time: "now" for the journal (milliseconds since the Unix epoch).
+    pub now_ms: u64,
+}
+
+impl Catalog {
+    /// The catalog of `journal` under `policy`; records up to `processed_seq` count as
+    /// processed (`None`: all). The retention window ends at the newest point.
+    pub fn new(journal: &Journal, policy: &Policy, processed_seq: Option<u64>) -> Catalog {
+        let processed_seq = processed_seq.unwrap_or(journal.last_seq());
+        let all: Vec<PointInfo> = journal
+            .points()
+            .iter()
+            .map(|p| PointInfo {
+                id: point_id(p.seq),
+                seq: p.seq,
+                time: format_time(p.time_ms),
+                time_ms: p.time_ms,
+                consistency: p.marker.consistency,
+                multi_vm: p
+                    .marker
+                    .group
+                    .map(|(g, t)| format!("{}/{t}", hex::encode(g))),
+                digest: p.marker.digest.map(hex::encode),
+                processed: p.seq <= processed_seq,
+                label: p.marker.label.clone(),
+                group: p.marker.group,
+            })
+            .collect();
+        let newest = all.last().map_or(0, |p| p.time_ms);
+        let cutoff = newest.saturating_sub(policy.retention_ms);
+        let (pruned, points) = all.into_iter().partition(|p| p.time_ms < cutoff);
+        Catalog {
+            points,
+            pruned,
+            unavailable: journal.unavailable().to_vec(),
+            defect: journal.defect().map(|d| d.to_string()),
+            processed_seq,
+            now_ms: journal.records().last().map_or(newest, |r| r.time_ms),
+        }
+    }
+
+    /// The point `spec` names (multi-VM choices need [`resolve_multi_vm`]).
+    ///
+    /// # Errors
+    /// No point matches; the error says why.
+    pub fn resolve(&self, spec: PointSpec) -> Result<&PointInfo> {
+        let mut processed = self.points.iter().filter(|p| p.processed);
+        let found = match spec {
+            PointSpec::Latest => self.points.last(),
+            PointSpec::LatestProcessed => processed.next_back(),
+            PointSpec::LatestAppConsistent => processed
+                .filter(|p| p.consistency == Consistency::App)
+                .next_back(),
+            PointSpec::LatestMultiVmProcessed | PointSpec::LatestMultiVmAppConsistent => {
+                return Err(Error::argument(
+                    "multi-VM points are chosen across the disks of a replication group: \
+                     give every disk's replica",
+                ));
+            }
+            PointSpec::Id(seq) => {
+                if let Some(p) = self.points.iter().find(|p| p.seq == seq) {
+                    return Ok(p);
+                }
+                let why = if self.pruned.iter().any(|p| p.seq == seq) {
+                    "it is older than the retention window".to_string()
+                } else if self.unavailable.iter().any(|p| p.seq == seq) {
+                    format!(
+                        "it lies after a defect: {}",
+                        self.defect.as_deref().unwrap_or("?")
+                    )
+                } else {
+                    "there is no such point".to_string()
+                };
+                return Err(Error::argument(format!(
+                    "point {}: not available: {why}",
+                    point_id(seq)
+                )));
+            }
+            PointSpec::Time(t) => self.points.iter().rfind(|p| p.time_ms <= t),
+        };
+        found.ok_or_else(|| {
+            let mut msg = format!("no point matches {spec:?}");
+            if self.points.is_empty() {
+                msg.push_str(": the journal has no available point in the retention window");
+            }
+            if let Some(d) = &self.defect {
+                msg.push_str(&format!("; points after a defect are unavailable: {d}"));
+            }
+            Error::argument(msg)
+        })
+    }
+
+    /// Where the policy was not met.
+    pub fn check(&self, policy: &Policy) -> PolicyReport {
+        let mut rpo_breaches = Vec::new();
+        for w in self.points.windows(2) {
+            let gap = w[1].time_ms - w[0].time_ms;
+            if gap > policy.rpo_threshold_ms {
+                rpo_breaches.push(Gap::new(w[0].time_ms, w[1].time_ms));
+            }
+        }
+        if let Some(last) = self.points.last()
+            && self.now_ms - last.time_ms > policy.rpo_threshold_ms
+        {
+            rpo_breaches.push(Gap::new(last.time_ms, self.now_ms));
+        }
+        let mut app_gaps = Vec::new();
+        if policy.app_frequency_ms > 0 {
+            // One crash interval of slack: the tag lands on the next crash-consistent point.
+            let limit = policy.app_frequency_ms + policy.crash_interval_ms;
+            let app: Vec<u64> = self
+                .points
+                .iter()
+                .filter(|p| p.consistency == Consistency::App)
+                .map(|p| p.time_ms)
+                .collect();
+            let start = self.points.first().map_or(0, |p| p.time_ms);
+            let mut prev = start;
+            for &t in app.iter().chain(std::iter::once(&self.now_ms)) {
+                if t - prev > limit {
+                    app_gaps.push(Gap::new(prev, t));
+                }
+                prev = t;
+            }
+        }
+        let span = match (self.points.first(), self.points.last()) {
+            (Some(a), Some(b)) => b.time_ms - a.time_ms,
+            _ => 0,
+        };
+        PolicyReport {
+            points: self.points.len(),
+            app_consistent_points: self
+                .points
+                .iter()
+                .filter(|p| p.consistency == Consistency::App)
+                .count(),
+            pruned: self.pruned.len(),
+            unavailable: self.unavailable.len(),
+            defect: self.defect.clone(),
+            span: format_duration(span),
+            retention: format_duration(policy.retention_ms),
+            rpo_breaches,
+            app_gaps,
+        }
+    }
+}
+
+/// A stretch of time without a point (or without an app-consistent one).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Gap {
+    /// RFC 3339 start.
+    pub from: String,
+    /// RFC 3339 end.
+    pub to: String,
+    /// Its length.
+    pub length: String,
+    /// Its length in milliseconds.
+    pub length_ms: u64,
+}
+
+impl Gap {
+    fn new(from: u64, to: u64) -> Gap {
+        Gap {
+            from: format_time(from),
+            to: format_time(to),
+            length: format_duration(to - from),
+            length_ms: to - from,
+        }
+    }
+}
+
+/// What `points check` reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct PolicyReport {
+    /// Points in the retention window.
+    pub points: usize,
+    /// Of which app-consistent.
+    pub app_consistent_points: usize,
+    /// Points older than the window.
+    pub pruned: usize,
+    /// Points lost to a defect.
+    pub unavailable: usize,
+    /// The defect, if any.
+    pub defect: Option<String>,
+    /// Time from the oldest to the newest point kept.
+    pub span: String,
+    /// The policy's retention.
+    pub retention: String,
+    /// Stretches longer than the RPO threshold without a point.
+    pub rpo_breaches: Vec<Gap>,
+    /// Stretches longer than the app-consistent frequency without an app-consistent point.
+    pub app_gaps: Vec<Gap>,
+}
+
+impl PolicyReport {
+    /// `true` when the policy was met and no point was lost.
+    pub fn ok(&self) -> bool {
+        self.rpo_breaches.is_empty()
+            && self.app_gaps.is_empty()
+            && self.unavailable == 0
+            && self.defect.is_none()
+    }
+}
+
+/// The newest processed multi-VM point present in every catalog (app-consistent only when
+/// `app_only`): one point per disk, in the catalogs' order.
+///
+/// # Errors
+/// The catalogs belong to different groups, or no point is common to all of them.
+pub fn resolve_multi_vm<'a>(catalogs: &[&'a Catalog], app_only: bool) -> Result<Vec<&'a PointInfo>> {
+    let Some(first) = catalogs.first() else {
+        return Err(Error::argument("no replicas given"));
+    };
+    let eligible = |p: &PointInfo| {
+        p.processed && p.group.is_some() && (!app_only || p.consistency == Consistency::App)
+    };
+    for cand in first.points.iter().rev().filter(|p| eligible(p)) {
+        let key = cand.group;
+        let picks: Vec<&PointInfo> = catalogs
+            .iter()
+            .filter_map(|c| c.points.iter().rev().find(|p| eligible(p) && p.group == key))
+            .collect();
+        if picks.len() == catalogs.len() {
+            return Ok(picks);
+        }
+    }
+    Err(Error::argument(format!(
+        "no processed {}multi-VM point is common to all {} disks",
+        if app_only { "app-consistent " } else { "" },
+        catalogs.len()
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policy_limits() {
+        assert!(Policy::default().validate().is_ok());
+        assert!(Policy::from_args(None, Some("30m"), None).is_err());
+        assert!(Policy::from_args(None, Some("13h"), None).is_err());
+        assert!(Policy::from_args(None, Some("0"), None).is_ok());
+        assert!(Policy::from_args(Some("16d"), None, None).is_err());
+        assert_eq!(
+            Policy::from_args(Some("15d"), Some("12h"), Some("30m"))
+                .unwrap()
+                .retention_ms,
+            15 * 24 * HOUR
+        );
+    }
+
+    #[test]
+    fn point_specs_parse() {
+        use std::str::FromStr;
+        assert_eq!(PointSpec::from_str("latest").unwrap(), PointSpec::Latest);
+        assert_eq!(PointSpec::from_str("rp-42").unwrap(), PointSpec::Id(42));
+        assert_eq!(
+            PointSpec::from_str("1970-01-01T00:01:00Z").unwrap(),
+            PointSpec::Time(60_000)
+        );
+        assert!(PointSpec::from_str("rp-x").is_err());
+    }
+}

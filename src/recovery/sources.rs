@@ -1,0 +1,334 @@
+//! Where journals come from: [`simulate`], a seeded workload over a base image (for rehearsals,
+//! tests and benchmarks), and [`diff`], the changed blocks of two images as EBS
+//! ListChangedBlocks would give them.
+
+use super::overlay::check_points;
+use crate::digest::{BLOCK_SIZE, ManifestBuilder, Sha256Digest, sha256};
+use crate::error::{Error, Result};
+use crate::export::is_zero;
+use crate::image::{DiskImage, bytes_at};
+use crate::journal::{Consistency, JournalInfo, JournalWriter, Marker, WriterOptions};
+use crate::progress::Progress;
+use crate::sample::SplitMix64;
+use rayon::prelude::*;
+use std::path::Path;
+
+/// What workload to simulate.
+#[derive(Debug, Clone, Copy)]
+pub struct SimSpec {
+    /// Seed: the same seed and base give the same journal.
+    pub seed: u64,
+    /// Start time, milliseconds since the Unix epoch.
+    pub start_ms: u64,
+    /// How long, in milliseconds (whole crash-consistent intervals).
+    pub duration_ms: u64,
+    /// Bytes written per second, on average.
+    pub write_rate: u64,
+    /// Fraction of writes that land in the hot spot (a tenth of the disk).
+    pub hot_fraction: f64,
+    /// Fraction of records that zero a range instead of writing it.
+    pub zero_fraction: f64,
+    /// Largest write, bytes.
+    pub max_write: u64,
+    /// App-consistent tags every this many milliseconds (0: none).
+    pub app_frequency_ms: u64,
+    /// Crash-consistent markers every this many milliseconds.
+    pub crash_interval_ms: u64,
+    /// Multi-VM replication group: every marker carries the group and a tag from its time.
+    pub group: Option<[u8; 16]>,
+    /// Record each marker's root digest.
+    pub digests: bool,
+    /// Segment size.
+    pub segment_size: u64,
+}
+
+impl Default for SimSpec {
+    fn default() -> Self {
+        SimSpec {
+            seed: 1,
+            start_ms: 1_767_225_600_000, // 2026-01-01T00:00:00Z
+            duration_ms: 3_600_000,
+            write_rate: 64 << 10,
+            hot_fraction: 0.8,
+            zero_fraction: 0.03,
+            max_write: 256 << 10,
+            app_frequency_ms: 3_600_000,
+            crash_interval_ms: 300_000,
+            group: None,
+            digests: true,
+            segment_size: 64 << 20,
+        }
+    }
+}
+
+/// What [`simulate`] wrote.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct SimReport {
+    /// Write records.
+    pub writes: u64,
+    /// Zero-range records.
+    pub zeros: u64,
+    /// Bytes of write payload.
+    pub data_bytes: u64,
+    /// Points (markers).
+    pub points: u64,
+    /// Of which app-consistent.
+    pub app_points: u64,
+    /// Bytes of journal files.
+    pub journal_bytes: u64,
+    /// The base's root digest.
+    pub base_root: String,
+}
+
+/// The id of the disk a journal is made for: derived from the base and a seed, so the same
+/// inputs give the same journal.
+fn derive_disk_id(base_root: &Sha256Digest, seed: u64) -> [u8; 16] {
+    let mut v = b"ec2azure disk".to_vec();
+    v.extend_from_slice(base_root);
+    v.extend_from_slice(&seed.to_le_bytes());
+    let d = sha256(&v);
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&d[..16]);
+    id
+}
+
+/// The group id of a replication group's name.
+pub fn group_id(name: &str) -> [u8; 16] {
+    let d = sha256(format!("ec2azure group {name}").as_bytes());
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&d[..16]);
+    id
+}
+
+/// Writes a simulated journal for `base` (whose per-block digests are `base_digests`) to `out`.
+///
+/// Every crash-consistent interval gets `write_rate × interval` bytes of writes (4 KiB-aligned,
+/// 4 KiB to `max_write`; a `hot_fraction` of them in a hot spot of a tenth of the disk; a
+/// `zero_fraction` of the records zero their range), spread over the interval, then a marker:
+/// app-consistent when its time is a multiple of the app frequency from the start, otherwise
+/// crash-consistent. With `digests`, each marker records the disk's root digest there,
+/// computed in one incremental pass.
+///
+/// # Errors
+/// The base's size is not a non-zero multiple of 512 bytes, the spec is invalid, or writing
+/// fails.
+pub fn simulate(
+    base: &dyn DiskImage,
+    base_digests: &[Sha256Digest],
+    out: &Path,
+    spec: &SimSpec,
+    progress: &dyn Progress,
+) -> Result<SimReport> {
+    let size = base.len();
+    if size == 0 || !size.is_multiple_of(512) {
+        return Err(Error::argument(format!(
+            "a {size}-byte base: a journal needs a non-zero multiple of 512 bytes"
+        )));
+    }
+    if spec.crash_interval_ms == 0 || spec.duration_ms < spec.crash_interval_ms {
+        return Err(Error::argument(format!(
+            "duration {} ms: expected at least one crash-consistent interval ({} ms)",
+            spec.duration_ms, spec.crash_interval_ms
+        )));
+    }
+    if !(0.0..=1.0).contains(&spec.hot_fraction) || !(0.0..=1.0).contains(&spec.zero_fraction) {
+        return Err(Error::argument("fractions must lie between 0 and 1"));
+    }
+    let base_root = super::root_of(base_digests);
+    let info = JournalInfo {
+        disk_id: derive_disk_id(&base_root, spec.seed),
+        disk_size: size,
+        sector_size: 512,
+        base_root,
+    };
+    let mut w = JournalWriter::create(
+        out,
+        info,
+        WriterOptions {
+            segment_size: spec.segment_size,
+            sync: true,
+            created_ms: spec.start_ms,
+        },
+    )?;
+    let align: u64 = if size >= 1 << 20 { 4096 } else { 512 };
+    let units = size / align;
+    let max_units = (spec.max_write.clamp(align, crate::journal::MAX_WRITE) / align).min(units);
+    let mut rng = SplitMix64(spec.seed ^ 0x5EED_0F_1E55);
+    let hot_units = (units / 10).max(1);
+    let hot_start = rng.next_u64() % (units - hot_units + 1);
+    let intervals = spec.duration_ms / spec.crash_interval_ms;
+    let budget = spec.write_rate.saturating_mul(spec.crash_interval_ms) / 1000;
+    let mut report = SimReport {
+        base_root: hex::encode(base_root),
+        ..SimReport::default()
+    };
+    let mut buf = vec![0u8; (max_units * align) as usize];
+    progress.begin("simulating", intervals);
+    for i in 0..intervals {
+        if progress.cancelled() {
+            return Err(Error::cancelled());
+        }
+        let t0 = spec.start_ms + i * spec.crash_interval_ms;
+        // This interval's writes: (unit, units, zero).
+        let mut ops = Vec::new();
+        let mut left = budget;
+        while left > 0 {
+            let n = (1 + rng.next_u64() % max_units).min(left.div_ceil(align)).max(1);
+            let (lo, span) = if rng.next_f64() < spec.hot_fraction {
+                (hot_start, hot_units)
+            } else {
+                (0, units)
+            };
+            let n = n.min(span);
+            let at = lo + rng.next_u64() % (span - n + 1);
+            let zero = rng.next_f64() < spec.zero_fraction;
+            ops.push((at, n, zero));
+            left = left.saturating_sub(n * align);
+        }
+        let count = ops.len() as u64;
+        for (k, (at, n, zero)) in ops.into_iter().enumerate() {
+            let t = t0 + (k as u64 * spec.crash_interval_ms) / count.max(1);
+            let (off, len) = (at * align, n * align);
+            if zero {
+                w.zero(t, off, len)?;
+                report.zeros += 1;
+            } else {
+                let data = &mut buf[..len as usize];
+                SplitMix64(spec.seed.wrapping_mul(0x9E37_79B9).wrapping_add(w.next_seq())).fill(data);
+                w.write(t, off, data)?;
+                report.writes += 1;
+                report.data_bytes += len;
+            }
+        }
+        let t1 = t0 + spec.crash_interval_ms;
+        let app = spec.app_frequency_ms > 0 && (t1 - spec.start_ms).is_multiple_of(spec.app_frequency_ms);
+        w.marker(
+            t1,
+            &Marker {
+                consistency: if app { Consistency::App } else { Consistency::Crash },
+                digest: None,
+                group: spec.group.map(|g| (g, t1 / spec.crash_interval_ms)),
+                label: if app { "app".into() } else { String::new() },
+            },
+        )?;
+        report.points += 1;
+        report.app_points += u64::from(app);
+        progress.advance(1);
+    }
+    progress.finish();
+    if spec.digests {
+        w.flush()?;
+        let journal = crate::journal::Journal::open(w.temp_dir(), crate::journal::ScanOptions::default())?;
+        let checks = check_points(base, base_digests, &journal, &|_| true, progress)?;
+        drop(journal);
+        for c in checks {
+            let mut d = [0u8; 32];
+            hex::decode_to_slice(&c.root, &mut d).map_err(|_| Error::invalid("root digest"))?;
+            w.set_marker_digest(c.seq, d)?;
+        }
+    }
+    report.journal_bytes = w.finish()?;
+    Ok(report)
+}
+
+/// What [`diff`] wrote.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct DiffReport {
+    /// Blocks that differ and hold data in the new image.
+    pub changed_blocks: u64,
+    /// Blocks that differ and are zero in the new image.
+    pub zeroed_blocks: u64,
+    /// Root digest of the old image: the journal's base.
+    pub base_root: String,
+    /// Root digest of the new image: the marker's digest.
+    pub root: String,
+    /// Bytes of journal files.
+    pub journal_bytes: u64,
+}
+
+/// Writes to `out` a journal that turns `old` into `new`: one write per changed 512 KiB block
+/// (a zero range when the new block is all zeros), then one crash-consistent marker at
+/// `time_ms` carrying `new`'s root digest.
+///
+/// # Errors
+/// The sizes differ or are not a multiple of 512 bytes; reading or writing fails.
+pub fn diff(old: &dyn DiskImage, new: &dyn DiskImage, out: &Path, time_ms: u64, progress: &dyn Progress) -> Result<DiffReport> {
+    let size = old.len();
+    if new.len() != size {
+        return Err(Error::argument(format!(
+            "the images differ in size: {} and {} bytes",
+            size,
+            new.len()
+        )));
+    }
+    if size == 0 || !size.is_multiple_of(512) {
+        return Err(Error::argument(format!(
+            "a {size}-byte disk: a journal needs a non-zero multiple of 512 bytes"
+        )));
+    }
+    let (eo, en) = (old.extents()?, new.extents()?);
+    let blocks = crate::digest::Manifest::block_count(size);
+    let (mo, mn) = (ManifestBuilder::new(size), ManifestBuilder::new(size));
+    progress.begin("comparing", blocks);
+    let mut changed: Vec<(u64, bool)> = (0..blocks)
+        .into_par_iter()
+        .filter(|&b| eo.has_data_in(b * BLOCK_SIZE, BLOCK_SIZE) || en.has_data_in(b * BLOCK_SIZE, BLOCK_SIZE))
+        .map_init(
+            || (vec![0u8; BLOCK_SIZE as usize], vec![0u8; BLOCK_SIZE as usize]),
+            |(ba, bb), b| -> Result<Option<(u64, bool)>> {
+                let off = b * BLOCK_SIZE;
+                let n = (size - off).min(BLOCK_SIZE) as usize;
+                let a = bytes_at(old, &eo, off, &mut ba[..n])?;
+                let c = bytes_at(new, &en, off, &mut bb[..n])?;
+                mo.record(b, a);
+                mn.record(b, c);
+                progress.advance(1);
+                Ok((a != c).then(|| (b, is_zero(c))))
+            },
+        )
+        .filter_map(|r| r.transpose())
+        .collect::<Result<_>>()?;
+    progress.finish();
+    changed.sort_unstable();
+    let (mo, mn) = (mo.finish(), mn.finish());
+    let mut base_root = [0u8; 32];
+    let mut root = [0u8; 32];
+    hex::decode_to_slice(&mo.root, &mut base_root).map_err(|_| Error::invalid("root"))?;
+    hex::decode_to_slice(&mn.root, &mut root).map_err(|_| Error::invalid("root"))?;
+    let info = JournalInfo {
+        disk_id: derive_disk_id(&base_root, 0),
+        disk_size: size,
+        sector_size: 512,
+        base_root,
+    };
+    let mut w = JournalWriter::create(out, info, WriterOptions { created_ms: time_ms, ..WriterOptions::default() })?;
+    let mut report = DiffReport {
+        base_root: mo.root,
+        root: mn.root,
+        ..DiffReport::default()
+    };
+    let mut buf = vec![0u8; BLOCK_SIZE as usize];
+    for (b, zero) in changed {
+        let off = b * BLOCK_SIZE;
+        let n = (size - off).min(BLOCK_SIZE) as usize;
+        if zero {
+            w.zero(time_ms, off, n as u64)?;
+            report.zeroed_blocks += 1;
+        } else {
+            let data = bytes_at(new, &en, off, &mut buf[..n])?;
+            w.write(time_ms, off, data)?;
+            report.changed_blocks += 1;
+        }
+    }
+    w.marker(
+        time_ms,
+        &Marker {
+            consistency: Consistency::Crash,
+            digest: Some(root),
+            group: None,
+            label: "diff".into(),
+        },
+    )?;
+    report.journal_bytes = w.finish()?;
+    Ok(report)
+}
