@@ -79,12 +79,33 @@
 //!   applied to the wrong base are errors: nothing is built from it.
 
 mod format;
+#[cfg(test)]
+pub(crate) mod format_test_support {
+    //! Rewrites a record header in place with a fresh CRC, to make records that are intact
+    //! but invalid.
+    use std::os::unix::fs::FileExt;
+    pub(crate) fn patch_record(path: &std::path::Path, at: u64, f: impl Fn(&mut [u8])) {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .unwrap();
+        let mut h = [0u8; 56];
+        file.read_exact_at(&mut h, at).unwrap();
+        f(&mut h);
+        let crc = crc32c::crc32c(&h[..52]);
+        h[52..].copy_from_slice(&crc.to_le_bytes());
+        file.write_all_at(&h, at).unwrap();
+    }
+}
 mod reader;
 mod writer;
 
 pub use format::{MARKER_LEN, MAX_WRITE, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN};
-pub use reader::{Defect, Journal, ScanOptions, Segment, SegmentBytes, UnavailablePoint, segment_info};
 pub(crate) use reader::list_segments;
+pub use reader::{
+    Defect, Journal, ScanOptions, Segment, SegmentBytes, UnavailablePoint, segment_info,
+};
 pub use writer::{JournalWriter, WriterOptions};
 
 use crate::digest::Sha256Digest;
@@ -326,9 +347,17 @@ mod tests {
     fn times_round_trip() {
         assert_eq!(parse_time("1970-01-01T00:00:00Z"), Some(0));
         assert_eq!(parse_time("2000-01-01T00:00:00Z"), Some(946_684_800_000));
-        assert_eq!(parse_time("2026-11-22T06:30:15.5Z"), Some(1_795_329_015_500));
+        assert_eq!(
+            parse_time("2026-11-22T06:30:15.5Z"),
+            Some(1_795_329_015_500)
+        );
         for ms in [0, 946_684_800_000, 1_795_329_015_500, 4_102_444_800_123] {
-            assert_eq!(parse_time(&format_time(ms)), Some(ms), "{}", format_time(ms));
+            assert_eq!(
+                parse_time(&format_time(ms)),
+                Some(ms),
+                "{}",
+                format_time(ms)
+            );
         }
         assert_eq!(parse_time("2026-13-01T00:00:00Z"), None);
         assert_eq!(parse_time("yesterday"), None);

@@ -175,7 +175,8 @@ pub fn segment_info(path: &Path, number: u32) -> Result<(JournalInfo, u64)> {
     std::fs::File::open(path)
         .and_then(|f| f.take(SEGMENT_HEADER_LEN as u64).read_to_end(&mut buf))
         .map_err(|e| Error::io("reading a segment header", e).with_path(path))?;
-    let h = check_header(&buf, number).map_err(|m| Error::invalid(m).with_path(path).with_offset(0))?;
+    let h =
+        check_header(&buf, number).map_err(|m| Error::invalid(m).with_path(path).with_offset(0))?;
     Ok((info_of(&h), h.first_seq.get()))
 }
 
@@ -239,11 +240,18 @@ fn check_header(bytes: &[u8], number: u32) -> std::result::Result<SegmentHeader,
 }
 
 /// Checks a record header's fields (not its sequence number or time); `Err` is the message.
-pub(super) fn check_record(h: &RecordHeader, info: &JournalInfo) -> std::result::Result<(), String> {
+pub(super) fn check_record(
+    h: &RecordHeader,
+    info: &JournalInfo,
+) -> std::result::Result<(), String> {
     if h.flags != 0 || h.reserved0 != [0; 2] || h.reserved1 != [0; 4] {
         return Err("flags and reserved bytes: expected zero".into());
     }
-    let (off, len, plen) = (h.offset.get(), h.length.get(), u64::from(h.payload_len.get()));
+    let (off, len, plen) = (
+        h.offset.get(),
+        h.length.get(),
+        u64::from(h.payload_len.get()),
+    );
     let sector = u64::from(info.sector_size);
     match h.kind {
         KIND_WRITE | KIND_ZERO => {
@@ -316,7 +324,11 @@ fn parse_marker(p: &[u8]) -> std::result::Result<Marker, String> {
     } else {
         None
     };
-    let end = m.label.iter().position(|&b| b == 0).unwrap_or(m.label.len());
+    let end = m
+        .label
+        .iter()
+        .position(|&b| b == 0)
+        .unwrap_or(m.label.len());
     if m.label[end..].iter().any(|&b| b != 0) {
         return Err("marker label: expected zero padding".into());
     }
@@ -601,7 +613,11 @@ impl Journal {
     ///
     /// # Errors
     /// As [`Journal::open`].
-    pub fn from_bytes(dir: &Path, segments: Vec<(u32, Vec<u8>)>, opts: ScanOptions) -> Result<Journal> {
+    pub fn from_bytes(
+        dir: &Path,
+        segments: Vec<(u32, Vec<u8>)>,
+        opts: ScanOptions,
+    ) -> Result<Journal> {
         let mut segs: Vec<Segment> = segments
             .into_iter()
             .map(|(number, b)| Segment {
@@ -617,7 +633,9 @@ impl Journal {
 
     fn from_segments(dir: &Path, segments: Vec<Segment>, opts: ScanOptions) -> Result<Journal> {
         let Some(first) = segments.first() else {
-            return Err(Error::invalid("no journal segments (seg-NNNNNNNN.e2j) found").with_path(dir));
+            return Err(
+                Error::invalid("no journal segments (seg-NNNNNNNN.e2j) found").with_path(dir),
+            );
         };
         let h = check_header(first.bytes(), first.number)
             .map_err(|m| Error::invalid(m).with_path(&first.path).with_offset(0))?;

@@ -72,17 +72,24 @@ impl JournalWriter {
         if let Ok(mut rd) = std::fs::read_dir(dir)
             && rd.next().is_some()
         {
-            return Err(Error::argument("the journal directory exists and is not empty").with_path(dir));
+            return Err(
+                Error::argument("the journal directory exists and is not empty").with_path(dir),
+            );
         }
         let parent = match dir.parent() {
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),
         };
-        let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("journal");
+        let name = dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("journal");
         let tmp = tempfile::Builder::new()
             .prefix(&format!(".{name}.tmp"))
             .tempdir_in(parent)
-            .map_err(|e| Error::io("creating the journal's temporary directory", e).with_path(parent))?;
+            .map_err(|e| {
+                Error::io("creating the journal's temporary directory", e).with_path(parent)
+            })?;
         Ok(JournalWriter {
             target: dir.to_path_buf(),
             tmp: Some(tmp),
@@ -155,7 +162,14 @@ impl JournalWriter {
         Ok(())
     }
 
-    fn append(&mut self, kind: u8, time_ms: u64, offset: u64, length: u64, payload: &[u8]) -> Result<u64> {
+    fn append(
+        &mut self,
+        kind: u8,
+        time_ms: u64,
+        offset: u64,
+        length: u64,
+        payload: &[u8],
+    ) -> Result<u64> {
         if time_ms < self.last_time {
             return Err(Error::argument(format!(
                 "record time {time_ms} ms is before the previous record's {} ms",
@@ -173,7 +187,12 @@ impl JournalWriter {
             offset: offset.into(),
             length: length.into(),
             payload_len: u32::try_from(payload.len()).unwrap_or(u32::MAX).into(),
-            payload_crc: if payload.is_empty() { 0 } else { crc32c::crc32c(payload) }.into(),
+            payload_crc: if payload.is_empty() {
+                0
+            } else {
+                crc32c::crc32c(payload)
+            }
+            .into(),
             reserved1: [0; 4],
             header_crc: 0.into(),
         };
@@ -236,7 +255,9 @@ impl JournalWriter {
     pub fn set_marker_digest(&mut self, seq: u64, digest: Sha256Digest) -> Result<()> {
         self.flush()?;
         let Some(&(segment, at)) = self.markers.get(&seq) else {
-            return Err(Error::argument(format!("no marker with sequence number {seq}")));
+            return Err(Error::argument(format!(
+                "no marker with sequence number {seq}"
+            )));
         };
         let path = self.temp_dir().join(segment_file_name(segment));
         let file = std::fs::OpenOptions::new()
@@ -270,7 +291,10 @@ impl JournalWriter {
             self.start_segment()?; // an empty journal still names its disk and base
         }
         self.flush()?;
-        let tmp = self.tmp.take().ok_or_else(|| Error::argument("journal already finished"))?;
+        let tmp = self
+            .tmp
+            .take()
+            .ok_or_else(|| Error::argument("journal already finished"))?;
         if self.opts.sync {
             for n in 1..=self.segment {
                 let p = tmp.path().join(segment_file_name(n));
@@ -304,7 +328,9 @@ fn encode_marker(m: &Marker) -> Result<MarkerPayload> {
     let mut flags = 0;
     let (group_id, group_tag) = match m.group {
         Some((id, _)) if id == [0; 16] => {
-            return Err(Error::argument("multi-VM marker: the group id must not be all zero"));
+            return Err(Error::argument(
+                "multi-VM marker: the group id must not be all zero",
+            ));
         }
         Some((id, tag)) => {
             flags |= FLAG_MULTI_VM;

@@ -2,7 +2,10 @@
 //! keeps, how a failover's choice of point resolves, and where the policy was not met.
 
 use crate::error::{Error, Result};
-use crate::journal::{Consistency, Journal, UnavailablePoint, format_duration, format_time, parse_duration, parse_time, point_id};
+use crate::journal::{
+    Consistency, Journal, UnavailablePoint, format_duration, format_time, parse_duration,
+    parse_time, point_id,
+};
 use serde::{Deserialize, Serialize};
 
 const MINUTE: u64 = 60_000;
@@ -79,7 +82,9 @@ impl Policy {
                 return Ok(0);
             }
             parse_duration(s).ok_or_else(|| {
-                Error::argument(format!("{what} {s:?}: expected a duration such as 90m, 6h or 15d"))
+                Error::argument(format!(
+                    "{what} {s:?}: expected a duration such as 90m, 6h or 15d"
+                ))
             })
         };
         if let Some(s) = retention {
@@ -239,9 +244,9 @@ impl Catalog {
         let found = match spec {
             PointSpec::Latest => self.points.last(),
             PointSpec::LatestProcessed => processed.next_back(),
-            PointSpec::LatestAppConsistent => processed
-                .filter(|p| p.consistency == Consistency::App)
-                .next_back(),
+            PointSpec::LatestAppConsistent => {
+                processed.rfind(|p| p.consistency == Consistency::App)
+            }
             PointSpec::LatestMultiVmProcessed | PointSpec::LatestMultiVmAppConsistent => {
                 return Err(Error::argument(
                     "multi-VM points are chosen across the disks of a replication group: \
@@ -398,7 +403,10 @@ impl PolicyReport {
 ///
 /// # Errors
 /// The catalogs belong to different groups, or no point is common to all of them.
-pub fn resolve_multi_vm<'a>(catalogs: &[&'a Catalog], app_only: bool) -> Result<Vec<&'a PointInfo>> {
+pub fn resolve_multi_vm<'a>(
+    catalogs: &[&'a Catalog],
+    app_only: bool,
+) -> Result<Vec<&'a PointInfo>> {
     let Some(first) = catalogs.first() else {
         return Err(Error::argument("no replicas given"));
     };
@@ -409,7 +417,12 @@ pub fn resolve_multi_vm<'a>(catalogs: &[&'a Catalog], app_only: bool) -> Result<
         let key = cand.group;
         let picks: Vec<&PointInfo> = catalogs
             .iter()
-            .filter_map(|c| c.points.iter().rev().find(|p| eligible(p) && p.group == key))
+            .filter_map(|c| {
+                c.points
+                    .iter()
+                    .rev()
+                    .find(|p| eligible(p) && p.group == key)
+            })
             .collect();
         if picks.len() == catalogs.len() {
             return Ok(picks);

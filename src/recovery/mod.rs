@@ -11,9 +11,13 @@ mod catalog;
 mod overlay;
 mod replica;
 mod sources;
+#[cfg(test)]
+mod tests;
 
 pub use catalog::{Catalog, Gap, PointInfo, PointSpec, Policy, PolicyReport, resolve_multi_vm};
-pub use overlay::{Overlay, PointCheck, PointImage, block_digests, check_base_size, check_points, root_of};
+pub use overlay::{
+    Overlay, PointCheck, PointImage, block_digests, check_base_size, check_points, root_of,
+};
 pub use replica::{ProcessReport, Replica, ReplicaState, ReplicaStatus};
 pub use sources::{DiffReport, SimReport, SimSpec, diff, group_id, simulate};
 
@@ -39,7 +43,11 @@ pub fn base_digests(base: &dyn DiskImage) -> Result<(Vec<Sha256Digest>, Sha256Di
 ///
 /// # Errors
 /// The roots differ.
-pub fn check_base_root(journal: &Journal, base_root: &Sha256Digest, base_name: &Path) -> Result<()> {
+pub fn check_base_root(
+    journal: &Journal,
+    base_root: &Sha256Digest,
+    base_name: &Path,
+) -> Result<()> {
     if &journal.info().base_root != base_root {
         return Err(Error::invalid(format!(
             "the journal applies to a base with root digest {}, but {} has root {}: wrong base",

@@ -122,7 +122,13 @@ impl Overlay {
     }
 
     /// Fills `buf` with the disk's bytes at `offset` (the range must lie inside the disk).
-    fn read(&self, journal: &Journal, base: &dyn DiskImage, buf: &mut [u8], offset: u64) -> Result<()> {
+    fn read(
+        &self,
+        journal: &Journal,
+        base: &dyn DiskImage,
+        buf: &mut [u8],
+        offset: u64,
+    ) -> Result<()> {
         let end = offset + buf.len() as u64;
         let mut pos = offset;
         for (k, p) in self.overlapping(offset, end) {
@@ -213,16 +219,16 @@ impl DiskImage for PointImage<'_> {
 
     fn extents(&self) -> Result<ExtentMap> {
         let base = self.base.extents()?;
-        let ranges = base
-            .iter()
-            .map(|e| (e.offset, e.len, e.kind))
-            .chain(self.overlay.map.iter().map(|(&k, p)| {
-                let kind = match p.src {
-                    Src::Write { .. } => ExtentKind::Data,
-                    Src::Zero => ExtentKind::Zero,
-                };
-                (k, p.end - k, kind)
-            }));
+        let ranges =
+            base.iter()
+                .map(|e| (e.offset, e.len, e.kind))
+                .chain(self.overlay.map.iter().map(|(&k, p)| {
+                    let kind = match p.src {
+                        Src::Write { .. } => ExtentKind::Data,
+                        Src::Zero => ExtentKind::Zero,
+                    };
+                    (k, p.end - k, kind)
+                }));
         Ok(ExtentMap::from_ranges(self.size, ranges))
     }
 
@@ -265,8 +271,9 @@ pub fn block_digests(m: &crate::Manifest) -> Result<Vec<Sha256Digest>> {
         .map(|(i, b)| match b {
             Some(h) => {
                 let mut d = [0u8; 32];
-                hex::decode_to_slice(h, &mut d)
-                    .map_err(|_| Error::invalid(format!("manifest block {i}: not 64 hex digits")))?;
+                hex::decode_to_slice(h, &mut d).map_err(|_| {
+                    Error::invalid(format!("manifest block {i}: not 64 hex digits"))
+                })?;
                 Ok(d)
             }
             None if i + 1 == n => Ok(last_zero),
@@ -341,13 +348,15 @@ pub fn check_points(
     let mut out = Vec::new();
     let points = journal.points();
     let mut next_point = 0;
-    let last_len = last_block_len(size);
     progress.begin("checking points", points.len() as u64);
     for (i, r) in journal.records().iter().enumerate() {
         match r.kind {
             RecordKind::Write | RecordKind::Zero => {
                 overlay.apply(i, r);
-                let (a, b) = (r.offset / BLOCK_SIZE, (r.offset + r.length - 1) / BLOCK_SIZE);
+                let (a, b) = (
+                    r.offset / BLOCK_SIZE,
+                    (r.offset + r.length - 1) / BLOCK_SIZE,
+                );
                 for blk in a..=b {
                     if !dirty[blk as usize] {
                         dirty[blk as usize] = true;
@@ -398,7 +407,6 @@ pub fn check_points(
         }
     }
     progress.finish();
-    let _ = last_len;
     Ok(out)
 }
 
@@ -422,7 +430,11 @@ mod tests {
             };
             o.paint(off, off + len, src);
             for b in off..off + len {
-                model[b as usize] = Some(if zero { (u32::MAX, 0) } else { (i as u32, b - off) });
+                model[b as usize] = Some(if zero {
+                    (u32::MAX, 0)
+                } else {
+                    (i as u32, b - off)
+                });
             }
         }
         let mut got: Vec<Option<(u32, u64)>> = vec![None; size as usize];

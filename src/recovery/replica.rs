@@ -9,12 +9,14 @@
 //! REPLICA/segments/seg-*.e2j  received segments not yet folded into the base
 //! ```
 
-use super::catalog::{Catalog, PointInfo, Policy, PointSpec};
+use super::catalog::{Catalog, PointInfo, PointSpec, Policy};
 use super::overlay::PointImage;
 use crate::error::{Error, Result, ResultExt};
 use crate::export::{ConvertOptions, OutputFormat, convert, write_file_atomic};
 use crate::image::{DiskImage, RawImage};
-use crate::journal::{Journal, ScanOptions, format_duration, list_segments, segment_file_name, segment_info};
+use crate::journal::{
+    Journal, ScanOptions, format_duration, list_segments, segment_file_name, segment_info,
+};
 use crate::progress::Progress;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -126,7 +128,12 @@ impl Replica {
     ///
     /// # Errors
     /// `dir` is not empty, the base's size is not a multiple of 512 bytes, or copying fails.
-    pub fn init(dir: &Path, base: &dyn DiskImage, policy: Policy, progress: &dyn Progress) -> Result<Replica> {
+    pub fn init(
+        dir: &Path,
+        base: &dyn DiskImage,
+        policy: Policy,
+        progress: &dyn Progress,
+    ) -> Result<Replica> {
         policy.validate()?;
         if base.is_empty() || !base.len().is_multiple_of(512) {
             return Err(Error::argument(format!(
@@ -137,7 +144,9 @@ impl Replica {
         if let Ok(mut rd) = std::fs::read_dir(dir)
             && rd.next().is_some()
         {
-            return Err(Error::argument("the replica directory exists and is not empty").with_path(dir));
+            return Err(
+                Error::argument("the replica directory exists and is not empty").with_path(dir),
+            );
         }
         std::fs::create_dir_all(dir.join(SEGMENTS))
             .map_err(|e| Error::io("creating the replica directory", e).with_path(dir))?;
@@ -179,12 +188,20 @@ impl Replica {
     /// The state file is missing or invalid.
     pub fn open(dir: &Path) -> Result<Replica> {
         let p = dir.join(STATE_FILE);
-        let text = std::fs::read_to_string(&p)
-            .map_err(|e| Error::io("reading the replica's state (is this a replica directory?)", e).with_path(&p))?;
+        let text = std::fs::read_to_string(&p).map_err(|e| {
+            Error::io(
+                "reading the replica's state (is this a replica directory?)",
+                e,
+            )
+            .with_path(&p)
+        })?;
         let state: ReplicaState = serde_json::from_str(&text)
             .map_err(|e| Error::invalid(format!("replica state: {e}")).with_path(&p))?;
         if state.version != 1 {
-            return Err(Error::unsupported(format!("replica state version {}", state.version)).with_path(&p));
+            return Err(
+                Error::unsupported(format!("replica state version {}", state.version))
+                    .with_path(&p),
+            );
         }
         state.policy.validate().path(&p)?;
         Ok(Replica {
@@ -255,12 +272,17 @@ impl Replica {
         let mut report = ReceiveReport::default();
         let list = list_segments(journal_dir)?;
         if list.is_empty() {
-            return Err(Error::invalid("no journal segments (seg-NNNNNNNN.e2j) found").with_path(journal_dir));
+            return Err(
+                Error::invalid("no journal segments (seg-NNNNNNNN.e2j) found")
+                    .with_path(journal_dir),
+            );
         }
         for (n, path) in list {
             let (info, _) = segment_info(&path, n)?;
             let id = hex::encode(info.disk_id);
-            if hex::encode(info.base_root) != self.state.origin_root || info.disk_size != self.state.disk_size {
+            if hex::encode(info.base_root) != self.state.origin_root
+                || info.disk_size != self.state.disk_size
+            {
                 return Err(Error::invalid(format!(
                     "the segment applies to a {}-byte disk on base {}, the replica is a {}-byte disk on base {}",
                     info.disk_size,
@@ -287,7 +309,8 @@ impl Replica {
                 report.already_had += 1;
                 continue;
             }
-            let bytes = std::fs::read(&path).map_err(|e| Error::io("reading a segment", e).with_path(&path))?;
+            let bytes = std::fs::read(&path)
+                .map_err(|e| Error::io("reading a segment", e).with_path(&path))?;
             let target = self.dir.join(SEGMENTS).join(segment_file_name(n));
             match std::fs::read(&target) {
                 Ok(held) if held == bytes => {
@@ -383,7 +406,14 @@ impl Replica {
             }
             compacted_to = Some(s);
             let journal = self.journal(false)?;
-            return Ok(self.process_report(&journal, before, new_points, folded, compacted_to, start));
+            return Ok(self.process_report(
+                &journal,
+                before,
+                new_points,
+                folded,
+                compacted_to,
+                start,
+            ));
         }
         Ok(self.process_report(&journal, before, new_points, folded, compacted_to, start))
     }

@@ -153,7 +153,7 @@ pub fn simulate(
     let align: u64 = if size >= 1 << 20 { 4096 } else { 512 };
     let units = size / align;
     let max_units = (spec.max_write.clamp(align, crate::journal::MAX_WRITE) / align).min(units);
-    let mut rng = SplitMix64(spec.seed ^ 0x5EED_0F_1E55);
+    let mut rng = SplitMix64(spec.seed ^ 0x005E_ED0F_1E55);
     let hot_units = (units / 10).max(1);
     let hot_start = rng.next_u64() % (units - hot_units + 1);
     let intervals = spec.duration_ms / spec.crash_interval_ms;
@@ -173,7 +173,9 @@ pub fn simulate(
         let mut ops = Vec::new();
         let mut left = budget;
         while left > 0 {
-            let n = (1 + rng.next_u64() % max_units).min(left.div_ceil(align)).max(1);
+            let n = (1 + rng.next_u64() % max_units)
+                .min(left.div_ceil(align))
+                .max(1);
             let (lo, span) = if rng.next_f64() < spec.hot_fraction {
                 (hot_start, hot_units)
             } else {
@@ -194,18 +196,28 @@ pub fn simulate(
                 report.zeros += 1;
             } else {
                 let data = &mut buf[..len as usize];
-                SplitMix64(spec.seed.wrapping_mul(0x9E37_79B9).wrapping_add(w.next_seq())).fill(data);
+                SplitMix64(
+                    spec.seed
+                        .wrapping_mul(0x9E37_79B9)
+                        .wrapping_add(w.next_seq()),
+                )
+                .fill(data);
                 w.write(t, off, data)?;
                 report.writes += 1;
                 report.data_bytes += len;
             }
         }
         let t1 = t0 + spec.crash_interval_ms;
-        let app = spec.app_frequency_ms > 0 && (t1 - spec.start_ms).is_multiple_of(spec.app_frequency_ms);
+        let app =
+            spec.app_frequency_ms > 0 && (t1 - spec.start_ms).is_multiple_of(spec.app_frequency_ms);
         w.marker(
             t1,
             &Marker {
-                consistency: if app { Consistency::App } else { Consistency::Crash },
+                consistency: if app {
+                    Consistency::App
+                } else {
+                    Consistency::Crash
+                },
                 digest: None,
                 group: spec.group.map(|g| (g, t1 / spec.crash_interval_ms)),
                 label: if app { "app".into() } else { String::new() },
@@ -218,7 +230,8 @@ pub fn simulate(
     progress.finish();
     if spec.digests {
         w.flush()?;
-        let journal = crate::journal::Journal::open(w.temp_dir(), crate::journal::ScanOptions::default())?;
+        let journal =
+            crate::journal::Journal::open(w.temp_dir(), crate::journal::ScanOptions::default())?;
         let checks = check_points(base, base_digests, &journal, &|_| true, progress)?;
         drop(journal);
         for c in checks {
@@ -252,7 +265,13 @@ pub struct DiffReport {
 ///
 /// # Errors
 /// The sizes differ or are not a multiple of 512 bytes; reading or writing fails.
-pub fn diff(old: &dyn DiskImage, new: &dyn DiskImage, out: &Path, time_ms: u64, progress: &dyn Progress) -> Result<DiffReport> {
+pub fn diff(
+    old: &dyn DiskImage,
+    new: &dyn DiskImage,
+    out: &Path,
+    time_ms: u64,
+    progress: &dyn Progress,
+) -> Result<DiffReport> {
     let size = old.len();
     if new.len() != size {
         return Err(Error::argument(format!(
@@ -272,9 +291,16 @@ pub fn diff(old: &dyn DiskImage, new: &dyn DiskImage, out: &Path, time_ms: u64, 
     progress.begin("comparing", blocks);
     let mut changed: Vec<(u64, bool)> = (0..blocks)
         .into_par_iter()
-        .filter(|&b| eo.has_data_in(b * BLOCK_SIZE, BLOCK_SIZE) || en.has_data_in(b * BLOCK_SIZE, BLOCK_SIZE))
+        .filter(|&b| {
+            eo.has_data_in(b * BLOCK_SIZE, BLOCK_SIZE) || en.has_data_in(b * BLOCK_SIZE, BLOCK_SIZE)
+        })
         .map_init(
-            || (vec![0u8; BLOCK_SIZE as usize], vec![0u8; BLOCK_SIZE as usize]),
+            || {
+                (
+                    vec![0u8; BLOCK_SIZE as usize],
+                    vec![0u8; BLOCK_SIZE as usize],
+                )
+            },
             |(ba, bb), b| -> Result<Option<(u64, bool)>> {
                 let off = b * BLOCK_SIZE;
                 let n = (size - off).min(BLOCK_SIZE) as usize;
@@ -301,7 +327,14 @@ pub fn diff(old: &dyn DiskImage, new: &dyn DiskImage, out: &Path, time_ms: u64, 
         sector_size: 512,
         base_root,
     };
-    let mut w = JournalWriter::create(out, info, WriterOptions { created_ms: time_ms, ..WriterOptions::default() })?;
+    let mut w = JournalWriter::create(
+        out,
+        info,
+        WriterOptions {
+            created_ms: time_ms,
+            ..WriterOptions::default()
+        },
+    )?;
     let mut report = DiffReport {
         base_root: mo.root,
         root: mn.root,

@@ -4,7 +4,9 @@
 use crate::{human, parse_size, term};
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Subcommand, ValueEnum};
-use ec2azure::journal::{Journal, ScanOptions, format_duration, format_time, parse_duration, parse_time, point_id};
+use ec2azure::journal::{
+    Journal, ScanOptions, format_duration, format_time, parse_duration, parse_time, point_id,
+};
 use ec2azure::recovery::{
     self, Catalog, PointInfo, PointSpec, Policy, Replica, SimSpec, check_points, resolve_multi_vm,
 };
@@ -335,16 +337,43 @@ pub fn replica(cmd: ReplicaCommand, quiet: bool) -> Result<ExitCode> {
                 println!("{}", serde_json::to_string_pretty(&s)?);
             } else if !quiet {
                 println!("replica     {}", a.replica.display());
-                println!("disk        {} ({})", s.state.disk_id.as_deref().unwrap_or("no segment received yet"), human(s.state.disk_size));
-                println!("base        {} (records before {} folded in, {} point(s))", s.state.base_file, s.state.base_seq, s.state.folded_points);
-                println!("received    {} segment(s), {}, up to record {}", s.segments, human(s.segment_bytes), s.received_seq);
-                println!("processed   up to record {} ({} record(s) pending)", s.state.processed_seq, s.pending_records);
-                println!("points      {} in the retention window ({})", s.points, format_duration(s.state.policy.retention_ms));
+                println!(
+                    "disk        {} ({})",
+                    s.state
+                        .disk_id
+                        .as_deref()
+                        .unwrap_or("no segment received yet"),
+                    human(s.state.disk_size)
+                );
+                println!(
+                    "base        {} (records before {} folded in, {} point(s))",
+                    s.state.base_file, s.state.base_seq, s.state.folded_points
+                );
+                println!(
+                    "received    {} segment(s), {}, up to record {}",
+                    s.segments,
+                    human(s.segment_bytes),
+                    s.received_seq
+                );
+                println!(
+                    "processed   up to record {} ({} record(s) pending)",
+                    s.state.processed_seq, s.pending_records
+                );
+                println!(
+                    "points      {} in the retention window ({})",
+                    s.points,
+                    format_duration(s.state.policy.retention_ms)
+                );
                 if let Some(p) = &s.latest {
                     println!("latest      {} at {} (after processing)", p.id, p.time);
                 }
                 if let Some(p) = &s.latest_processed {
-                    println!("processed   {} at {} (no processing; {} older)", p.id, p.time, s.processed_lag.as_deref().unwrap_or("0s"));
+                    println!(
+                        "processed   {} at {} (no processing; {} older)",
+                        p.id,
+                        p.time,
+                        s.processed_lag.as_deref().unwrap_or("0s")
+                    );
                 }
                 print_damage(s.torn.as_deref(), s.defect.as_deref());
             }
@@ -398,7 +427,8 @@ fn journal_simulate(a: SimulateArgs, quiet: bool) -> Result<ExitCode> {
     let duration_ms = parse_duration(&a.duration)
         .ok_or_else(|| anyhow!("--duration {:?}: expected 90m, 6h, 1d...", a.duration))?;
     let app = Policy::from_args(None, Some(&a.app_frequency), None)?.app_frequency_ms;
-    let start_ms = parse_time(&a.start).ok_or_else(|| anyhow!("--start {:?}: expected RFC 3339 UTC", a.start))?;
+    let start_ms = parse_time(&a.start)
+        .ok_or_else(|| anyhow!("--start {:?}: expected RFC 3339 UTC", a.start))?;
     let progress = term::progress(quiet || a.json);
     let t = Instant::now();
     let (digests, _) = recovery::base_digests(&*base)?;
@@ -458,7 +488,10 @@ fn journal_inspect(a: JournalArgs, verify: bool) -> Result<ExitCode> {
             })
         })
         .collect();
-    let writes = j.records().iter().filter(|r| r.kind == ec2azure::journal::RecordKind::Write);
+    let writes = j
+        .records()
+        .iter()
+        .filter(|r| r.kind == ec2azure::journal::RecordKind::Write);
     let data: u64 = writes.clone().map(|r| r.length).sum();
     let v = serde_json::json!({
         "journal": a.journal,
@@ -484,10 +517,24 @@ fn journal_inspect(a: JournalArgs, verify: bool) -> Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         println!("journal     {}", a.journal.display());
-        println!("disk        {} ({}, {}-byte sectors)", hex::encode(info.disk_id), human(info.disk_size), info.sector_size);
+        println!(
+            "disk        {} ({}, {}-byte sectors)",
+            hex::encode(info.disk_id),
+            human(info.disk_size),
+            info.sector_size
+        );
         println!("base root   {}", hex::encode(info.base_root));
-        println!("segments    {} ({})", j.segments().len(), human(j.file_bytes()));
-        println!("records     {} (last {}), {} of writes", j.records().len(), j.last_seq(), human(data));
+        println!(
+            "segments    {} ({})",
+            j.segments().len(),
+            human(j.file_bytes())
+        );
+        println!(
+            "records     {} (last {}), {} of writes",
+            j.records().len(),
+            j.last_seq(),
+            human(data)
+        );
         println!("points      {}", j.points().len());
         if a.records {
             for r in j.records() {
@@ -510,8 +557,16 @@ fn journal_inspect(a: JournalArgs, verify: bool) -> Result<ExitCode> {
                     ec2azure::journal::Consistency::App => "app",
                     ec2azure::journal::Consistency::Crash => "crash",
                 },
-                if p.marker.group.is_some() { " multi-VM" } else { "" },
-                if p.marker.digest.is_some() { " digest" } else { "" }
+                if p.marker.group.is_some() {
+                    " multi-VM"
+                } else {
+                    ""
+                },
+                if p.marker.digest.is_some() {
+                    " digest"
+                } else {
+                    ""
+                }
             );
         }
         print_damage(
@@ -526,7 +581,11 @@ fn journal_inspect(a: JournalArgs, verify: bool) -> Result<ExitCode> {
             println!("every record and payload checked: intact");
         }
     }
-    Ok(if verify && j.defect().is_some() { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    Ok(if verify && j.defect().is_some() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// One disk of `points`: its base, journal, catalog and (for a replica) the replica.
@@ -574,7 +633,11 @@ fn open_disks(s: &SourceArgs, verify_payloads: bool) -> Result<Vec<Disk>> {
                 bail!("{}: the segments apply to another base", dir.display());
             }
             out.push(Disk {
-                name: dir.file_name().and_then(|n| n.to_str()).unwrap_or("disk").to_string(),
+                name: dir
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or("disk")
+                    .to_string(),
                 base,
                 base_root: Some(root),
                 journal,
@@ -599,7 +662,11 @@ fn open_disks(s: &SourceArgs, verify_payloads: bool) -> Result<Vec<Disk>> {
             )?;
             recovery::check_base_size(&*base, &journal)?;
             out.push(Disk {
-                name: j.file_name().and_then(|n| n.to_str()).unwrap_or("disk").to_string(),
+                name: j
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or("disk")
+                    .to_string(),
                 base,
                 base_root: None,
                 journal,
@@ -627,7 +694,11 @@ fn kind_str(p: &PointInfo) -> String {
         ec2azure::journal::Consistency::App => "app",
         ec2azure::journal::Consistency::Crash => "crash",
     };
-    if p.multi_vm.is_some() { format!("{c} multi-VM") } else { c.to_string() }
+    if p.multi_vm.is_some() {
+        format!("{c} multi-VM")
+    } else {
+        c.to_string()
+    }
 }
 
 fn points_list(a: PointsArgs) -> Result<ExitCode> {
@@ -635,7 +706,9 @@ fn points_list(a: PointsArgs) -> Result<ExitCode> {
     let cats: Vec<Catalog> = disks.iter().map(Disk::catalog).collect();
     let common = if cats.len() > 1 {
         let refs: Vec<&Catalog> = cats.iter().collect();
-        resolve_multi_vm(&refs, false).ok().map(|v| v[0].multi_vm.clone())
+        resolve_multi_vm(&refs, false)
+            .ok()
+            .map(|v| v[0].multi_vm.clone())
     } else {
         None
     };
@@ -647,26 +720,42 @@ fn points_list(a: PointsArgs) -> Result<ExitCode> {
             .collect();
         println!(
             "{}",
-            serde_json::to_string_pretty(&serde_json::json!({ "disks": v, "latest_multi_vm": common.flatten() }))?
+            serde_json::to_string_pretty(
+                &serde_json::json!({ "disks": v, "latest_multi_vm": common.flatten() })
+            )?
         );
         return Ok(ExitCode::SUCCESS);
     }
     for (d, c) in disks.iter().zip(&cats) {
-        println!("{}: {} point(s) in the retention window ({} pruned)", d.name, c.points.len(), c.pruned.len());
+        println!(
+            "{}: {} point(s) in the retention window ({} pruned)",
+            d.name,
+            c.points.len(),
+            c.pruned.len()
+        );
         for p in &c.points {
             println!(
                 "  {:<10} {} {:<15} {}{}",
                 p.id,
                 p.time,
                 kind_str(p),
-                if p.processed { "processed" } else { "received " },
+                if p.processed {
+                    "processed"
+                } else {
+                    "received "
+                },
                 if p.digest.is_some() { " digest" } else { "" }
             );
         }
         if let Some(def) = &c.defect {
             println!("  DEFECT: {def}");
             let ids: Vec<String> = c.unavailable.iter().map(|p| point_id(p.seq)).collect();
-            println!("  unavailable: {} point(s){}{}", ids.len(), if ids.is_empty() { "" } else { ": " }, ids.join(", "));
+            println!(
+                "  unavailable: {} point(s){}{}",
+                ids.len(),
+                if ids.is_empty() { "" } else { ": " },
+                ids.join(", ")
+            );
         }
     }
     if let Some(Some(tag)) = common {
@@ -688,26 +777,57 @@ fn points_check(a: PointsArgs) -> Result<ExitCode> {
                 d.name, r.points, r.span, r.app_consistent_points, r.retention, r.pruned
             );
             for g in &r.rpo_breaches {
-                println!("  RPO over {}: no point from {} to {} ({})", format_duration(d.policy.rpo_threshold_ms), g.from, g.to, g.length);
+                println!(
+                    "  RPO over {}: no point from {} to {} ({})",
+                    format_duration(d.policy.rpo_threshold_ms),
+                    g.from,
+                    g.to,
+                    g.length
+                );
             }
             for g in &r.app_gaps {
-                println!("  no app-consistent point from {} to {} ({}; frequency {})", g.from, g.to, g.length, format_duration(d.policy.app_frequency_ms));
+                println!(
+                    "  no app-consistent point from {} to {} ({}; frequency {})",
+                    g.from,
+                    g.to,
+                    g.length,
+                    format_duration(d.policy.app_frequency_ms)
+                );
             }
             if let Some(def) = &r.defect {
                 println!("  DEFECT: {def}: {} point(s) unavailable", r.unavailable);
             }
-            println!("  {}", if r.ok() { "policy met" } else { "policy NOT met" });
+            println!(
+                "  {}",
+                if r.ok() {
+                    "policy met"
+                } else {
+                    "policy NOT met"
+                }
+            );
         }
         reports.push(serde_json::json!({ "disk": d.name, "report": r, "ok": r.ok() }));
     }
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "ok": ok, "disks": reports }))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "ok": ok, "disks": reports }))?
+        );
     }
-    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 /// Resolves `spec` for every disk; "latest" processes each replica first.
-fn resolve(disks: &mut [Disk], spec: PointSpec, quiet: bool, notes: &mut Vec<String>) -> Result<Vec<PointInfo>> {
+fn resolve(
+    disks: &mut [Disk],
+    spec: PointSpec,
+    quiet: bool,
+    notes: &mut Vec<String>,
+) -> Result<Vec<PointInfo>> {
     if spec == PointSpec::Latest {
         for d in disks.iter_mut() {
             if let Some(r) = d.replica.as_mut() {
@@ -719,7 +839,8 @@ fn resolve(disks: &mut [Disk], spec: PointSpec, quiet: bool, notes: &mut Vec<Str
                 d.journal = r.journal(false)?;
                 d.processed_seq = Some(r.state().processed_seq);
                 let mut root = [0u8; 32];
-                hex::decode_to_slice(&r.state().base_root, &mut root).context("replica base root")?;
+                hex::decode_to_slice(&r.state().base_root, &mut root)
+                    .context("replica base root")?;
                 d.base_root = Some(root);
                 d.base = Box::new(r.base()?);
                 let after = d.catalog().resolve(PointSpec::Latest).ok().cloned();
@@ -766,7 +887,8 @@ fn points_build(a: BuildArgs, quiet: bool) -> Result<ExitCode> {
     let picks = resolve(&mut disks, spec, quiet || a.json, &mut notes)?;
     let several = disks.len() > 1;
     if several {
-        std::fs::create_dir_all(&a.output).with_context(|| format!("creating {}", a.output.display()))?;
+        std::fs::create_dir_all(&a.output)
+            .with_context(|| format!("creating {}", a.output.display()))?;
     }
     let progress = term::progress(quiet || a.json);
     let mut reports = Vec::new();
@@ -780,7 +902,11 @@ fn points_build(a: BuildArgs, quiet: bool) -> Result<ExitCode> {
             OutFormat::Vhd => "vhd",
             OutFormat::Raw => "raw",
         };
-        let out = if several { a.output.join(format!("{}.{ext}", d.name)) } else { a.output.clone() };
+        let out = if several {
+            a.output.join(format!("{}.{ext}", d.name))
+        } else {
+            a.output.clone()
+        };
         let opts = ConvertOptions {
             format: match a.output_format {
                 OutFormat::Vhd => OutputFormat::Vhd,
@@ -822,11 +948,20 @@ fn points_build(a: BuildArgs, quiet: bool) -> Result<ExitCode> {
 }
 
 fn points_verify(a: VerifyArgs, quiet: bool) -> Result<ExitCode> {
-    let spec = a.point.as_deref().map(str::parse::<PointSpec>).transpose()?;
+    let spec = a
+        .point
+        .as_deref()
+        .map(str::parse::<PointSpec>)
+        .transpose()?;
     let mut disks = open_disks(&a.source, true)?;
     let mut notes = Vec::new();
     let only: Option<Vec<u64>> = match spec {
-        Some(s) => Some(resolve(&mut disks, s, quiet || a.json, &mut notes)?.iter().map(|p| p.seq).collect()),
+        Some(s) => Some(
+            resolve(&mut disks, s, quiet || a.json, &mut notes)?
+                .iter()
+                .map(|p| p.seq)
+                .collect(),
+        ),
         None => None,
     };
     let progress = term::progress(quiet || a.json);
@@ -841,11 +976,22 @@ fn points_verify(a: VerifyArgs, quiet: bool) -> Result<ExitCode> {
             Some(v) => vec![v[i]],
             None => cat.points.iter().map(|p| p.seq).collect(),
         };
-        let checks = check_points(&*d.base, &digests, &d.journal, &|p| keep.contains(&p.seq), &progress)?;
+        let checks = check_points(
+            &*d.base,
+            &digests,
+            &d.journal,
+            &|p| keep.contains(&p.seq),
+            &progress,
+        )?;
         let good = checks.iter().filter(|c| c.matches == Some(true)).count();
-        let bad: Vec<&recovery::PointCheck> = checks.iter().filter(|c| c.matches == Some(false)).collect();
+        let bad: Vec<&recovery::PointCheck> =
+            checks.iter().filter(|c| c.matches == Some(false)).collect();
         let none = checks.iter().filter(|c| c.matches.is_none()).count();
-        let lost = if only.is_some() { 0 } else { cat.unavailable.len() };
+        let lost = if only.is_some() {
+            0
+        } else {
+            cat.unavailable.len()
+        };
         let disk_ok = bad.is_empty() && none == 0 && lost == 0 && !checks.is_empty();
         ok &= disk_ok;
         if !a.json && !quiet {
@@ -855,7 +1001,11 @@ fn points_verify(a: VerifyArgs, quiet: bool) -> Result<ExitCode> {
                 checks.len(),
                 t.elapsed().as_secs_f64(),
                 bad.len(),
-                if lost > 0 { format!(", {lost} lost to a defect") } else { String::new() }
+                if lost > 0 {
+                    format!(", {lost} lost to a defect")
+                } else {
+                    String::new()
+                }
             );
             for c in &bad {
                 println!(
@@ -877,9 +1027,25 @@ fn points_verify(a: VerifyArgs, quiet: bool) -> Result<ExitCode> {
         }));
     }
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "ok": ok, "disks": out, "notes": notes }))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({ "ok": ok, "disks": out, "notes": notes })
+            )?
+        );
     } else if !quiet {
-        println!("{}", if ok { "every point checked reproduces its digest" } else { "NOT every point reproduces its digest" });
+        println!(
+            "{}",
+            if ok {
+                "every point checked reproduces its digest"
+            } else {
+                "NOT every point reproduces its digest"
+            }
+        );
     }
-    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
