@@ -227,12 +227,7 @@ fn check_header(bytes: &[u8], number: u32) -> std::result::Result<SegmentHeader,
             h.disk_size.get()
         ));
     }
-    if h.segment.get() != number {
-        return Err(format!(
-            "segment number: the file name says {number}, the header {}",
-            h.segment.get()
-        ));
-    }
+    let _ = number;
     if h.first_seq.get() == 0 {
         return Err("first sequence number: expected at least 1, found 0".into());
     }
@@ -400,6 +395,19 @@ impl Scan<'_> {
                 hex::encode(info.base_root),
             ))
             .with_path(&seg.path));
+        }
+        if h.segment.get() != seg.number {
+            self.fail(
+                seg,
+                44,
+                None,
+                format!(
+                    "segment number: the file name says {}, the header {}",
+                    seg.number,
+                    h.segment.get()
+                ),
+            );
+            return Ok(());
         }
         if !self.broken() {
             if let Some(n) = self.next_segment

@@ -222,8 +222,15 @@ impl Catalog {
                 group: p.marker.group,
             })
             .collect();
+        // The window ends at the newest processed point: received data becomes points only
+        // when processed, so it never pushes processed points out of the window.
         let newest = all.last().map_or(0, |p| p.time_ms);
-        let cutoff = newest.saturating_sub(policy.retention_ms);
+        let newest_processed = all
+            .iter()
+            .rev()
+            .find(|p| p.processed)
+            .map_or(newest, |p| p.time_ms);
+        let cutoff = newest_processed.saturating_sub(policy.retention_ms);
         let (pruned, points) = all.into_iter().partition(|p| p.time_ms < cutoff);
         Catalog {
             points,

@@ -7,5 +7,6 @@ mod damaged;
 mod ebs;
 mod fuzz_seeds;
 mod oracle;
+mod points;
 mod util;
 mod vhdgen;

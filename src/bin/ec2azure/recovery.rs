@@ -653,10 +653,13 @@ fn open_disks(s: &SourceArgs, verify_payloads: bool) -> Result<Vec<Disk>> {
         let policy = s.policy.over(Policy::default())?;
         for (b, j) in s.base.iter().zip(&s.journal) {
             let base = ec2azure::open(b, None)?;
+            // A journal given directly was never processed: every payload is checked now, so a
+            // corrupt record makes the points after it unavailable whichever is asked for.
+            let _ = verify_payloads;
             let journal = Journal::open(
                 j,
                 ScanOptions {
-                    verify_payloads,
+                    verify_payloads: true,
                     ..ScanOptions::default()
                 },
             )?;
