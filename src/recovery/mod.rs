@@ -81,14 +81,16 @@ pub struct BuildReport {
     pub time: String,
     /// The writer's report.
     pub convert: ConvertReport,
-    /// The root digest of the built disk.
-    pub root: String,
+    /// The root digest of the built disk (computed when the marker carries a digest to check,
+    /// or a manifest was asked for).
+    pub root: Option<String>,
     /// Whether it matches the marker's digest (`None`: the marker has none).
     pub verified: Option<bool>,
 }
 
-/// Builds point `seq` of `journal` over `base` into `output` with the writer's options (a
-/// manifest is always computed, to verify the point against its marker's digest).
+/// Builds point `seq` of `journal` over `base` into `output` with the writer's options; when
+/// the marker carries a digest, the built disk's manifest is computed in the same pass and must
+/// match it.
 ///
 /// # Errors
 /// The point is not available, a payload is corrupt, the output cannot be written, or the
@@ -103,8 +105,19 @@ pub fn build_point(
     let p = point_record(journal, seq)?.clone();
     let img = PointImage::new(base, journal, seq)?;
     let mut o = *opts;
-    o.manifest = true;
+    // Hashing costs a SHA-256 pass over the data: done when there is a digest to check (or
+    // the caller asks for the manifest), skipped otherwise.
+    o.manifest = opts.manifest || p.marker.digest.is_some();
     let report = convert(&img, output, &o)?;
+    if !o.manifest {
+        return Ok(BuildReport {
+            point: crate::journal::point_id(seq),
+            time: crate::journal::format_time(p.time_ms),
+            convert: report,
+            root: None,
+            verified: None,
+        });
+    }
     // The manifest covers the output's virtual size (a VHD is padded to a whole MiB): the
     // point's root is over the disk itself, so recompute it from the disk's blocks when padded.
     let manifest = report
@@ -142,7 +155,7 @@ pub fn build_point(
         point: crate::journal::point_id(seq),
         time: crate::journal::format_time(p.time_ms),
         convert: report,
-        root,
+        root: Some(root),
         verified,
     })
 }

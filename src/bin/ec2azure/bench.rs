@@ -19,6 +19,10 @@ use std::time::{Duration, Instant};
 pub enum BenchCommand {
     /// Raw → fixed VHD conversion against qemu-img and cp.
     Convert(ConvertBench),
+    /// Building recovery points (a journal written once vs rewritten ten times) against the
+    /// physical floor and qemu-img on the equivalent qcow2 overlay chain; verifying all 288
+    /// points of a day against building each separately.
+    Points(crate::bench_points::PointsBench),
 }
 
 #[derive(Args)]
@@ -44,26 +48,26 @@ pub struct ConvertBench {
 }
 
 #[derive(Serialize)]
-struct Timing {
-    input: String,
-    command: String,
-    group: &'static str,
-    median_s: f64,
-    min_s: f64,
-    max_s: f64,
-    runs: Vec<f64>,
+pub(crate) struct Timing {
+    pub(crate) input: String,
+    pub(crate) command: String,
+    pub(crate) group: &'static str,
+    pub(crate) median_s: f64,
+    pub(crate) min_s: f64,
+    pub(crate) max_s: f64,
+    pub(crate) runs: Vec<f64>,
 }
 
 #[derive(Serialize)]
-struct Ratio {
-    input: String,
-    what: String,
-    ours: String,
-    anchor: String,
-    ratio: f64,
+pub(crate) struct Ratio {
+    pub(crate) input: String,
+    pub(crate) what: String,
+    pub(crate) ours: String,
+    pub(crate) anchor: String,
+    pub(crate) ratio: f64,
 }
 
-fn median(v: &[f64]) -> f64 {
+pub(crate) fn median(v: &[f64]) -> f64 {
     let mut s = v.to_vec();
     s.sort_by(f64::total_cmp);
     let n = s.len();
@@ -108,11 +112,11 @@ fn time_cmd(argv: &[String]) -> Result<Duration> {
     Ok(d)
 }
 
-type Case = (&'static str, String, Vec<String>);
+pub(crate) type Case = (&'static str, String, Vec<String>);
 
 /// Runs every case `runs` times in rotating order (output deleted and `sync` run before each,
 /// untimed), records the timings, and returns each command's median.
-fn run_cases(
+pub(crate) fn run_cases(
     label: &str,
     cases: &[Case],
     out: &str,
@@ -139,6 +143,18 @@ fn run_cases(
     Ok(med)
 }
 
+impl Ratio {
+    pub(crate) fn new(input: &str, what: &str, ours: &str, anchor: &str, ratio: f64) -> Self {
+        Ratio {
+            input: input.into(),
+            what: what.into(),
+            ours: ours.into(),
+            anchor: anchor.into(),
+            ratio,
+        }
+    }
+}
+
 impl Timing {
     fn new(input: &str, command: &str, group: &'static str, runs: Vec<f64>) -> Self {
         Timing {
@@ -156,6 +172,7 @@ impl Timing {
 pub fn run(cmd: BenchCommand, quiet: bool) -> Result<ExitCode> {
     match cmd {
         BenchCommand::Convert(b) => convert(b, quiet),
+        BenchCommand::Points(b) => crate::bench_points::run(b, quiet),
     }
 }
 

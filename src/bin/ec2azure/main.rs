@@ -4,6 +4,7 @@
 //! (`check`: not ready; `compare`: different); 2 an error (bad input, I/O failure, bad usage).
 
 mod bench;
+mod bench_points;
 mod demo;
 mod recovery;
 mod term;

@@ -922,18 +922,21 @@ fn points_build(a: BuildArgs, quiet: bool) -> Result<ExitCode> {
         let r = recovery::build_point(&*d.base, &d.journal, p.seq, &out, &opts)?;
         if !quiet && !a.json {
             println!(
-                "{}: {} ({} {}) -> {}: {} written, root {}{}",
+                "{}: {} ({} {}) -> {}: {} written{}{}",
                 d.name,
                 p.id,
                 p.time,
                 kind_str(p),
                 out.display(),
                 human(r.convert.bytes_written),
-                r.root,
+                r.root
+                    .as_deref()
+                    .map(|x| format!(", root {x}"))
+                    .unwrap_or_default(),
                 match r.verified {
                     Some(true) => ", matches the marker's digest",
                     Some(false) => ", DOES NOT match",
-                    None => " (the marker carries no digest)",
+                    None => " (the marker carries no digest to check)",
                 }
             );
         }
