@@ -173,7 +173,7 @@ fn exercise_journal(j: &crate::journal::Journal) {
     use crate::recovery::{PointImage, base_digests, check_points};
     let _ = format!("{j:?}");
     let size = j.info().disk_size;
-    if size > 4 << 20 {
+    if size > 1 << 20 {
         return;
     }
     let base = MemImage::new(vec![0u8; size as usize]);

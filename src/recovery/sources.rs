@@ -288,7 +288,7 @@ pub fn diff(
     let (eo, en) = (old.extents()?, new.extents()?);
     let blocks = crate::digest::Manifest::block_count(size);
     let (mo, mn) = (ManifestBuilder::new(size), ManifestBuilder::new(size));
-    progress.begin("comparing", blocks);
+    progress.begin("comparing blocks", blocks);
     let mut changed: Vec<(u64, bool)> = (0..blocks)
         .into_par_iter()
         .filter(|&b| {

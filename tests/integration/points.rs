@@ -212,7 +212,8 @@ fn journal_diff_rebuilds_the_new_image() {
     let d = tempfile::tempdir().unwrap();
     let old = d.path().join("old.raw");
     let new = d.path().join("new.raw");
-    let size = 6 << 20;
+    // Not a whole MiB, nor a whole 512 KiB block: the VHD is padded, the digest is not.
+    let size = (6 << 20) + 1536;
     sparse_file(
         &old,
         size,
@@ -248,6 +249,27 @@ fn journal_diff_rebuilds_the_new_image() {
     ])
     .ok();
     assert!(files_equal(&got, &new));
+    // As a padded VHD, verified against the marker's digest (which covers the disk only).
+    let vhd = d.path().join("got.vhd");
+    let b = ec2azure([
+        "points",
+        "build",
+        "--base",
+        p(&old),
+        "--journal",
+        p(&j),
+        "--point",
+        "latest",
+        "--json",
+        "--no-sync",
+        p(&vhd),
+    ]);
+    b.ok();
+    assert_eq!(b.json()["disks"][0]["build"]["verified"], true);
+    assert_eq!(
+        b.json()["disks"][0]["build"]["convert"]["padding"],
+        (1 << 20) - 1536
+    );
     ec2azure(["points", "verify", "--base", p(&old), "--journal", p(&j)]).ok();
     // The journal applies to OLD only.
     ec2azure([

@@ -51,9 +51,15 @@ impl Progress for TermProgress {
             return;
         }
         let bar = ProgressBar::new(total);
-        let style = ProgressStyle::with_template(
-            "{msg:>12} [{bar:40}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
-        )
+        // Phases that count things rather than bytes say so in their name.
+        let counted = ["points", "simulating", "blocks"]
+            .iter()
+            .any(|w| what.contains(w));
+        let style = ProgressStyle::with_template(if counted {
+            "{msg:>12} [{bar:40}] {pos}/{len} eta {eta}"
+        } else {
+            "{msg:>12} [{bar:40}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}"
+        })
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .progress_chars("=> ");
         bar.set_style(style);
