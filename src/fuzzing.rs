@@ -157,10 +157,10 @@ pub fn journal(data: &[u8]) {
         .map(|(n, b)| (*n, repair_journal_crcs(b.clone())))
         .collect();
     for segs in [segments, repaired] {
-        for verify_payloads in [false, true] {
+        for (verify_payloads, start_seq) in [(false, 1), (true, 1), (false, 3)] {
             let opts = ScanOptions {
                 verify_payloads,
-                start_seq: 1,
+                start_seq,
             };
             if let Ok(j) = Journal::from_bytes(Path::new("/fuzz"), segs.clone(), opts) {
                 exercise_journal(&j);

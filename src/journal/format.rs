@@ -159,6 +159,90 @@ mod tests {
         }
     }
 
+    /// The module docs' three tables (segment header, record header, marker payload), read
+    /// from the source: every row's offset and size must match the structs, field by field.
+    #[test]
+    fn documented_tables_match_the_structs() {
+        let doc = include_str!("mod.rs");
+        let mut tables: Vec<Vec<(usize, usize)>> = Vec::new();
+        let mut in_table = false;
+        for line in doc.lines() {
+            let row = line.strip_prefix("//! | ").and_then(|r| {
+                let mut cells = r.split(" | ");
+                let off = cells.next()?.trim().parse().ok()?;
+                let size = cells.next()?.trim().parse().ok()?;
+                Some((off, size))
+            });
+            match row {
+                Some(r) => {
+                    if !in_table {
+                        tables.push(Vec::new());
+                    }
+                    in_table = true;
+                    if let Some(t) = tables.last_mut() {
+                        t.push(r);
+                    }
+                }
+                None => in_table = false,
+            }
+        }
+        // Offsets of each struct's fields, in order, with each field's size.
+        fn spans(offsets: &[usize], total: usize) -> Vec<(usize, usize)> {
+            offsets
+                .iter()
+                .enumerate()
+                .map(|(i, &o)| (o, offsets.get(i + 1).copied().unwrap_or(total) - o))
+                .collect()
+        }
+        let seg = spans(
+            &[
+                offset_of!(SegmentHeader, magic),
+                offset_of!(SegmentHeader, version),
+                offset_of!(SegmentHeader, header_len),
+                offset_of!(SegmentHeader, disk_id),
+                offset_of!(SegmentHeader, disk_size),
+                offset_of!(SegmentHeader, sector_size),
+                offset_of!(SegmentHeader, segment),
+                offset_of!(SegmentHeader, first_seq),
+                offset_of!(SegmentHeader, base_root),
+                offset_of!(SegmentHeader, created_ms),
+                offset_of!(SegmentHeader, reserved),
+                offset_of!(SegmentHeader, crc),
+            ],
+            SEGMENT_HEADER_LEN,
+        );
+        let rec = spans(
+            &[
+                offset_of!(RecordHeader, magic),
+                offset_of!(RecordHeader, kind),
+                offset_of!(RecordHeader, flags),
+                offset_of!(RecordHeader, reserved0),
+                offset_of!(RecordHeader, seq),
+                offset_of!(RecordHeader, time_ms),
+                offset_of!(RecordHeader, offset),
+                offset_of!(RecordHeader, length),
+                offset_of!(RecordHeader, payload_len),
+                offset_of!(RecordHeader, payload_crc),
+                offset_of!(RecordHeader, reserved1),
+                offset_of!(RecordHeader, header_crc),
+            ],
+            RECORD_HEADER_LEN,
+        );
+        let mark = spans(
+            &[
+                offset_of!(MarkerPayload, consistency),
+                offset_of!(MarkerPayload, flags),
+                offset_of!(MarkerPayload, reserved),
+                offset_of!(MarkerPayload, group_id),
+                offset_of!(MarkerPayload, group_tag),
+                offset_of!(MarkerPayload, digest),
+                offset_of!(MarkerPayload, label),
+            ],
+            MARKER_LEN,
+        );
+        assert_eq!(tables, vec![seg, rec, mark]);
+    }
+
     /// Known bytes: a record header encoded by hand equals the struct's bytes.
     #[test]
     fn record_header_bytes_are_little_endian() {

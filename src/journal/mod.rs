@@ -242,7 +242,11 @@ pub fn parse_time(s: &str) -> Option<u64> {
     let y: i64 = dp.next()?.parse().ok()?;
     let mo: u32 = dp.next()?.parse().ok()?;
     let d: u32 = dp.next()?.parse().ok()?;
-    if dp.next().is_some() || !(1..=12).contains(&mo) || !(1..=31).contains(&d) || y < 1970 {
+    if dp.next().is_some()
+        || !(1..=12).contains(&mo)
+        || !(1..=31).contains(&d)
+        || !(1970..=9999).contains(&y)
+    {
         return None;
     }
     let (hms, frac) = match time.split_once('.') {

@@ -114,6 +114,7 @@ pub struct Journal {
     /// Per record: 0 payload not checked yet, 1 good, 2 bad.
     payload_state: Vec<AtomicU8>,
     start_seq: u64,
+    last_seen_ms: u64,
 }
 
 impl fmt::Debug for Journal {
@@ -265,6 +266,12 @@ pub(super) fn check_record(
             if plen != want {
                 return Err(format!("payload length: expected {want}, found {plen}"));
             }
+            if h.kind == KIND_ZERO && h.payload_crc.get() != 0 {
+                return Err(format!(
+                    "zero range: payload CRC expected 0 (no payload), found {:08x}",
+                    h.payload_crc.get()
+                ));
+            }
             if h.kind == KIND_WRITE && len > MAX_WRITE {
                 return Err(format!(
                     "write of {len} bytes: at most {MAX_WRITE} bytes per record"
@@ -349,6 +356,8 @@ struct Scan<'a> {
     next_seq: Option<u64>,
     next_segment: Option<u32>,
     last_time: u64,
+    /// The latest time of any intact record header, usable or not.
+    last_seen: u64,
     segments: &'a [Segment],
 }
 
@@ -375,7 +384,12 @@ impl Scan<'_> {
         let h = match check_header(bytes, seg.number) {
             Ok(h) => h,
             Err(m) => {
-                self.fail(seg, 0, None, m);
+                if last && bytes.len() < SEGMENT_HEADER_LEN {
+                    self.end_short(seg, last, 0, None, "the segment header");
+                } else {
+                    self.fail(seg, 0, None, m);
+                    self.lost_markers(bytes, SEGMENT_HEADER_LEN);
+                }
                 return Ok(());
             }
         };
@@ -453,6 +467,11 @@ impl Scan<'_> {
                 return Ok(());
             };
             if rh.magic != RECORD_MAGIC || rh.header_crc.get() != rh.compute_crc() {
+                if last && !self.broken() && bytes[pos..].iter().all(|&b| b == 0) {
+                    // Zeros to the end of the last segment: space allocated, never written.
+                    self.end_short(seg, last, at, None, "zero-filled space");
+                    return Ok(());
+                }
                 let msg = if rh.magic != RECORD_MAGIC {
                     format!("record magic: expected \"JREC\", found {:02x?}", rh.magic)
                 } else {
@@ -463,8 +482,11 @@ impl Scan<'_> {
                     )
                 };
                 self.fail(seg, at, None, msg);
-                return Ok(()); // nothing after a bad header can be trusted in this segment
+                // Nothing after a bad header can be trusted; look on for the points it loses.
+                self.lost_markers(bytes, pos + 1);
+                return Ok(());
             }
+            self.last_seen = self.last_seen.max(rh.time_ms.get());
             let seq = rh.seq.get();
             let plen = rh.payload_len.get() as usize;
             let pstart = pos + RECORD_HEADER_LEN;
@@ -495,11 +517,13 @@ impl Scan<'_> {
                     Some(seq),
                     format!("sequence gap: expected record {expected}, found {seq}"),
                 );
+                self.lose(&rh, payload);
                 continue;
             }
             self.next_seq = Some(seq + 1);
             if let Err(m) = check_record(&rh, &self.info) {
                 self.fail(seg, at, Some(seq), m);
+                self.lose(&rh, payload);
                 continue;
             }
             let time = rh.time_ms.get();
@@ -513,6 +537,7 @@ impl Scan<'_> {
                         self.last_time
                     ),
                 );
+                self.lose(&rh, payload);
                 continue;
             }
             self.last_time = time;
@@ -528,6 +553,7 @@ impl Scan<'_> {
                             rh.payload_crc.get()
                         ),
                     );
+                    self.lose(&rh, payload);
                     continue;
                 }
             }
@@ -541,6 +567,7 @@ impl Scan<'_> {
                     Ok(m) => Some(m),
                     Err(m) => {
                         self.fail(seg, pstart as u64, Some(seq), m);
+                        self.lose(&rh, payload);
                         continue;
                     }
                 }
@@ -571,6 +598,52 @@ impl Scan<'_> {
             }
         }
         Ok(())
+    }
+
+    /// The record that is itself the defect: if it is a readable marker, its point is lost.
+    fn lose(&mut self, rh: &RecordHeader, payload: &[u8]) {
+        if rh.kind == KIND_MARKER
+            && let Ok(m) = parse_marker(payload)
+        {
+            self.unavailable.push(UnavailablePoint {
+                seq: rh.seq.get(),
+                time_ms: rh.time_ms.get(),
+                consistency: m.consistency,
+            });
+        }
+    }
+
+    /// After a defect where records cannot be followed: finds later CRC-valid record headers
+    /// in `bytes` from `from` on and lists the markers among them as unavailable.
+    fn lost_markers(&mut self, bytes: &[u8], from: usize) {
+        let mut pos = from;
+        while pos + RECORD_HEADER_LEN <= bytes.len() {
+            let Some(i) = bytes[pos..].windows(4).position(|w| w == RECORD_MAGIC) else {
+                return;
+            };
+            pos += i;
+            let Ok((rh, _)) = RecordHeader::read_from_prefix(&bytes[pos..]) else {
+                return;
+            };
+            if rh.header_crc.get() != rh.compute_crc() {
+                pos += 1;
+                continue;
+            }
+            self.last_seen = self.last_seen.max(rh.time_ms.get());
+            let pstart = pos + RECORD_HEADER_LEN;
+            let plen = rh.payload_len.get() as usize;
+            if rh.kind == KIND_MARKER
+                && let Some(p) = bytes.get(pstart..pstart.saturating_add(plen))
+                && let Ok(m) = parse_marker(p)
+            {
+                self.unavailable.push(UnavailablePoint {
+                    seq: rh.seq.get(),
+                    time_ms: rh.time_ms.get(),
+                    consistency: m.consistency,
+                });
+            }
+            pos = pstart.saturating_add(plen).max(pos + 1);
+        }
     }
 
     fn end_short(&mut self, seg: &Segment, last: bool, at: u64, seq: Option<u64>, what: &str) {
@@ -658,11 +731,13 @@ impl Journal {
             next_seq: None,
             next_segment: None,
             last_time: 0,
+            last_seen: 0,
             segments: &segments,
         };
         for si in 0..segments.len() {
             scan.segment(si)?;
         }
+        let last_seen_ms = scan.last_seen;
         let (info, records, points, defect, torn, unavailable) = (
             scan.info,
             scan.records,
@@ -685,6 +760,7 @@ impl Journal {
             unavailable,
             payload_state,
             start_seq: opts.start_seq,
+            last_seen_ms,
         })
     }
 
@@ -729,6 +805,11 @@ impl Journal {
         self.records
             .last()
             .map_or(self.start_seq.saturating_sub(1), |r| r.seq)
+    }
+    /// The latest time of any intact record header, also after a defect: how far the source
+    /// got, which the RPO check measures against.
+    pub fn last_time_seen(&self) -> u64 {
+        self.last_seen_ms
     }
     /// Total bytes of the segment files.
     pub fn file_bytes(&self) -> u64 {

@@ -317,6 +317,12 @@ impl JournalWriter {
 
 /// The 96-byte payload of `m`.
 fn encode_marker(m: &Marker) -> Result<MarkerPayload> {
+    if m.label.contains('\0') {
+        return Err(Error::argument(format!(
+            "marker label {:?}: must not contain NUL",
+            m.label
+        )));
+    }
     if m.label.len() > 32 {
         return Err(Error::argument(format!(
             "marker label {:?}: at most 32 bytes",

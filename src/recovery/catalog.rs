@@ -196,6 +196,8 @@ pub struct Catalog {
     pub processed_seq: u64,
     /// The last record's time: "now" for the journal (milliseconds since the Unix epoch).
     pub now_ms: u64,
+    /// Records before this sequence number are in the base.
+    pub start_seq: u64,
 }
 
 impl Catalog {
@@ -238,11 +240,37 @@ impl Catalog {
             unavailable: journal.unavailable().to_vec(),
             defect: journal.defect().map(|d| d.to_string()),
             processed_seq,
-            now_ms: journal.records().last().map_or(newest, |r| r.time_ms),
+            now_ms: journal
+                .records()
+                .last()
+                .map_or(newest, |r| r.time_ms)
+                .max(journal.last_time_seen()),
+            start_seq: journal.start_seq(),
+        }
+    }
+
+    /// Points after record `seq` are unavailable because of `defect` (found by processing: a
+    /// lazily read journal does not see a corrupt payload until it reads it).
+    pub fn cap(&mut self, seq: u64, defect: &str) {
+        let (keep, lost): (Vec<PointInfo>, Vec<PointInfo>) =
+            self.points.drain(..).partition(|p| p.seq <= seq);
+        self.points = keep;
+        self.unavailable
+            .extend(lost.into_iter().map(|p| UnavailablePoint {
+                seq: p.seq,
+                time_ms: p.time_ms,
+                consistency: p.consistency,
+            }));
+        self.unavailable.sort_by_key(|p| p.seq);
+        self.unavailable.dedup_by_key(|p| p.seq);
+        if self.defect.is_none() {
+            self.defect = Some(defect.to_string());
         }
     }
 
     /// The point `spec` names (multi-VM choices need [`resolve_multi_vm`]).
+    /// Custom choices (by id or time) and the "latest processed" ones pick among processed
+    /// points; `Latest` picks the newest of all (the caller processes first).
     ///
     /// # Errors
     /// No point matches; the error says why.
@@ -262,10 +290,23 @@ impl Catalog {
             }
             PointSpec::Id(seq) => {
                 if let Some(p) = self.points.iter().find(|p| p.seq == seq) {
+                    if !p.processed {
+                        return Err(Error::argument(format!(
+                            "point {}: received but not processed yet: run `ec2azure replica \
+                             process` first (or choose latest, which processes first)",
+                            point_id(seq)
+                        )));
+                    }
                     return Ok(p);
                 }
                 let why = if self.pruned.iter().any(|p| p.seq == seq) {
                     "it is older than the retention window".to_string()
+                } else if seq < self.start_seq {
+                    format!(
+                        "it is older than the replica's base (records before {} were folded \
+                         into it when they left the retention window)",
+                        self.start_seq
+                    )
                 } else if self.unavailable.iter().any(|p| p.seq == seq) {
                     format!(
                         "it lies after a defect: {}",
@@ -279,10 +320,22 @@ impl Catalog {
                     point_id(seq)
                 )));
             }
-            PointSpec::Time(t) => self.points.iter().rfind(|p| p.time_ms <= t),
+            PointSpec::Time(t) => processed.rfind(|p| p.time_ms <= t),
         };
         found.ok_or_else(|| {
-            let mut msg = format!("no point matches {spec:?}");
+            let what = match spec {
+                PointSpec::Time(t) => format!(
+                    "no processed point at or before {}{}",
+                    format_time(t),
+                    if self.pruned.iter().any(|p| p.time_ms <= t) {
+                        " in the retention window (older points were pruned)"
+                    } else {
+                        ""
+                    }
+                ),
+                _ => format!("no point matches {spec:?}"),
+            };
+            let mut msg = what;
             if self.points.is_empty() {
                 msg.push_str(": the journal has no available point in the retention window");
             }

@@ -50,6 +50,9 @@ pub struct ReplicaState {
     pub processed_seq: u64,
     /// The replication policy.
     pub policy: Policy,
+    /// The defect processing found, if any: points after the processed horizon are lost.
+    #[serde(default)]
+    pub defect: Option<String>,
 }
 
 /// A replica directory.
@@ -176,6 +179,7 @@ impl Replica {
                 folded_points: 0,
                 processed_seq: 0,
                 policy,
+                defect: None,
             },
         };
         r.save()?;
@@ -260,7 +264,11 @@ impl Replica {
 
     /// The catalog of the received journal under the replica's policy.
     pub fn catalog(&self, journal: &Journal) -> Catalog {
-        Catalog::new(journal, &self.state.policy, Some(self.state.processed_seq))
+        let mut c = Catalog::new(journal, &self.state.policy, Some(self.state.processed_seq));
+        if let Some(d) = &self.state.defect {
+            c.cap(self.state.processed_seq, d);
+        }
+        c
     }
 
     /// Copies the segments of `journal_dir` that the replica does not hold yet.
@@ -320,11 +328,20 @@ impl Replica {
                 Ok(held) if held.len() < bytes.len() && bytes.starts_with(&held) => {
                     // The last segment grew since it was received: take the longer copy.
                 }
-                Ok(_) => {
+                Ok(held) => {
+                    let at = held
+                        .iter()
+                        .zip(&bytes)
+                        .position(|(a, b)| a != b)
+                        .unwrap_or(held.len().min(bytes.len()));
                     return Err(Error::invalid(format!(
-                        "segment {n} differs from the copy the replica already holds"
+                        "segment {n} ({} bytes) differs from the copy the replica already holds \
+                         ({} bytes), first at byte {at}",
+                        bytes.len(),
+                        held.len()
                     ))
-                    .with_path(&path));
+                    .with_path(&path)
+                    .with_offset(at as u64));
                 }
                 Err(_) => {}
             }
@@ -351,6 +368,7 @@ impl Replica {
             .filter(|p| p.seq > before && p.seq <= processed_seq)
             .count();
         self.state.processed_seq = processed_seq;
+        self.state.defect = journal.defect().map(|d| d.to_string());
         self.save()?;
         let catalog = self.catalog(&journal);
         let mut compacted_to = None;
@@ -360,6 +378,13 @@ impl Replica {
             && oldest.seq > self.state.base_seq
         {
             let s = oldest.seq;
+            let Some(point) = journal.points().iter().find(|p| p.seq == s) else {
+                return Err(Error::invalid(format!(
+                    "point rp-{s} vanished while processing"
+                )));
+            };
+            let oldest_record = point.record;
+            let expected = point.marker.digest;
             let base = self.base()?;
             let img = PointImage::new(&base, &journal, s)?;
             let name = format!("base-{s}.raw");
@@ -375,19 +400,31 @@ impl Replica {
             )?;
             drop(img);
             drop(base);
+            let root = report.manifest.map(|m| m.root).unwrap_or_default();
+            if let Some(want) = expected
+                && hex::encode(want) != root
+            {
+                let _ = std::fs::remove_file(self.dir.join(&name));
+                return Err(Error::invalid(format!(
+                    "compaction: the new base (point rp-{s}) has root {root}, its marker records \
+                     {}; the replica is unchanged",
+                    hex::encode(want)
+                ))
+                .with_path(&self.dir));
+            }
             let old = std::mem::replace(&mut self.state.base_file, name);
             self.state.base_seq = s;
-            self.state.base_root = report.manifest.map(|m| m.root).unwrap_or_default();
+            self.state.base_root = root;
             folded = catalog.pruned.len();
             self.state.folded_points += folded as u64;
-            // Segments whose every record is now in the base: the next segment starts at or
-            // before `s`.
+            // Segments whose every record is now in the base: those before the segment that
+            // holds point `s`'s marker (records are in order, and the scan checked their
+            // continuity up to it).
             let segs = journal.segments();
+            let marker_seg = journal.records()[oldest_record].segment as usize;
             let mut folded_segments = self.state.folded_segments;
-            for w in segs.windows(2) {
-                if w[1].first_seq != 0 && w[1].first_seq <= s {
-                    folded_segments = folded_segments.max(w[0].number);
-                }
+            if marker_seg > 0 {
+                folded_segments = folded_segments.max(segs[marker_seg - 1].number);
             }
             let gone: Vec<PathBuf> = segs
                 .iter()
@@ -481,7 +518,10 @@ impl Replica {
             processed_lag,
             points: catalog.points.len(),
             torn: journal.torn().map(|d| d.to_string()),
-            defect: journal.defect().map(|d| d.to_string()),
+            defect: journal
+                .defect()
+                .map(|d| d.to_string())
+                .or_else(|| self.state.defect.clone()),
         })
     }
 }

@@ -242,9 +242,37 @@ proptest! {
         let want: Vec<u64> = b.snapshots.iter().map(|s| s.0).filter(|&s| s < lost_from).collect();
         let got: Vec<u64> = j.points().iter().map(|p| p.seq).collect();
         prop_assert_eq!(&got, &want);
-        // Unavailable points are a subset of the lost ones.
-        for u in j.unavailable() {
-            prop_assert!(u.seq >= lost_from);
+        // Unavailable points are lost ones, and every lost marker that is still intact on disk
+        // (not in a removed segment, not the damaged record itself) is listed.
+        let listed: std::collections::BTreeSet<u64> = j.unavailable().iter().map(|u| u.seq).collect();
+        for &u in &listed {
+            prop_assert!(u >= lost_from, "rp-{} listed as lost before the damage at {}", u, lost_from);
+        }
+        let dropped_seg = match dmg {
+            Damage::DropSegment(_) => spans
+                .iter()
+                .find(|s| s.3 == lost_from)
+                .map(|s| s.0),
+            _ => None,
+        };
+        for (seq, _) in &b.snapshots {
+            let seg = spans.iter().find(|s| s.3 == *seq).map(|s| s.0);
+            if *seq > lost_from && !torn && seg != dropped_seg {
+                prop_assert!(listed.contains(seq), "lost point rp-{} is not listed", seq);
+            }
+        }
+        // Read lazily (payloads checked when used), every point offered is either the model's
+        // or, after the damage, refused.
+        let lazy = Journal::open(&jdir, ScanOptions::default()).unwrap();
+        let lazy_base = MemImage::new(b.base.clone());
+        for p in lazy.points() {
+            let snap = &b.snapshots.iter().find(|s| s.0 == p.seq).unwrap().1;
+            let img = PointImage::new(&lazy_base, &lazy, p.seq).unwrap();
+            let mut buf = vec![0u8; DISK as usize];
+            match img.read_exact_at(&mut buf, 0) {
+                Ok(()) => prop_assert!(buf == *snap, "lazily read rp-{} differs", p.seq),
+                Err(_) => prop_assert!(p.seq > lost_from, "rp-{} refused before the damage", p.seq),
+            }
         }
         let base = MemImage::new(b.base.clone());
         for (seq, snap) in b.snapshots.iter().filter(|s| s.0 < lost_from) {

@@ -198,9 +198,10 @@ fn simulated(
         duration,
         "--write-rate",
         "2K",
-        "--segment-size",
-        "64K",
     ];
+    if !extra.contains(&"--segment-size") {
+        args.extend_from_slice(&["--segment-size", "64K"]);
+    }
     args.extend_from_slice(extra);
     args.push(p(&j));
     ec2azure(&args).ok();
@@ -292,10 +293,12 @@ fn journal_diff_rebuilds_the_new_image() {
 fn damage_loses_only_the_points_after_it() {
     let d = tempfile::tempdir().unwrap();
     let (base, j) = simulated(d.path(), "a", "4", "1h", &[]);
-    ec2azure(["journal", "verify", p(&j)])
-        .ok()
-        .stdout
-        .contains("intact");
+    assert!(
+        ec2azure(["journal", "verify", p(&j)])
+            .ok()
+            .stdout
+            .contains("intact")
+    );
     let list = ec2azure([
         "points",
         "list",
@@ -377,7 +380,12 @@ fn damage_loses_only_the_points_after_it() {
     assert_eq!(disk["mismatching"], 0);
     assert_eq!(disk["unavailable"].as_u64().unwrap() as usize, lost);
     let ok_pts = disk["checked"].as_u64().unwrap() as usize;
-    assert!(ok_pts + lost <= 12 && ok_pts > 0, "{ok_pts} + {lost}");
+    // Every point is either checked or listed as lost (the damaged record itself may be a
+    // marker whose header is unreadable: at most one unaccounted for).
+    assert!(
+        (11..=12).contains(&(ok_pts + lost)) && ok_pts > 0,
+        "{ok_pts} + {lost}"
+    );
     let first = pts[0]["id"].as_str().unwrap();
     ec2azure([
         "points",
@@ -520,6 +528,78 @@ fn replica_processes_folds_and_resolves_latest() {
     ])
     .expect_code(2)
     .stderr_has("below 60 minutes");
+}
+
+/// A payload corrupted after processing began: `latest` processes first, finds the defect and
+/// resolves to the newest point before it; points after it are listed as lost; `points verify`
+/// fails; a single-segment journal with a defect fails `points verify` too.
+#[test]
+fn replica_with_a_corrupt_unprocessed_segment_falls_back() {
+    let d = tempfile::tempdir().unwrap();
+    let (base, j) = simulated(d.path(), "a", "11", "1h", &[]);
+    let r = d.path().join("r");
+    ec2azure(["replica", "init", "--base", p(&base), p(&r)]).ok();
+    ec2azure(["replica", "receive", p(&j), p(&r)]).ok();
+    // Corrupt a write payload in a late segment of the replica's copy.
+    let mut segs: Vec<_> = std::fs::read_dir(r.join("segments"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    segs.sort();
+    let victim = &segs[segs.len() * 3 / 4];
+    let mut bytes = std::fs::read(victim).unwrap();
+    let at = 128 + 56 + 100; // inside the first record's payload
+    bytes[at] ^= 1;
+    std::fs::write(victim, &bytes).unwrap();
+    let b = ec2azure([
+        "points",
+        "build",
+        "--replica",
+        p(&r),
+        "--point",
+        "latest",
+        "--json",
+        "--no-sync",
+        p(&d.path().join("l.vhd")),
+    ]);
+    b.ok();
+    let got = b.json()["disks"][0]["point"]["seq"].as_u64().unwrap();
+    let st = ec2azure(["replica", "status", "--json", p(&r)]).json();
+    assert!(
+        st["defect"].as_str().unwrap().contains("payload CRC"),
+        "{st}"
+    );
+    assert_eq!(st["latest"]["seq"].as_u64(), Some(got));
+    let list = ec2azure(["points", "list", "--json", "--replica", p(&r)]).json();
+    let cat = &list["disks"][0]["catalog"];
+    assert!(!cat["unavailable"].as_array().unwrap().is_empty());
+    assert!(
+        cat["points"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["seq"].as_u64().unwrap() <= got)
+    );
+    ec2azure(["points", "verify", "--replica", p(&r)]).expect_code(1);
+    // One segment, its last marker corrupt: verify fails, naming the defect.
+    let (b2, j2) = simulated(d.path(), "c", "12", "30m", &["--segment-size", "64M"]);
+    let seg = j2.join("seg-00000001.e2j");
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let n = bytes.len();
+    bytes[n - 40] ^= 1; // inside the last marker's digest
+    std::fs::write(&seg, &bytes).unwrap();
+    let v = ec2azure([
+        "points",
+        "verify",
+        "--json",
+        "--base",
+        p(&b2),
+        "--journal",
+        p(&j2),
+    ]);
+    v.expect_code(1);
+    assert_eq!(v.json()["disks"][0]["unavailable"], 1);
+    assert_eq!(v.json()["disks"][0]["checked"], 5);
 }
 
 #[test]

@@ -601,7 +601,14 @@ struct Disk {
 
 impl Disk {
     fn catalog(&self) -> Catalog {
-        Catalog::new(&self.journal, &self.policy, self.processed_seq)
+        let mut c = Catalog::new(&self.journal, &self.policy, self.processed_seq);
+        // A defect that processing found (a corrupt payload, which a lazy read does not see).
+        if let (Some(r), Some(seq)) = (&self.replica, self.processed_seq)
+            && let Some(d) = &r.state().defect
+        {
+            c.cap(seq, d);
+        }
+        c
     }
     /// The base's block digests, checked against the journal's base.
     fn base_digests(&self) -> Result<Vec<[u8; 32]>> {
@@ -630,7 +637,12 @@ fn open_disks(s: &SourceArgs, verify_payloads: bool) -> Result<Vec<Disk>> {
             let mut root = [0u8; 32];
             hex::decode_to_slice(&r.state().base_root, &mut root).context("replica base root")?;
             if hex::encode(journal.info().base_root) != r.state().origin_root {
-                bail!("{}: the segments apply to another base", dir.display());
+                bail!(
+                    "{}: the segments apply to base {}, the replica was made from base {}",
+                    dir.display(),
+                    hex::encode(journal.info().base_root),
+                    r.state().origin_root
+                );
             }
             out.push(Disk {
                 name: dir
@@ -678,6 +690,15 @@ fn open_disks(s: &SourceArgs, verify_payloads: bool) -> Result<Vec<Disk>> {
                 replica: None,
             });
         }
+    }
+    let mut names: Vec<&str> = out.iter().map(|d| d.name.as_str()).collect();
+    names.sort_unstable();
+    if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+        bail!(
+            "two disks are named {:?} (the folder names give the output files' names): \
+             give each disk's replica or journal folder a different name",
+            w[0]
+        );
     }
     Ok(out)
 }
@@ -833,11 +854,12 @@ fn resolve(
 ) -> Result<Vec<PointInfo>> {
     if spec == PointSpec::Latest {
         for d in disks.iter_mut() {
+            let before = d
+                .catalog()
+                .resolve(PointSpec::LatestProcessed)
+                .ok()
+                .cloned();
             if let Some(r) = d.replica.as_mut() {
-                let before = Catalog::new(&d.journal, &d.policy, d.processed_seq)
-                    .resolve(PointSpec::LatestProcessed)
-                    .ok()
-                    .cloned();
                 let rep = r.process(&ec2azure::NoProgress)?;
                 d.journal = r.journal(false)?;
                 d.processed_seq = Some(r.state().processed_seq);
