@@ -657,6 +657,33 @@ fn multi_vm_points_are_common_to_every_disk() {
         b.json()["disks"][0]["point"]["time"],
         "2026-01-01T01:00:00Z"
     );
+    // The same through replicas (as the process server holds them).
+    let (ra, rb) = (d.path().join("ra"), d.path().join("rb"));
+    for (r, base, j) in [(&ra, &ba, &ja), (&rb, &bb, &jb)] {
+        ec2azure(["replica", "init", "-q", "--base", p(base), p(r)]).ok();
+        ec2azure(["replica", "receive", "-q", p(j), p(r)]).ok();
+        ec2azure(["replica", "process", "-q", p(r)]).ok();
+    }
+    let out4 = d.path().join("out4");
+    let b = ec2azure([
+        "points",
+        "build",
+        "--replica",
+        p(&ra),
+        "--replica",
+        p(&rb),
+        "--point",
+        "latest-multi-vm-processed",
+        "--json",
+        "--no-sync",
+        p(&out4),
+    ]);
+    b.ok();
+    assert_eq!(
+        b.json()["disks"][1]["point"]["time"],
+        "2026-01-01T01:30:00Z"
+    );
+    assert!(out4.join("ra.vhd").exists() && out4.join("rb.vhd").exists());
     // A single disk cannot take a multi-VM choice; a journal without a group has none.
     let (bc, jc) = simulated(d.path(), "c", "9", "30m", &[]);
     ec2azure([
