@@ -1100,3 +1100,480 @@ pub fn download(
         ranges: ranges.len() as u64,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cloud::pageblob::{FakePageBlobs, Fault, Op};
+    use crate::image::MemImage;
+    use proptest::prelude::*;
+    use std::time::Duration;
+
+    const MIB: u64 = 1 << 20;
+
+    fn quick() -> RetryPolicy {
+        RetryPolicy {
+            attempts: 6,
+            base_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(4),
+        }
+    }
+
+    fn opts() -> UploadOptions<'static> {
+        UploadOptions {
+            retry: quick(),
+            target: Target::PageBlob,
+            unique_id: Some([7; 16]),
+            timestamp: Some(1000),
+            parallel: 4,
+            ..UploadOptions::default()
+        }
+    }
+
+    /// A disk of `len` bytes with non-zero runs at `(offset, len, seed)`.
+    fn disk(len: usize, runs: &[(usize, usize, u8)]) -> MemImage {
+        let mut d = vec![0u8; len];
+        for &(o, l, seed) in runs {
+            for (i, b) in d[o..o + l].iter_mut().enumerate() {
+                *b = (i as u8).wrapping_mul(31).wrapping_add(seed) | 1;
+            }
+        }
+        MemImage::new(d)
+    }
+
+    fn sample() -> MemImage {
+        // Not a whole MiB; data across window edges, a lone page, a long run.
+        disk(
+            (9 * MIB + 1000) as usize,
+            &[
+                (512, 1024, 1),
+                ((4 * MIB - 512) as usize, 2048, 2),
+                ((5 * MIB) as usize, (3 * MIB + 4096) as usize, 3),
+                ((9 * MIB + 512) as usize, 488, 4),
+            ],
+        )
+    }
+
+    /// The fixed VHD the library's converter makes of `d` (same id and time).
+    fn expected_vhd(d: &MemImage) -> Vec<u8> {
+        let mut v = d.bytes().to_vec();
+        let vsize = align_mib(v.len() as u64);
+        v.resize(vsize as usize, 0);
+        v.extend_from_slice(&Footer::new_fixed(vsize, [7; 16], 1000).encode());
+        v
+    }
+
+    fn nonzero_pages(v: &[u8]) -> u64 {
+        v.chunks(512).filter(|p| !is_zero(p)).count() as u64 * 512
+    }
+
+    fn name() -> BlobName {
+        BlobName::new("disks", "d.vhd")
+    }
+
+    fn assert_requests_legal(f: &FakePageBlobs) {
+        for r in f.requests() {
+            if r.op == Op::PutPages {
+                assert!(r.len > 0 && r.len <= MAX_PUT, "{r:?}");
+                assert!(r.offset % 512 == 0 && r.len % 512 == 0, "{r:?}");
+            }
+        }
+    }
+
+    fn puts(f: &FakePageBlobs) -> Vec<(u64, u64)> {
+        f.requests()
+            .iter()
+            .filter(|r| r.op == Op::PutPages && r.ok)
+            .map(|r| (r.offset, r.len))
+            .collect()
+    }
+
+    #[test]
+    fn converts_on_the_fly_and_sends_only_non_zero_pages() {
+        let d = sample();
+        let f = FakePageBlobs::new();
+        let r = upload(Source::Disk(&d), &f, &name(), &opts()).unwrap();
+        let want = expected_vhd(&d);
+        assert_eq!(f.contents(&name()).unwrap(), want);
+        assert_eq!(r.bytes_sent, nonzero_pages(&want));
+        assert_eq!(r.data_bytes, nonzero_pages(&want));
+        assert_eq!(r.bytes_skipped, want.len() as u64 - r.bytes_sent);
+        assert_eq!(puts(&f).iter().map(|p| p.1).sum::<u64>(), r.bytes_sent);
+        assert_eq!((r.start.as_str(), r.converted), ("created", true));
+        assert_requests_legal(&f);
+        // Coalesced: the 3 MiB run is one Put Page per 4 MiB window it touches, not per page.
+        assert!(r.put_calls <= 8, "{r:?}");
+        use base64::Engine;
+        let md5: [u8; 16] = md5::Md5::digest(&want).into();
+        assert_eq!(
+            r.content_md5,
+            Some(base64::engine::general_purpose::STANDARD.encode(md5))
+        );
+        let p = f.properties(&name()).unwrap().unwrap();
+        assert_eq!(p.content_md5, Some(md5));
+        assert_eq!(p.metadata.get(META_STATE).unwrap(), "complete");
+    }
+
+    #[test]
+    fn a_ready_vhd_is_sent_as_it_is_and_verified() {
+        let d = sample();
+        let mut bytes = expected_vhd(&d);
+        // A footer of its own (another id): the blob must keep it.
+        let vsize = bytes.len() as u64 - 512;
+        let footer = Footer::new_fixed(vsize, [9; 16], 5).encode();
+        let n = bytes.len();
+        bytes[n - 512..].copy_from_slice(&footer);
+        let img = MemImage::new(bytes.clone());
+        let f = FakePageBlobs::new();
+        let o = UploadOptions {
+            verify: true,
+            ..opts()
+        };
+        let r = upload(Source::Vhd(&img), &f, &name(), &o).unwrap();
+        assert!(r.verified && !r.converted);
+        assert_eq!(f.contents(&name()).unwrap(), bytes);
+    }
+
+    #[test]
+    fn every_fault_kind_is_survived_and_the_blob_equals_the_file() {
+        let d = sample();
+        let want = expected_vhd(&d);
+        for fault in [
+            Fault::ServerBusy,
+            Fault::InternalError,
+            Fault::Timeout { applied: false },
+            Fault::Timeout { applied: true },
+            Fault::Dropped { partial: false },
+            Fault::Dropped { partial: true },
+            Fault::Slow(Duration::from_millis(3)),
+        ] {
+            let f = FakePageBlobs::new();
+            f.inject_every(2, fault.clone());
+            // And one on a non-page call.
+            f.inject(Some(Op::Properties), fault.clone());
+            let o = UploadOptions {
+                verify: true,
+                ..opts()
+            };
+            let r = upload(Source::Disk(&d), &f, &name(), &o)
+                .unwrap_or_else(|e| panic!("{fault:?}: {e}"));
+            assert_eq!(f.contents(&name()).unwrap(), want, "{fault:?}");
+            assert!(r.verified);
+            if !matches!(fault, Fault::Slow(_)) {
+                assert!(r.retries > 0, "{fault:?}: {r:?}");
+            }
+            assert_requests_legal(&f);
+        }
+    }
+
+    #[test]
+    fn failures_are_all_reported_then_a_resume_sends_only_the_missing_ranges() {
+        let d = sample();
+        let want = expected_vhd(&d);
+        let f = FakePageBlobs::new();
+        f.inject_every(2, Fault::ServerBusy);
+        let o = UploadOptions {
+            retry: RetryPolicy {
+                attempts: 1,
+                ..quick()
+            },
+            parallel: 1,
+            ..opts()
+        };
+        let e = upload(Source::Disk(&d), &f, &name(), &o).unwrap_err();
+        let failed: Vec<Op> = f
+            .requests()
+            .iter()
+            .filter(|r| !r.ok)
+            .map(|r| r.op)
+            .collect();
+        // The first Put Blob fails too: the container did not exist yet.
+        assert_eq!(failed[0], Op::Create);
+        let failed = &failed[1..];
+        assert!(failed.len() >= 2, "{e}");
+        assert!(failed.iter().all(|&op| op == Op::PutPages), "{failed:?}");
+        let msg = e.to_string();
+        assert!(
+            msg.contains(&format!("{} range(s) failed", failed.len())),
+            "{msg}"
+        );
+        assert_eq!(msg.matches("ServerBusy").count(), failed.len(), "{msg}");
+        let first = puts(&f);
+        assert_eq!(
+            f.properties(&name()).unwrap().unwrap().metadata[META_STATE],
+            "uploading"
+        );
+        // The second run: no faults, resumes, sends only what the first did not.
+        f.inject_every(0, Fault::ServerBusy);
+        f.clear_log();
+        let r = upload(Source::Disk(&d), &f, &name(), &opts()).unwrap();
+        assert_eq!(r.start, "resumed");
+        let second = puts(&f);
+        let a = RangeSet::from_ranges(first.iter().copied());
+        for &(o, l) in &second {
+            assert!(
+                a.missing(o, o + l) == vec![(o, o + l)],
+                "{o}+{l} sent twice"
+            );
+        }
+        assert_eq!(
+            a.total() + second.iter().map(|p| p.1).sum::<u64>(),
+            nonzero_pages(&want)
+        );
+        assert_eq!(r.bytes_already_there, a.total());
+        assert_eq!(f.contents(&name()).unwrap(), want);
+    }
+
+    /// Cancels once the fake has seen `n` Put Page calls.
+    struct CancelAfter<'a>(&'a FakePageBlobs, usize);
+    impl Progress for CancelAfter<'_> {
+        fn cancelled(&self) -> bool {
+            self.0
+                .requests()
+                .iter()
+                .filter(|r| r.op == Op::PutPages)
+                .count()
+                >= self.1
+        }
+    }
+
+    #[test]
+    fn a_cancelled_upload_resumes_with_its_own_footer() {
+        let d = sample();
+        let f = FakePageBlobs::new();
+        let cancel = CancelAfter(&f, 2);
+        let o = UploadOptions {
+            progress: &cancel,
+            parallel: 1,
+            unique_id: None,
+            ..opts()
+        };
+        let e = upload(Source::Disk(&d), &f, &name(), &o).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Cancelled);
+        let first = puts(&f);
+        assert!(!first.is_empty());
+        // The footer window comes last: finish the upload with another random id — the
+        // footer of the first run is not on the blob yet, so the new one is used; then a
+        // third run (complete, same source) changes nothing.
+        f.clear_log();
+        let o2 = UploadOptions {
+            unique_id: None,
+            ..opts()
+        };
+        let r = upload(Source::Disk(&d), &f, &name(), &o2).unwrap();
+        assert_eq!(r.start, "resumed");
+        let blob = f.contents(&name()).unwrap();
+        let footer: [u8; 512] = blob[blob.len() - 512..].try_into().unwrap();
+        f.clear_log();
+        let r3 = upload(Source::Disk(&d), &f, &name(), &o2).unwrap();
+        assert_eq!((r3.bytes_sent, r3.put_calls), (0, 0), "{r3:?}");
+        let blob3 = f.contents(&name()).unwrap();
+        assert_eq!(
+            &blob3[blob3.len() - 512..],
+            &footer[..],
+            "the footer was kept"
+        );
+        let mut want = expected_vhd(&d);
+        let n = want.len();
+        want[n - 512..].copy_from_slice(&footer);
+        assert_eq!(blob3, want);
+    }
+
+    #[test]
+    fn another_source_is_refused_unless_overwrite_which_clears_stale_pages() {
+        let a = sample();
+        let b = disk((10 * MIB - 100) as usize, &[(1024, 512, 9)]);
+        let f = FakePageBlobs::new();
+        upload(Source::Disk(&a), &f, &name(), &opts()).unwrap();
+        let e = upload(Source::Disk(&b), &f, &name(), &opts()).unwrap_err();
+        assert!(e.to_string().contains("--overwrite"), "{e}");
+        assert!(e.to_string().contains("another source"), "{e}");
+        let o = UploadOptions {
+            overwrite: true,
+            verify: true,
+            ..opts()
+        };
+        let r = upload(Source::Disk(&b), &f, &name(), &o).unwrap();
+        assert_eq!(r.start, "overwritten");
+        assert!(r.bytes_cleared > 0, "{r:?}");
+        assert_eq!(f.contents(&name()).unwrap(), expected_vhd(&b));
+        let ranges = f.page_ranges(&name()).unwrap();
+        assert_eq!(
+            ranges,
+            vec![(1024, 512), (10 * MIB, 512)],
+            "only data pages remain"
+        );
+        // A blob of another length is recreated.
+        let c = disk((3 * MIB) as usize, &[(0, 512, 1)]);
+        let r = upload(Source::Disk(&c), &f, &name(), &o).unwrap();
+        assert_eq!(r.start, "recreated");
+        assert_eq!(f.contents(&name()).unwrap(), expected_vhd(&c));
+    }
+
+    #[test]
+    fn an_empty_blob_of_the_right_length_is_filled_and_managed_disk_sizes_are_checked() {
+        let d = disk((21 * MIB) as usize, &[(4096, 4096, 3)]);
+        let f = FakePageBlobs::managed_disk();
+        f.create_container("disks").unwrap();
+        f.create(&name(), 21 * MIB + 512).unwrap();
+        let o = UploadOptions {
+            target: Target::ManagedDisk,
+            ..opts()
+        };
+        let r = upload(Source::Disk(&d), &f, &name(), &o).unwrap();
+        assert_eq!(r.start, "empty");
+        assert_eq!(f.contents(&name()).unwrap(), expected_vhd(&d));
+        let small = sample();
+        let e = upload(Source::Disk(&small), &f, &BlobName::new("disks", "s"), &o).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Limit, "{e}");
+        assert!(e.to_string().contains("20 MiB + 512"), "{e}");
+    }
+
+    #[test]
+    fn verify_catches_a_tampered_blob() {
+        let d = sample();
+        let f = FakePageBlobs::new();
+        upload(Source::Disk(&d), &f, &name(), &opts()).unwrap();
+        f.put_pages(&name(), 5 * MIB, &[0xEE; 512]).unwrap();
+        f.put_pages(&name(), 7 * 512 * 1024, &[0; 512]).unwrap();
+        let o = UploadOptions {
+            verify: true,
+            ..opts()
+        };
+        let e = upload(Source::Disk(&d), &f, &name(), &o).unwrap_err();
+        let m = e.to_string();
+        assert!(
+            m.contains("differs") && m.contains(&format!("offset {}", 5 * MIB)),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn download_fetches_only_page_ranges_into_a_sparse_file() {
+        let d = sample();
+        let f = FakePageBlobs::new();
+        upload(Source::Disk(&d), &f, &name(), &opts()).unwrap();
+        f.clear_log();
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("back.vhd");
+        let r = download(
+            &f,
+            &name(),
+            &out,
+            &DownloadOptions {
+                retry: quick(),
+                sync: false,
+                ..DownloadOptions::default()
+            },
+        )
+        .unwrap();
+        let want = expected_vhd(&d);
+        assert_eq!(std::fs::read(&out).unwrap(), want);
+        let reads: u64 = f
+            .requests()
+            .iter()
+            .filter(|r| r.op == Op::Read)
+            .map(|r| r.len)
+            .sum();
+        assert_eq!(reads, nonzero_pages(&want));
+        assert_eq!(r.bytes_fetched, reads);
+        let e = download(
+            &f,
+            &BlobName::new("disks", "nope"),
+            &out,
+            &DownloadOptions::default(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("disks/nope"), "{e}");
+    }
+
+    #[test]
+    fn naive_mode_sends_every_page() {
+        let d = sample();
+        let f = FakePageBlobs::new();
+        let o = UploadOptions {
+            naive: true,
+            ..opts()
+        };
+        let r = upload(Source::Disk(&d), &f, &name(), &o).unwrap();
+        assert_eq!(r.bytes_sent, r.blob_len);
+        assert_eq!(f.contents(&name()).unwrap(), expected_vhd(&d));
+    }
+
+    proptest! {
+        /// A window's plan, applied to a model blob (per page: present, and whether it holds the
+        /// source's bytes), leaves every data page present with the source's bytes and every
+        /// other page absent; never sends a page twice nor, on a resume, a page already there.
+        #[test]
+        fn window_plans_make_the_blob_equal_the_source(
+            data in proptest::collection::vec(any::<bool>(), 16),
+            present in proptest::collection::vec(any::<bool>(), 16),
+            ours in any::<bool>(),
+        ) {
+            let page = |i: usize| i as u64 * 512;
+            let mut runs: Vec<(u64, u64)> = Vec::new();
+            for (i, &d) in data.iter().enumerate() {
+                if d {
+                    match runs.last_mut() {
+                        Some(l) if l.1 == page(i) => l.1 = page(i + 1),
+                        _ => runs.push((page(i), page(i + 1))),
+                    }
+                }
+            }
+            let set = RangeSet::from_ranges(
+                present.iter().enumerate().filter(|p| *p.1).map(|(i, _)| (page(i), 512)),
+            );
+            // Model: (present, holds the source's bytes).
+            let mut blob: Vec<(bool, bool)> = present.iter().map(|&p| (p, p && ours)).collect();
+            let (send, clear) = plan_window(&runs, &set, (0, page(16)), ours);
+            let mut sent = [0; 16];
+            for (s, e) in send {
+                prop_assert!(s % 512 == 0 && e % 512 == 0 && s < e);
+                for i in (s / 512)..(e / 512) {
+                    let i = i as usize;
+                    prop_assert!(data[i], "sent a zero page");
+                    prop_assert!(!(ours && present[i]), "resent a page already there");
+                    sent[i] += 1;
+                    blob[i] = (true, true);
+                }
+            }
+            prop_assert!(sent.iter().all(|&n| n <= 1));
+            for (s, e) in clear {
+                for i in (s / 512)..(e / 512) {
+                    let i = i as usize;
+                    prop_assert!(present[i] && !data[i]);
+                    blob[i] = (false, false);
+                }
+            }
+            for i in 0..16 {
+                if data[i] {
+                    prop_assert_eq!(blob[i], (true, true));
+                } else {
+                    prop_assert!(!blob[i].0);
+                }
+            }
+        }
+
+        /// nonzero_runs against a per-page model.
+        #[test]
+        fn nonzero_runs_match_pages(pages in proptest::collection::vec(any::<bool>(), 0..24)) {
+            let mut buf = vec![0u8; pages.len() * 512];
+            for (i, &p) in pages.iter().enumerate() {
+                if p {
+                    buf[i * 512 + (i * 37) % 512] = 1;
+                }
+            }
+            let runs = nonzero_runs(&buf, 4096);
+            let mut got = vec![false; pages.len()];
+            for w in runs.windows(2) {
+                prop_assert!(w[0].1 < w[1].0, "runs are merged");
+            }
+            for (s, e) in runs {
+                for i in (s - 4096) / 512..(e - 4096) / 512 {
+                    got[i as usize] = true;
+                }
+            }
+            prop_assert_eq!(got, pages);
+        }
+    }
+}
