@@ -19,6 +19,9 @@ use std::time::{Duration, Instant};
 pub enum BenchCommand {
     /// Raw → fixed VHD conversion against qemu-img and cp.
     Convert(ConvertBench),
+    /// Page-blob upload of a sparse VHD to the in-process fake and to a Blob endpoint (Azurite),
+    /// against the naive way (every page, one stream).
+    Upload(crate::upload::UploadBench),
 }
 
 #[derive(Args)]
@@ -156,6 +159,7 @@ impl Timing {
 pub fn run(cmd: BenchCommand, quiet: bool) -> Result<ExitCode> {
     match cmd {
         BenchCommand::Convert(b) => convert(b, quiet),
+        BenchCommand::Upload(b) => crate::upload::bench_upload(b, quiet),
     }
 }
 

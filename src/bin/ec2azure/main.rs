@@ -6,6 +6,7 @@
 mod bench;
 mod demo;
 mod term;
+mod upload;
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -58,6 +59,11 @@ enum Command {
     /// Benchmarks against qemu-img and cp on the same input in the same run.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Upload a disk to an Azure page blob: only non-zero pages, resumable, optionally verified
+    /// (any input format is converted to a fixed VHD on the fly).
+    Upload(upload::UploadArgs),
+    /// Download a page blob into a sparse local file (only its page ranges are fetched).
+    Download(upload::DownloadArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -334,6 +340,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Snapshot(SnapshotCommand::Diff(a)) => snapshot_diff(a, quiet),
         Command::Demo(a) => demo::run(a, quiet),
         Command::Bench(b) => bench::run(b, quiet),
+        Command::Upload(a) => upload::upload_cmd(a, quiet),
+        Command::Download(a) => upload::download_cmd(a, quiet),
     }
 }
 
