@@ -7,5 +7,6 @@ mod damaged;
 mod ebs;
 mod fuzz_seeds;
 mod oracle;
+mod upload;
 mod util;
 mod vhdgen;
