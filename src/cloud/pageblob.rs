@@ -816,6 +816,11 @@ pub fn parse_page_list(xml: &str) -> Result<PageList, String> {
                 .map_err(|_| format!("<{tag}> is not a number: {:?}", truncate(t)))
         };
         let (s, e) = (num("Start")?, num("End")?);
+        if e >= MAX_PAGE_BLOB {
+            return Err(format!(
+                "page range {s}-{e} goes past the largest page blob"
+            ));
+        }
         if !s.is_multiple_of(PAGE) || e < s || !(e - s + 1).is_multiple_of(PAGE) {
             return Err(format!("page range {s}-{e} is not page aligned"));
         }
@@ -1002,6 +1007,7 @@ mod tests {
             "<PageList><PageRange><Start>0</Start><End>1023</End></PageRange>\
              <PageRange><Start>512</Start><End>1023</End></PageRange></PageList>",
             "<PageList><PageRange><Start>0</Start><End>511</End>",
+            "<PageList><PageRange><Start>0</Start><End>18446744073709551615</End></PageRange></PageList>",
         ] {
             assert!(parse_page_list(bad).is_err(), "{bad}");
         }

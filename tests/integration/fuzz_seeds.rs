@@ -32,4 +32,5 @@ fn fuzz_bodies_pass_on_their_seeds() {
     each_input("vhdx_log", ec2azure::fuzzing::vhdx_log);
     each_input("qcow2", ec2azure::fuzzing::qcow2);
     each_input("manifest_json", ec2azure::fuzzing::manifest_json);
+    each_input("page_list_xml", ec2azure::fuzzing::page_list_xml);
 }
