@@ -397,6 +397,9 @@ pub enum Fault {
     },
     /// The call succeeds after this long.
     Slow(Duration),
+    /// 403 `AuthorizationPermissionMismatch`: the credentials may not do this (a managed disk's
+    /// upload URL allows page writes only).
+    Forbidden,
 }
 
 #[derive(Debug, Default)]
@@ -622,6 +625,11 @@ impl FakePageBlobs {
                 }
                 Err(BlobError::Timeout)
             }
+            Some(Fault::Forbidden) => Err(BlobError::status(
+                403,
+                "AuthorizationPermissionMismatch",
+                "This request is not authorized to perform this operation using this permission.",
+            )),
             Some(Fault::Dropped { .. }) => Err(BlobError::Connection(
                 "connection reset in the middle of the request".into(),
             )),

@@ -303,6 +303,9 @@ pub struct UploadReport {
     pub content_md5: Option<String>,
     /// `true` when the blob was read back and matched.
     pub verified: bool,
+    /// `false` when the credentials may not set metadata or properties (a managed disk's upload
+    /// URL allows only page writes): the upload then cannot be resumed by identity.
+    pub metadata_written: bool,
     /// Wall-clock seconds.
     pub seconds: f64,
 }
@@ -615,7 +618,9 @@ pub fn upload(
     meta.insert(META_STATE.to_string(), "uploading".to_string());
     meta.insert(META_SIZE.to_string(), vsize.to_string());
     meta.insert(META_ROOT.to_string(), identity.root.clone());
-    sh.run("setting metadata", || store.set_metadata(blob, &meta))?;
+    let mut metadata_written = sh.run("setting metadata", || {
+        permitted(store.set_metadata(blob, &meta))
+    })?;
 
     // MD5 of the whole VHD alongside the upload (one sequential reader).
     let md5_result: Mutex<Option<Result<[u8; 16]>>> = Mutex::new(None);
@@ -769,11 +774,17 @@ pub fn upload(
     use base64::Engine;
     let md5_b64 = md5.map(|m| base64::engine::general_purpose::STANDARD.encode(m));
     if let Some(m) = &md5 {
-        sh.run("setting Content-MD5", || store.set_content_md5(blob, m))?;
+        metadata_written &= sh.run("setting Content-MD5", || {
+            permitted(store.set_content_md5(blob, m))
+        })?;
     }
     meta.insert(META_STATE.to_string(), "complete".to_string());
     meta.insert(META_SENT.to_string(), sent.to_string());
-    sh.run("setting metadata", || store.set_metadata(blob, &meta))?;
+    if metadata_written {
+        metadata_written = sh.run("setting metadata", || {
+            permitted(store.set_metadata(blob, &meta))
+        })?;
+    }
 
     let mut report = UploadReport {
         blob: blob.to_string(),
@@ -792,15 +803,25 @@ pub fn upload(
         source_root: identity.root,
         content_md5: md5_b64,
         verified: false,
+        metadata_written,
         seconds: 0.0,
     };
     if opts.verify {
-        verify(&sh, &view, &extents, md5, opts)?;
+        verify(&sh, &view, &extents, md5.filter(|_| metadata_written), opts)?;
         report.verified = true;
     }
     report.retries = sh.retries.load(Relaxed);
     report.seconds = t0.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// `Ok(true)` when done, `Ok(false)` when the credentials do not allow it (403).
+fn permitted(r: Result<(), BlobError>) -> Result<bool, BlobError> {
+    match r {
+        Ok(()) => Ok(true),
+        Err(BlobError::Status { status: 403, .. }) => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -1485,6 +1506,30 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("disks/nope"), "{e}");
+    }
+
+    #[test]
+    fn credentials_that_may_not_set_metadata_still_upload() {
+        let d = sample();
+        let f = FakePageBlobs::new();
+        f.inject(Some(Op::SetMetadata), Fault::Forbidden);
+        f.inject(Some(Op::SetContentMd5), Fault::Forbidden);
+        let o = UploadOptions {
+            verify: true,
+            ..opts()
+        };
+        let r = upload(Source::Disk(&d), &f, &name(), &o).unwrap();
+        assert!(!r.metadata_written && r.verified, "{r:?}");
+        assert_eq!(f.contents(&name()).unwrap(), expected_vhd(&d));
+        // Any other refusal is an error.
+        f.inject(Some(Op::PutPages), Fault::Forbidden);
+        let o = UploadOptions {
+            overwrite: true,
+            ..opts()
+        };
+        f.clear_pages(&name(), 512, 512).unwrap();
+        let e = upload(Source::Disk(&d), &f, &name(), &o).unwrap_err();
+        assert!(e.to_string().contains("403"), "{e}");
     }
 
     #[test]

@@ -327,6 +327,12 @@ fn print_report(input: &str, r: &UploadReport) {
     if r.verified {
         println!("  verified      the blob reads back equal to the source");
     }
+    if !r.metadata_written {
+        println!(
+            "  note          these credentials may not set metadata or Content-MD5: a later run \
+             cannot resume this upload by the source's identity"
+        );
+    }
 }
 
 pub fn download_cmd(a: DownloadArgs, quiet: bool) -> Result<ExitCode> {
