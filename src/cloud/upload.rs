@@ -43,6 +43,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
 /// Work unit: one window of the blob, at most one Put Page per run of pages in it.
 const WINDOW: u64 = MAX_PUT;
+/// Default of [`UploadOptions::merge_gap`]: 64 KiB.
+pub const DEFAULT_MERGE_GAP: u64 = 64 << 10;
 /// Metadata names (C# identifiers, as Azure requires).
 const META_STATE: &str = "ec2azure_state";
 const META_SIZE: &str = "ec2azure_size";
@@ -244,6 +246,10 @@ pub struct UploadOptions<'a> {
     pub timestamp: Option<u32>,
     /// Send every page, zeros too, ignoring holes (for benchmarks: the naive way).
     pub naive: bool,
+    /// Zero gaps of at most this many bytes between two runs of data in one 4 MiB window are
+    /// sent as zeros, making one Put Page of the two: a request costs about what sending a few
+    /// hundred KiB does (Azurite: ~1.4 ms ≈ 350 KB at 250 MB/s). 0 sends non-zero pages only.
+    pub merge_gap: u64,
     /// Where progress goes.
     pub progress: &'a dyn Progress,
     /// Live counters, if the caller wants them.
@@ -262,6 +268,7 @@ impl Default for UploadOptions<'_> {
             unique_id: None,
             timestamp: None,
             naive: false,
+            merge_gap: DEFAULT_MERGE_GAP,
             progress: &crate::progress::NoProgress,
             counters: None,
         }
@@ -366,6 +373,21 @@ pub fn nonzero_runs(buf: &[u8], base: u64) -> Vec<(u64, u64)> {
         let e = s + page.len() as u64;
         match out.last_mut() {
             Some(last) if last.1 == s => last.1 = e,
+            _ => out.push((s, e)),
+        }
+    }
+    out
+}
+
+/// `runs` (ascending, disjoint) with every gap of at most `gap` bytes filled in.
+pub fn merge_runs(runs: Vec<(u64, u64)>, gap: u64) -> Vec<(u64, u64)> {
+    if gap == 0 {
+        return runs;
+    }
+    let mut out: Vec<(u64, u64)> = Vec::with_capacity(runs.len());
+    for (s, e) in runs {
+        match out.last_mut() {
+            Some(last) if s - last.1 <= gap => last.1 = e,
             _ => out.push((s, e)),
         }
     }
@@ -677,19 +699,13 @@ pub fn upload(
                             continue;
                         }
                     };
+                    let nonzero = nonzero_runs(bytes, ws);
+                    data_total.fetch_add(nonzero.iter().map(|(s, e)| e - s).sum(), Relaxed);
                     let data = if opts.naive {
                         vec![(ws, we)]
                     } else {
-                        nonzero_runs(bytes, ws)
+                        merge_runs(nonzero, opts.merge_gap)
                     };
-                    data_total.fetch_add(
-                        if opts.naive {
-                            nonzero_runs(bytes, ws).iter().map(|(s, e)| e - s).sum()
-                        } else {
-                            data.iter().map(|(s, e)| e - s).sum()
-                        },
-                        Relaxed,
-                    );
                     let (send, clear) = plan_window(&data, &present, (ws, we), present_is_ours);
                     let mut sent_here = 0;
                     for (s, e) in send {
@@ -1147,6 +1163,7 @@ mod tests {
             unique_id: Some([7; 16]),
             timestamp: Some(1000),
             parallel: 4,
+            merge_gap: 0,
             ..UploadOptions::default()
         }
     }
@@ -1530,6 +1547,40 @@ mod tests {
         f.clear_pages(&name(), 512, 512).unwrap();
         let e = upload(Source::Disk(&d), &f, &name(), &o).unwrap_err();
         assert!(e.to_string().contains("403"), "{e}");
+    }
+
+    #[test]
+    fn small_zero_gaps_are_merged_into_one_put_and_a_resume_keeps_them() {
+        // Data runs 8 KiB apart: one Put Page with the default gap, many without.
+        let runs: Vec<(usize, usize, u8)> =
+            (0..40).map(|i| (i * 12288 + 4096, 4096, i as u8)).collect();
+        let d = disk((3 * MIB) as usize, &runs);
+        let want = expected_vhd(&d);
+        let f = FakePageBlobs::new();
+        let o = UploadOptions {
+            merge_gap: DEFAULT_MERGE_GAP,
+            ..opts()
+        };
+        let r = upload(Source::Disk(&d), &f, &name(), &o).unwrap();
+        assert_eq!(f.contents(&name()).unwrap(), want);
+        assert_eq!(
+            r.put_calls, 2,
+            "one for the data, one for the footer: {r:?}"
+        );
+        assert_eq!(r.data_bytes, nonzero_pages(&want));
+        assert_eq!(r.bytes_sent, 39 * 12288 + 4096 + 512);
+        // Running again with the same gap: nothing sent, nothing cleared.
+        let r = upload(Source::Disk(&d), &f, &name(), &o).unwrap();
+        assert_eq!((r.bytes_sent, r.bytes_cleared), (0, 0), "{r:?}");
+        // Without merging, the zero pages the first run wrote are cleared: the blob still
+        // equals the file.
+        let r = upload(Source::Disk(&d), &f, &name(), &opts()).unwrap();
+        assert_eq!((r.bytes_sent, r.bytes_cleared), (0, 39 * 8192), "{r:?}");
+        assert_eq!(f.contents(&name()).unwrap(), want);
+        assert_eq!(
+            merge_runs(vec![(0, 512), (1024, 1536), (70000, 70144)], 512),
+            vec![(0, 1536), (70000, 70144)]
+        );
     }
 
     #[test]

@@ -113,6 +113,8 @@ fn upload_args<'a>(az: &'a str, input: &'a Path, blob: &'a str) -> Vec<String> {
         TS,
         "--target",
         "page-blob",
+        "--merge-gap",
+        "0",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -251,6 +253,7 @@ fn opts() -> UploadOptions<'static> {
         unique_id: Some([3; 16]),
         timestamp: Some(7),
         parallel: 4,
+        merge_gap: 0,
         ..UploadOptions::default()
     }
 }
