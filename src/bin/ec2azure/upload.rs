@@ -391,6 +391,9 @@ pub struct UploadBench {
     /// Skip the naive cases (every page, one stream).
     #[arg(long)]
     no_naive: bool,
+    /// The zero-gap merge of the second case (`upload --merge-gap`).
+    #[arg(long, default_value = "64K", value_parser = crate::parse_size)]
+    merge_gap: u64,
     /// Requests in flight for the normal cases.
     #[arg(long, default_value_t = 8)]
     parallel: usize,
@@ -402,7 +405,7 @@ pub struct UploadBench {
 #[derive(serde::Serialize)]
 struct BenchRow {
     store: &'static str,
-    way: &'static str,
+    way: String,
     file_len: u64,
     bytes_sent: u64,
     put_calls: u64,
@@ -454,25 +457,29 @@ pub fn bench_upload(b: UploadBench, quiet: bool) -> Result<ExitCode> {
             Box::new(move || Box::new(acct.client(Timeouts::default())) as Box<dyn PageBlobStore>),
         ));
     }
-    let ways: &[(&'static str, bool, u64)] = if b.no_naive {
-        &[
-            ("nonzero-pages-only", false, 0),
-            ("default-64k-gap-merge", false, 64 << 10),
-        ]
-    } else {
-        &[
-            ("nonzero-pages-only", false, 0),
-            ("default-64k-gap-merge", false, 64 << 10),
-            ("naive-every-page-1-stream", true, 0),
-        ]
-    };
+    let merged = format!("gap-merge-{}k", b.merge_gap >> 10);
+    let mut ways: Vec<(&str, bool, u64)> = vec![
+        ("nonzero-pages-only", false, 0),
+        (merged.as_str(), false, b.merge_gap),
+    ];
+    if !b.no_naive {
+        ways.push(("naive-every-page-1-stream", true, 0));
+    }
+    // A container of its own, so no blob of an earlier run is resumed.
+    let container = format!(
+        "bench{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0)
+    );
     for (store_name, make) in &stores {
-        for &(way, naive, merge_gap) in ways {
+        for &(way, naive, merge_gap) in &ways {
             let mut times = Vec::new();
             let mut last: Option<UploadReport> = None;
             for round in 0..b.runs.max(1) {
                 let store = make();
-                let name = BlobName::new("bench", format!("{way}-{round}.vhd"));
+                let name = BlobName::new(&container, format!("{way}-{round}.vhd"));
                 let opts = UploadOptions {
                     overwrite: true,
                     naive,
@@ -491,7 +498,7 @@ pub fn bench_upload(b: UploadBench, quiet: bool) -> Result<ExitCode> {
             let med = median(&times);
             let row = BenchRow {
                 store: store_name,
-                way,
+                way: way.to_string(),
                 file_len: r.blob_len,
                 bytes_sent: r.bytes_sent,
                 put_calls: r.put_calls,
@@ -524,7 +531,7 @@ pub fn bench_upload(b: UploadBench, quiet: bool) -> Result<ExitCode> {
                     .find(|r| r.store == store && r.way == w)
                     .map(|r| r.median_s)
             };
-            for ours in ["nonzero-pages-only", "default-64k-gap-merge"] {
+            for ours in ["nonzero-pages-only", merged.as_str()] {
                 if let (Some(t), Some(naive)) = (get(ours), get("naive-every-page-1-stream")) {
                     println!("{store}: naive time / {ours} time = {:.2}x", naive / t);
                 }
