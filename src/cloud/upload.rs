@@ -50,6 +50,8 @@ const META_STATE: &str = "ec2azure_state";
 const META_SIZE: &str = "ec2azure_size";
 const META_ROOT: &str = "ec2azure_root";
 const META_SENT: &str = "ec2azure_sent";
+/// SHA-256 of the footer, hex: a VHD sent as it is must match its footer too.
+const META_FOOTER: &str = "ec2azure_footer";
 
 /// A disk seen as the bytes of its fixed VHD: the disk, zeros up to the virtual size, then the
 /// footer. Implements [`DiskImage`] over the whole VHD file's length.
@@ -556,9 +558,13 @@ pub fn upload(
     let props = sh.run("getting the blob's properties", || store.properties(blob))?;
     let mut present = RangeSet::new();
     let mut present_is_ours = true;
+    // A VHD sent as it is is the same source only with the same footer; a converted disk
+    // adopts the footer the blob has.
+    let file_footer = hex::encode(crate::digest::sha256(&footer));
     let ours = |m: &BTreeMap<String, String>| {
         m.get(META_ROOT) == Some(&identity.root)
             && m.get(META_SIZE).map(String::as_str) == Some(&vsize.to_string())
+            && (converted || m.get(META_FOOTER) == Some(&file_footer))
     };
     let create = |sh: &Shared| -> Result<()> {
         match store.create(blob, blob_len) {
@@ -609,7 +615,7 @@ pub fn upload(
                     format!("it is {} bytes, this VHD is {blob_len}", p.len)
                 } else if foreign_meta {
                     format!(
-                        "it was made from another source (root {}, virtual size {}); this \
+                        "it was made from another source or holds another VHD footer (root {}, virtual size {}); this \
                          source's root is {}",
                         p.metadata.get(META_ROOT).map_or("?", String::as_str),
                         p.metadata.get(META_SIZE).map_or("?", String::as_str),
@@ -640,6 +646,10 @@ pub fn upload(
     meta.insert(META_STATE.to_string(), "uploading".to_string());
     meta.insert(META_SIZE.to_string(), vsize.to_string());
     meta.insert(META_ROOT.to_string(), identity.root.clone());
+    meta.insert(
+        META_FOOTER.to_string(),
+        hex::encode(crate::digest::sha256(&footer)),
+    );
     let mut metadata_written = sh.run("setting metadata", || {
         permitted(store.set_metadata(blob, &meta))
     })?;
@@ -1269,6 +1279,18 @@ mod tests {
         };
         let r = upload(Source::Vhd(&img), &f, &name(), &o).unwrap();
         assert!(r.verified && !r.converted);
+        assert_eq!(f.contents(&name()).unwrap(), bytes);
+        // The same disk with another footer is another file: not resumed onto.
+        let n = bytes.len();
+        bytes[n - 512..].copy_from_slice(&Footer::new_fixed(vsize, [1; 16], 5).encode());
+        let img2 = MemImage::new(bytes.clone());
+        let e = upload(Source::Vhd(&img2), &f, &name(), &o).unwrap_err();
+        assert!(e.to_string().contains("--overwrite"), "{e}");
+        let o2 = UploadOptions {
+            overwrite: true,
+            ..o
+        };
+        upload(Source::Vhd(&img2), &f, &name(), &o2).unwrap();
         assert_eq!(f.contents(&name()).unwrap(), bytes);
     }
 
