@@ -795,6 +795,20 @@ impl PageBlobStore for AzureBlobClient {
         c.offset = offset;
         c.len = len;
         let mut resp = self.send(c)?;
+        // The answer must be the range asked for, not the whole blob from its start.
+        let want = format!("bytes {offset}-{}/", offset + len - 1);
+        let range_ok = resp
+            .headers()
+            .get("content-range")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with(&want));
+        if !range_ok {
+            return Err(BlobError::status(
+                resp.status().as_u16(),
+                "BadAnswer",
+                format!("the answer to a read of {want}… is not that range"),
+            ));
+        }
         let mut reader = resp.body_mut().with_config().limit(len + 1).reader();
         let mut done = 0;
         while done < buf.len() {

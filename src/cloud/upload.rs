@@ -755,7 +755,9 @@ pub fn upload(
                             Err(e2) => lock(&failures).push((s, e - s, e2)),
                         }
                     }
-                    counters.skipped.fetch_add(wlen - sent_here, Relaxed);
+                    counters
+                        .skipped
+                        .fetch_add(wlen.saturating_sub(sent_here), Relaxed);
                     opts.progress.advance(wlen);
                 }
             });
@@ -820,7 +822,7 @@ pub fn upload(
         start: start.to_string(),
         data_bytes: data_total.load(Relaxed),
         bytes_sent: sent,
-        bytes_skipped: blob_len - sent,
+        bytes_skipped: blob_len.saturating_sub(sent),
         bytes_already_there: already.load(Relaxed),
         bytes_cleared: counters.cleared.load(Relaxed),
         put_calls: put_calls.load(Relaxed),

@@ -513,3 +513,93 @@ fn a_fixed_vhd_that_breaks_azure_rules_is_refused_before_any_request() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("no Azure storage account"));
 }
+
+#[test]
+fn an_ebs_snapshot_uploads_on_the_fly() {
+    let Some(az) = start_azurite() else { return };
+    let Some(moto) = crate::ebs::start_moto() else {
+        return;
+    };
+    let d = tempfile::tempdir().unwrap();
+    let raw = d.path().join("vol.raw");
+    ec2azure([
+        "sample",
+        "-q",
+        p(&raw),
+        "--size",
+        "1G",
+        "--data-fraction",
+        "0.01",
+        "--seed",
+        "23",
+    ])
+    .ok();
+    let aws = |args: &[&str]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_ec2azure"));
+        c.args(args)
+            .env("AWS_ENDPOINT_URL", &moto.url)
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_DEFAULT_REGION", "us-east-1")
+            .env_remove("AWS_PROFILE");
+        let o = c.output().unwrap();
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert!(
+            o.status.success(),
+            "{args:?}\n{out}\n{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        out
+    };
+    let pushed: serde_json::Value =
+        serde_json::from_str(&aws(&["snapshot", "push", "--json", p(&raw)])).unwrap();
+    let id = pushed["snapshot_id"].as_str().unwrap().to_string();
+    let cs = az.connection_string();
+    let input = format!("ebs://{id}");
+    let mut args = upload_args(&cs, Path::new(&input), "ebs.vhd");
+    args.push("--verify".into());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let j: serde_json::Value = serde_json::from_str(&aws(&args)).unwrap();
+    assert_eq!(
+        (j["converted"].as_bool(), j["verified"].as_bool()),
+        (Some(true), Some(true))
+    );
+    let back = d.path().join("back.vhd");
+    ec2azure([
+        "download",
+        "-q",
+        "--no-sync",
+        "--connection-string",
+        &cs,
+        "--container",
+        "disks",
+        "--blob",
+        "ebs.vhd",
+        p(&back),
+    ])
+    .ok();
+    let conv = d.path().join("conv.vhd");
+    ec2azure([
+        "convert",
+        "-q",
+        "--no-sync",
+        "--uuid",
+        UUID,
+        "--timestamp",
+        TS,
+        p(&raw),
+        p(&conv),
+    ])
+    .ok();
+    ec2azure([
+        "compare",
+        "--strict",
+        "-f",
+        "raw",
+        "-F",
+        "raw",
+        p(&back),
+        p(&conv),
+    ])
+    .ok();
+}
