@@ -254,6 +254,7 @@ fn opts() -> UploadOptions<'static> {
         timestamp: Some(7),
         parallel: 4,
         merge_gap: 0,
+        content_md5: true,
         ..UploadOptions::default()
     }
 }

@@ -59,7 +59,7 @@ enum Command {
     /// Benchmarks against qemu-img and cp on the same input in the same run.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
-    /// Upload a disk to an Azure page blob: only non-zero pages, resumable, optionally verified
+    /// Upload a disk to an Azure page blob: only pages with data, resumable, optionally verified
     /// (any input format is converted to a fixed VHD on the fly).
     Upload(upload::UploadArgs),
     /// Download a page blob into a sparse local file (only its page ranges are fetched).
