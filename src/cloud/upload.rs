@@ -461,12 +461,20 @@ fn adopt_footer(sh: &Shared, vsize: u64, present: &RangeSet) -> Result<Option<[u
 }
 
 /// MD5 of `view`'s first `len` bytes, reading only data extents (holes hashed from zeros).
-fn md5_of(view: &dyn DiskImage, extents: &ExtentMap, len: u64) -> Result<md5::Md5> {
+fn md5_of(
+    view: &dyn DiskImage,
+    extents: &ExtentMap,
+    len: u64,
+    stop: &dyn Fn() -> bool,
+) -> Result<md5::Md5> {
     let mut h = md5::Md5::new();
     let zeros = vec![0u8; WINDOW as usize];
     let mut buf = vec![0u8; WINDOW as usize];
     let mut pos = 0;
     while pos < len {
+        if stop() {
+            return Err(Error::cancelled());
+        }
         let n = (len - pos).min(WINDOW) as usize;
         if extents.has_data_in(pos, n as u64) {
             h.update(bytes_at(view, extents, pos, &mut buf[..n])?);
@@ -695,7 +703,8 @@ pub fn upload(
     std::thread::scope(|s| {
         if opts.content_md5 {
             s.spawn(|| {
-                let r = md5_of(&view, &extents, blob_len).map(|h| h.finalize().into());
+                let stop = || cancelled.load(Relaxed) || opts.progress.cancelled();
+                let r = md5_of(&view, &extents, blob_len, &stop).map(|h| h.finalize().into());
                 *md5_result.lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
             });
         }
