@@ -71,7 +71,8 @@ pub struct AzureBlobClient {
     endpoint: String,
     account: String,
     auth: Auth,
-    log: Mutex<Vec<Request>>,
+    /// Every request sent, when asked for ([`AzureBlobClient::with_request_log`]).
+    log: Option<Mutex<Vec<Request>>>,
 }
 
 impl std::fmt::Debug for AzureBlobClient {
@@ -335,7 +336,7 @@ impl Account {
             endpoint: self.endpoint.clone(),
             account: self.account.clone(),
             auth: self.auth.clone(),
-            log: Mutex::new(Vec::new()),
+            log: None,
         }
     }
 }
@@ -422,9 +423,20 @@ struct Call<'a> {
 }
 
 impl AzureBlobClient {
-    /// Every request this client sent, in order.
+    /// This client, keeping a log of every request it sends (for tests: the log grows with
+    /// every request, so it is off by default).
+    pub fn with_request_log(mut self) -> Self {
+        self.log = Some(Mutex::new(Vec::new()));
+        self
+    }
+
+    /// Every request this client sent, in order (empty unless
+    /// [`with_request_log`](Self::with_request_log) was asked for).
     pub fn requests(&self) -> Vec<Request> {
-        self.log.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.log
+            .as_ref()
+            .map(|l| l.lock().unwrap_or_else(|p| p.into_inner()).clone())
+            .unwrap_or_default()
     }
 
     /// The account name.
@@ -525,15 +537,14 @@ impl AzureBlobClient {
     }
 
     fn send(&self, c: Call) -> Result<ureq::http::Response<ureq::Body>, BlobError> {
-        self.log
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(Request {
+        if let Some(log) = &self.log {
+            log.lock().unwrap_or_else(|p| p.into_inner()).push(Request {
                 op: c.op,
                 offset: c.offset,
                 len: c.len,
                 ok: false,
             });
+        }
         let url_path = self.path_of(&c);
         let mut query: Vec<String> = c
             .query
@@ -620,13 +631,13 @@ impl AzureBlobClient {
                 message: self.redact(&message.unwrap_or_default()),
             });
         }
-        if let Some(last) = self
-            .log
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter_mut()
-            .rev()
-            .find(|r| r.op == c.op && r.offset == c.offset && r.len == c.len && !r.ok)
+        if let Some(log) = &self.log
+            && let Some(last) = log
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter_mut()
+                .rev()
+                .find(|r| r.op == c.op && r.offset == c.offset && r.len == c.len && !r.ok)
         {
             last.ok = true;
         }
@@ -992,7 +1003,8 @@ mod tests {
             DEV_ACCOUNT_KEY,
         )
         .unwrap()
-        .client(Timeouts::default());
+        .client(Timeouts::default())
+        .with_request_log();
         let n = BlobName::new("c", "b");
         assert!(matches!(
             c.put_pages(&n, 1, &[0; 512]),
@@ -1011,6 +1023,20 @@ mod tests {
             Err(BlobError::Refused(_))
         ));
         assert!(c.requests().is_empty(), "nothing was sent");
+        // A legal one is sent (and fails: nothing listens on port 1), and logged.
+        assert!(matches!(
+            c.put_pages(&n, 0, &[0; 512]),
+            Err(BlobError::Connection(_))
+        ));
+        assert_eq!(
+            c.requests(),
+            vec![Request {
+                op: Op::PutPages,
+                offset: 0,
+                len: 512,
+                ok: false
+            }]
+        );
     }
 
     #[test]

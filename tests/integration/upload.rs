@@ -44,6 +44,7 @@ impl Azurite {
         Account::from_connection_string(&self.connection_string())
             .unwrap()
             .client(Timeouts::default())
+            .with_request_log()
     }
 }
 
