@@ -1654,6 +1654,49 @@ mod tests {
         );
     }
 
+    /// A disk of any size that holds nothing (never read by the size checks).
+    struct Empty(u64);
+    impl DiskImage for Empty {
+        fn len(&self) -> u64 {
+            self.0
+        }
+        fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<usize> {
+            let n = crate::image::readable(self.0, offset, buf.len());
+            buf[..n].fill(0);
+            Ok(n)
+        }
+        fn extents(&self) -> Result<ExtentMap> {
+            Ok(ExtentMap::from_ranges(self.0, []))
+        }
+        fn format(&self) -> Format {
+            Format::Raw
+        }
+    }
+
+    #[test]
+    fn size_limits_are_checked_before_any_request() {
+        let f = FakePageBlobs::new();
+        let too_big_blob = Empty(MAX_PAGE_BLOB);
+        let e = upload(Source::Disk(&too_big_blob), &f, &name(), &opts()).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Limit, "{e}");
+        assert!(e.to_string().contains("largest page blob"), "{e}");
+        let too_big_disk = Empty(MAX_VHD_SIZE + 1);
+        let o = UploadOptions {
+            target: Target::ManagedDisk,
+            ..opts()
+        };
+        let e = upload(Source::Disk(&too_big_disk), &f, &name(), &o).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Limit, "{e}");
+        // 32 TiB exactly is a managed disk's largest upload (plus the footer).
+        let largest = Empty(MAX_VHD_SIZE);
+        let e = upload(Source::Disk(&largest), &f, &name(), &opts()).unwrap_err();
+        assert!(e.to_string().contains("largest page blob"), "{e}");
+        assert!(f.requests().is_empty());
+        let tiny = MemImage::new(vec![1; 100]);
+        let e = upload(Source::Vhd(&tiny), &f, &name(), &opts()).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidFormat, "{e}");
+    }
+
     #[test]
     fn naive_mode_sends_every_page() {
         let d = sample();
