@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs the oracles the tests need, when missing: qemu-img (qemu-utils), libvhdi's vhdiinfo
 # (libvhdi-utils) and its Python binding (python3-libvhdi, used by scripts/vhdiexport.py because
-# Debian ships no vhdiexport), and the moto server (EBS direct APIs). Safe to run again: it only
-# installs what is missing.
+# Debian ships no vhdiexport), the moto server (EBS direct APIs) and Azurite (page blobs). Safe to
+# run again: it only installs what is missing.
 set -euo pipefail
 
 missing=()
@@ -17,7 +17,24 @@ if ! command -v moto_server >/dev/null 2>&1; then
   command -v pyenv >/dev/null 2>&1 && pyenv rehash || true
 fi
 
+# Azurite (npm) serves the Blob API on 127.0.0.1 for the page-blob upload tests. 3.35.0 is the
+# last release that runs on Node 20 (newer ones need Node 22). Node and npm come from Debian when
+# missing.
+if ! command -v azurite-blob >/dev/null 2>&1; then
+  if ! command -v npm >/dev/null 2>&1; then missing+=(nodejs npm); fi
+fi
+
+install_azurite() {
+  if ! command -v azurite-blob >/dev/null 2>&1; then
+    echo "installing azurite@3.35.0 (npm)" >&2
+    SUDO_NPM=""
+    if [ "$(id -u)" -ne 0 ]; then SUDO_NPM="sudo"; fi
+    $SUDO_NPM npm install -g --no-audit --no-fund --loglevel=error azurite@3.35.0 >/dev/null
+  fi
+}
+
 if [ ${#missing[@]} -eq 0 ]; then
+  install_azurite
   exit 0
 fi
 echo "installing test oracles: ${missing[*]}" >&2
@@ -26,3 +43,4 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+install_azurite

@@ -218,3 +218,28 @@ fn repair_journal_crcs(mut b: Vec<u8>) -> Vec<u8> {
     }
     b
 }
+
+/// Arbitrary bytes as a Get Page Ranges answer and as an error body: accepted page lists are
+/// page aligned, ascending and disjoint, and survive being written out and parsed again.
+pub fn page_list_xml(data: &[u8]) {
+    use crate::cloud::pageblob::{parse_error_body, parse_page_list};
+    let text = String::from_utf8_lossy(data);
+    let _ = parse_error_body(&text);
+    if let Ok((ranges, next)) = parse_page_list(&text) {
+        let mut end = 0;
+        let mut xml = String::from("<PageList>");
+        for &(o, l) in &ranges {
+            assert!(o % 512 == 0 && l % 512 == 0 && l > 0 && o >= end);
+            end = o + l;
+            xml.push_str(&format!(
+                "<PageRange><Start>{o}</Start><End>{}</End></PageRange>",
+                end - 1
+            ));
+        }
+        if let Some(n) = &next {
+            assert!(!n.contains("</NextMarker>"));
+        }
+        xml.push_str("</PageList>");
+        assert_eq!(parse_page_list(&xml).ok(), Some((ranges, None)));
+    }
+}

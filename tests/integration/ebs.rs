@@ -7,9 +7,9 @@
 use crate::util::*;
 use std::process::{Child, Command, Stdio};
 
-struct Moto {
+pub(crate) struct Moto {
     child: Child,
-    url: String,
+    pub(crate) url: String,
 }
 
 impl Drop for Moto {
@@ -19,7 +19,7 @@ impl Drop for Moto {
     }
 }
 
-fn start_moto() -> Option<Moto> {
+pub(crate) fn start_moto() -> Option<Moto> {
     if !have("moto_server", &["--help"]) {
         return None;
     }

@@ -33,4 +33,5 @@ fn fuzz_bodies_pass_on_their_seeds() {
     each_input("qcow2", ec2azure::fuzzing::qcow2);
     each_input("manifest_json", ec2azure::fuzzing::manifest_json);
     each_input("journal", ec2azure::fuzzing::journal);
+    each_input("page_list_xml", ec2azure::fuzzing::page_list_xml);
 }

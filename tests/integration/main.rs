@@ -8,5 +8,6 @@ mod ebs;
 mod fuzz_seeds;
 mod oracle;
 mod points;
+mod upload;
 mod util;
 mod vhdgen;

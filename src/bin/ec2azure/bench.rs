@@ -23,6 +23,9 @@ pub enum BenchCommand {
     /// physical floor and qemu-img on the equivalent qcow2 overlay chain; verifying all 288
     /// points of a day against building each separately.
     Points(crate::bench_points::PointsBench),
+    /// Page-blob upload of a sparse VHD to the in-process fake and to a Blob endpoint (Azurite),
+    /// against the naive way (every page, one stream).
+    Upload(crate::upload::UploadBench),
 }
 
 #[derive(Args)]
@@ -173,6 +176,7 @@ pub fn run(cmd: BenchCommand, quiet: bool) -> Result<ExitCode> {
     match cmd {
         BenchCommand::Convert(b) => convert(b, quiet),
         BenchCommand::Points(b) => crate::bench_points::run(b, quiet),
+        BenchCommand::Upload(b) => crate::upload::bench_upload(b, quiet),
     }
 }
 

@@ -8,6 +8,7 @@ mod bench_points;
 mod demo;
 mod recovery;
 mod term;
+mod upload;
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -69,6 +70,11 @@ enum Command {
     /// Recovery points: list, check the policy, build, verify every point's digest.
     #[command(subcommand)]
     Points(recovery::PointsCommand),
+    /// Upload a disk to an Azure page blob: only pages with data, resumable, optionally verified
+    /// (any input format is converted to a fixed VHD on the fly).
+    Upload(Box<upload::UploadArgs>),
+    /// Download a page blob into a sparse local file (only its page ranges are fetched).
+    Download(upload::DownloadArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -348,6 +354,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Journal(c) => recovery::journal(c, quiet),
         Command::Replica(c) => recovery::replica(c, quiet),
         Command::Points(c) => recovery::points(c, quiet),
+        Command::Upload(a) => upload::upload_cmd(*a, quiet),
+        Command::Download(a) => upload::download_cmd(a, quiet),
     }
 }
 

@@ -246,6 +246,13 @@ pub struct BuildArgs {
     /// Skip the final sync.
     #[arg(long)]
     no_sync: bool,
+    /// The VHD's unique id (8-4-4-4-12 hex), for reproducible output; random by default.
+    #[arg(long, value_name = "UUID")]
+    uuid: Option<String>,
+    /// The VHD's timestamp in seconds since the Unix epoch; defaults to $SOURCE_DATE_EPOCH,
+    /// then to now.
+    #[arg(long, value_name = "UNIX_SECONDS")]
+    timestamp: Option<u64>,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -703,6 +710,29 @@ fn open_disks(s: &SourceArgs, verify_payloads: bool) -> Result<Vec<Disk>> {
     Ok(out)
 }
 
+/// Opens the point `spec` names, of the one disk `src` gives, and calls `f` with it as a
+/// [`DiskImage`] (for `upload --point`). A base given on the command line is checked first.
+pub fn with_point<R>(
+    src: &SourceArgs,
+    spec: &str,
+    quiet: bool,
+    f: impl FnOnce(&dyn DiskImage, &PointInfo) -> Result<R>,
+) -> Result<R> {
+    let spec: PointSpec = spec.parse()?;
+    let mut disks = open_disks(src, false)?;
+    if disks.len() != 1 || spec.is_multi_vm() {
+        bail!("a point of one disk: give one --replica, or one --base and --journal");
+    }
+    let mut notes = Vec::new();
+    let picks = resolve(&mut disks, spec, quiet, &mut notes)?;
+    let d = &disks[0];
+    if d.replica.is_none() {
+        d.base_digests()?;
+    }
+    let img = recovery::PointImage::new(&*d.base, &d.journal, picks[0].seq)?;
+    f(&img, &picks[0])
+}
+
 pub fn points(cmd: PointsCommand, quiet: bool) -> Result<ExitCode> {
     term::install_interrupt_handler();
     match cmd {
@@ -938,6 +968,12 @@ fn points_build(a: BuildArgs, quiet: bool) -> Result<ExitCode> {
                 OutFormat::Raw => OutputFormat::Raw,
             },
             sync: !a.no_sync,
+            unique_id: a
+                .uuid
+                .as_deref()
+                .map(ec2azure::image::vhd::parse_uuid)
+                .transpose()?,
+            timestamp: crate::vhd_timestamp(a.timestamp)?,
             progress: &progress as &dyn Progress,
             ..ConvertOptions::default()
         };
