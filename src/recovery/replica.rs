@@ -53,6 +53,9 @@ pub struct ReplicaState {
     /// The defect processing found, if any: points after the processed horizon are lost.
     #[serde(default)]
     pub defect: Option<String>,
+    /// The segment holding that defect: a fresh copy of it is accepted by `receive`.
+    #[serde(default)]
+    pub defect_segment: Option<u32>,
 }
 
 /// A replica directory.
@@ -69,6 +72,8 @@ pub struct ReceiveReport {
     pub received: u32,
     /// Segments already present (identical) or already folded.
     pub already_had: u32,
+    /// Damaged segments (where processing found the defect) replaced by a differing copy.
+    pub replaced: u32,
     /// Bytes copied.
     pub bytes: u64,
 }
@@ -180,6 +185,7 @@ impl Replica {
                 processed_seq: 0,
                 policy,
                 defect: None,
+                defect_segment: None,
             },
         };
         r.save()?;
@@ -328,6 +334,14 @@ impl Replica {
                 Ok(held) if held.len() < bytes.len() && bytes.starts_with(&held) => {
                     // The last segment grew since it was received: take the longer copy.
                 }
+                Ok(_) if self.state.defect_segment == Some(n) => {
+                    // The held copy is where processing found the defect: take the new one,
+                    // and let the next `process` check it.
+                    report.replaced += 1;
+                    self.state.defect = None;
+                    self.state.defect_segment = None;
+                    self.save()?;
+                }
                 Ok(held) => {
                     let at = held
                         .iter()
@@ -369,6 +383,12 @@ impl Replica {
             .count();
         self.state.processed_seq = processed_seq;
         self.state.defect = journal.defect().map(|d| d.to_string());
+        self.state.defect_segment = journal.defect().and_then(|d| {
+            d.path
+                .file_name()
+                .and_then(|f| f.to_str())
+                .and_then(crate::journal::parse_segment_file_name)
+        });
         self.save()?;
         let catalog = self.catalog(&journal);
         let mut compacted_to = None;

@@ -581,6 +581,16 @@ fn replica_with_a_corrupt_unprocessed_segment_falls_back() {
             .all(|p| p["seq"].as_u64().unwrap() <= got)
     );
     ec2azure(["points", "verify", "--replica", p(&r)]).expect_code(1);
+    // The sender sends the segments again: the damaged one is replaced (the others are held
+    // already), processing finds nothing wrong, and the newest point is back.
+    let rc = ec2azure(["replica", "receive", "--json", p(&j), p(&r)]);
+    rc.ok();
+    assert_eq!(rc.json()["replaced"], 1);
+    ec2azure(["replica", "process", "-q", p(&r)]).ok();
+    let st = ec2azure(["replica", "status", "--json", p(&r)]).json();
+    assert!(st["defect"].is_null(), "{st}");
+    assert!(st["latest"]["seq"].as_u64().unwrap() > got);
+    ec2azure(["points", "verify", "--replica", p(&r)]).ok();
     // One segment, its last marker corrupt: verify fails, naming the defect.
     let (b2, j2) = simulated(d.path(), "c", "12", "30m", &["--segment-size", "64M"]);
     let seg = j2.join("seg-00000001.e2j");
