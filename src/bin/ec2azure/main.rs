@@ -102,13 +102,8 @@ struct ConvertArgs {
     /// Write the per-512-KiB-block SHA-256 manifest of the output disk to FILE (JSON).
     #[arg(long, value_name = "FILE")]
     manifest: Option<PathBuf>,
-    /// The VHD's unique id (8-4-4-4-12 hex), for reproducible output; random by default.
-    #[arg(long, value_name = "UUID")]
-    uuid: Option<String>,
-    /// The VHD's timestamp in seconds since the Unix epoch (not before 2000-01-01), for
-    /// reproducible output; defaults to $SOURCE_DATE_EPOCH, then to now.
-    #[arg(long, value_name = "UNIX_SECONDS")]
-    timestamp: Option<u64>,
+    #[command(flatten)]
+    id: VhdIdArgs,
     /// Hole granularity, as qemu-img's -S: aligned all-zero pieces of this size are not written.
     /// A power of two from 512 to 512K; larger values leave fewer, larger holes.
     #[arg(short = 'S', long, value_name = "SIZE", default_value = "4K", value_parser = parse_size)]
@@ -359,6 +354,28 @@ fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
+/// A new VHD's identity, settable for reproducible output (convert, points build, upload).
+#[derive(Args)]
+pub(crate) struct VhdIdArgs {
+    /// The VHD's unique id (8-4-4-4-12 hex), for reproducible output; random by default.
+    #[arg(long, value_name = "UUID")]
+    uuid: Option<String>,
+    /// The VHD's timestamp in seconds since the Unix epoch (not before 2000-01-01), for
+    /// reproducible output; defaults to $SOURCE_DATE_EPOCH, then to now.
+    #[arg(long, value_name = "UNIX_SECONDS")]
+    timestamp: Option<u64>,
+}
+
+impl VhdIdArgs {
+    /// The unique id and the VHD timestamp asked for (`None`: fresh / now).
+    pub(crate) fn resolve(&self) -> Result<(Option<[u8; 16]>, Option<u32>)> {
+        Ok((
+            self.uuid.as_deref().map(parse_uuid).transpose()?,
+            vhd_timestamp(self.timestamp)?,
+        ))
+    }
+}
+
 fn vhd_timestamp(unix: Option<u64>) -> Result<Option<u32>> {
     let unix = match unix {
         Some(t) => Some(t),
@@ -428,13 +445,14 @@ fn check_manifest_path(manifest: &Path, input: &Path, output: &Path) -> Result<(
 fn convert(a: ConvertArgs, quiet: bool) -> Result<ExitCode> {
     term::install_interrupt_handler();
     let progress = term::progress(quiet || a.json);
+    let (unique_id, timestamp) = a.id.resolve()?;
     let opts = ConvertOptions {
         format: match a.output_format {
             OutFormat::Vhd => OutputFormat::Vhd,
             OutFormat::Raw => OutputFormat::Raw,
         },
-        unique_id: a.uuid.as_deref().map(parse_uuid).transpose()?,
-        timestamp: vhd_timestamp(a.timestamp)?,
+        unique_id,
+        timestamp,
         sync: !a.no_sync,
         manifest: a.manifest.is_some(),
         sparse_size: usize::try_from(a.sparse_size).context("--sparse-size is too large")?,

@@ -246,13 +246,8 @@ pub struct BuildArgs {
     /// Skip the final sync.
     #[arg(long)]
     no_sync: bool,
-    /// The VHD's unique id (8-4-4-4-12 hex), for reproducible output; random by default.
-    #[arg(long, value_name = "UUID")]
-    uuid: Option<String>,
-    /// The VHD's timestamp in seconds since the Unix epoch; defaults to $SOURCE_DATE_EPOCH,
-    /// then to now.
-    #[arg(long, value_name = "UNIX_SECONDS")]
-    timestamp: Option<u64>,
+    #[command(flatten)]
+    id: crate::VhdIdArgs,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -962,18 +957,15 @@ fn points_build(a: BuildArgs, quiet: bool) -> Result<ExitCode> {
         } else {
             a.output.clone()
         };
+        let (unique_id, timestamp) = a.id.resolve()?;
         let opts = ConvertOptions {
             format: match a.output_format {
                 OutFormat::Vhd => OutputFormat::Vhd,
                 OutFormat::Raw => OutputFormat::Raw,
             },
             sync: !a.no_sync,
-            unique_id: a
-                .uuid
-                .as_deref()
-                .map(ec2azure::image::vhd::parse_uuid)
-                .transpose()?,
-            timestamp: crate::vhd_timestamp(a.timestamp)?,
+            unique_id,
+            timestamp,
             progress: &progress as &dyn Progress,
             ..ConvertOptions::default()
         };

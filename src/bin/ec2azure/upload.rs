@@ -23,7 +23,6 @@ use ec2azure::cloud::upload::{
     upload,
 };
 use ec2azure::image::Format;
-use ec2azure::image::vhd::parse_uuid;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -171,13 +170,9 @@ pub struct UploadArgs {
     /// request of two (a request costs about what a few hundred KiB do). 0: only non-zero pages.
     #[arg(long, value_name = "SIZE", default_value = "64K", value_parser = crate::parse_size)]
     merge_gap: u64,
-    /// The converted VHD's unique id (8-4-4-4-12 hex); random by default.
-    #[arg(long, value_name = "UUID")]
-    uuid: Option<String>,
-    /// The converted VHD's timestamp in seconds since the Unix epoch (not before 2000-01-01);
-    /// defaults to $SOURCE_DATE_EPOCH, then to now.
-    #[arg(long, value_name = "UNIX_SECONDS")]
-    timestamp: Option<u64>,
+    /// The converted VHD's identity.
+    #[command(flatten)]
+    id: crate::VhdIdArgs,
     /// Print a JSON report.
     #[arg(long)]
     json: bool,
@@ -322,6 +317,7 @@ fn upload_source(
 ) -> Result<UploadReport> {
     let counters = UploadCounters::default();
     let bar = UploadBar::new(quiet || a.json, Some(&counters));
+    let (unique_id, timestamp) = a.id.resolve()?;
     let opts = UploadOptions {
         overwrite: a.overwrite,
         verify: a.verify,
@@ -329,8 +325,8 @@ fn upload_source(
         parallel: a.azure.parallel as usize,
         retry: RetryPolicy::default(),
         target,
-        unique_id: a.uuid.as_deref().map(parse_uuid).transpose()?,
-        timestamp: crate::vhd_timestamp(a.timestamp)?,
+        unique_id,
+        timestamp,
         naive: false,
         merge_gap: a.merge_gap,
         progress: &bar,
