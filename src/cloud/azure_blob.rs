@@ -758,7 +758,23 @@ impl PageBlobStore for AzureBlobClient {
     fn page_ranges(&self, blob: &BlobName) -> Result<Vec<(u64, u64)>, BlobError> {
         let mut out: Vec<(u64, u64)> = Vec::new();
         let mut marker: Option<String> = None;
+        // A server that hands out markers in a cycle, or endless empty pages, must not keep us
+        // here: every marker once, a bounded number of answers and of ranges (16 bytes each).
+        let mut seen = std::collections::HashSet::new();
+        const MAX_ANSWERS: usize = 1 << 20;
+        const MAX_RANGES: usize = 1 << 26;
         loop {
+            if seen.len() >= MAX_ANSWERS || out.len() > MAX_RANGES {
+                return Err(BlobError::Status {
+                    status: 200,
+                    code: "BadPageList".into(),
+                    message: format!(
+                        "the page list did not end after {} answers and {} ranges",
+                        seen.len(),
+                        out.len()
+                    ),
+                });
+            }
             let mut c = call("GET", Op::PageRanges, blob);
             c.query = vec![("comp", "pagelist".into())];
             if let Some(m) = &marker {
@@ -783,7 +799,7 @@ impl PageBlobStore for AzureBlobClient {
             }
             out.extend(ranges);
             match next {
-                Some(n) if marker.as_deref() != Some(n.as_str()) => marker = Some(n),
+                Some(n) if seen.insert(n.clone()) => marker = Some(n),
                 Some(_) => {
                     return Err(BlobError::Status {
                         status: 200,

@@ -655,13 +655,19 @@ impl PageBlobStore for FakePageBlobs {
     fn create(&self, blob: &BlobName, len: u64) -> Result<(), BlobError> {
         let f = self.arrive(Op::Create, 0, len);
         self.faulty(f, || {
-            if !len.is_multiple_of(PAGE) || len > MAX_PAGE_BLOB {
+            // A managed disk's upload blob may reach 32 TiB + 512; a plain page blob 8 TiB.
+            let max = if self.managed_disk {
+                crate::check::MAX_MANAGED_DISK_UPLOAD
+            } else {
+                MAX_PAGE_BLOB
+            };
+            if !len.is_multiple_of(PAGE) || len > max {
                 return Err(BlobError::status(
                     400,
                     "InvalidHeaderValue",
                     format!(
                         "x-ms-blob-content-length {len} must be a multiple of 512 and at most \
-                         {MAX_PAGE_BLOB}"
+                         {max}"
                     ),
                 ));
             }
@@ -824,9 +830,10 @@ pub fn parse_page_list(xml: &str) -> Result<PageList, String> {
                 .map_err(|_| format!("<{tag}> is not a number: {:?}", truncate(t)))
         };
         let (s, e) = (num("Start")?, num("End")?);
-        if e >= MAX_PAGE_BLOB {
+        // A managed disk's upload blob can reach 32 TiB + 512 bytes, past a page blob's 8 TiB.
+        if e >= crate::check::MAX_MANAGED_DISK_UPLOAD {
             return Err(format!(
-                "page range {s}-{e} goes past the largest page blob"
+                "page range {s}-{e} goes past the largest managed-disk upload"
             ));
         }
         if !s.is_multiple_of(PAGE) || e < s || !(e - s + 1).is_multiple_of(PAGE) {

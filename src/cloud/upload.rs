@@ -47,6 +47,8 @@ const WINDOW: u64 = MAX_PUT;
 pub const DEFAULT_MERGE_GAP: u64 = 64 << 10;
 /// Metadata names (C# identifiers, as Azure requires).
 const META_STATE: &str = "ec2azure_state";
+/// The state of a blob whose pages are being replaced by another source's.
+const OVERWRITING: &str = "overwriting";
 const META_SIZE: &str = "ec2azure_size";
 const META_ROOT: &str = "ec2azure_root";
 const META_SENT: &str = "ec2azure_sent";
@@ -257,6 +259,9 @@ pub struct UploadOptions<'a> {
     pub progress: &'a dyn Progress,
     /// Live counters, if the caller wants them.
     pub counters: Option<&'a UploadCounters>,
+    /// The root digest (hex) the source's disk must have, checked before anything is sent
+    /// (a recovery point's marker digest).
+    pub expect_root: Option<&'a str>,
 }
 
 impl Default for UploadOptions<'_> {
@@ -274,6 +279,7 @@ impl Default for UploadOptions<'_> {
             merge_gap: DEFAULT_MERGE_GAP,
             progress: &crate::progress::NoProgress,
             counters: None,
+            expect_root: None,
         }
     }
 }
@@ -581,11 +587,22 @@ pub fn upload(
     if opts.progress.cancelled() {
         return Err(Error::cancelled());
     }
+    if let Some(want) = opts.expect_root
+        && want != identity.root
+    {
+        return Err(Error::invalid(format!(
+            "the disk to upload has root digest {}, expected {want}; nothing was sent",
+            identity.root
+        )));
+    }
 
     // What is on the blob already.
     let props = sh.run("getting the blob's properties", || store.properties(blob))?;
     let mut present = RangeSet::new();
     let mut present_is_ours = true;
+    // Replacing another source's pages: until it completes, a resume must not trust them; and
+    // the blob's Content-MD5 (the old file's) must be replaced.
+    let mut overwriting = false;
     // A VHD sent as it is is the same source only with the same footer; a converted disk
     // adopts the footer the blob has.
     let file_footer = hex::encode(crate::digest::sha256(&footer));
@@ -620,9 +637,27 @@ pub fn upload(
         Some(p) if p.page_blob && p.len == blob_len && ours(&p.metadata) => {
             present =
                 RangeSet::from_ranges(sh.run("listing page ranges", || store.page_ranges(blob))?);
+            if p.metadata.get(META_STATE).map(String::as_str) == Some(OVERWRITING) {
+                // An overwrite was interrupted: pages it did not reach still hold the old
+                // disk's bytes, so nothing on the blob can be trusted to be ours.
+                present_is_ours = false;
+                overwriting = true;
+            }
             if converted && let Some(f) = adopt_footer(&sh, vsize, &present)? {
-                // The same disk, resumed: keep the footer the first run wrote.
-                footer = f;
+                // The same disk, resumed: keep the footer the first run wrote, unless an id or
+                // time given explicitly differs from it (the footer page is then rewritten).
+                let had = Footer::decode(&f);
+                if opts.unique_id.is_none_or(|u| u == had.unique_id)
+                    && opts.timestamp.is_none_or(|t| t == had.timestamp)
+                {
+                    footer = f;
+                }
+            }
+            if converted
+                && p.metadata.get(META_FOOTER) != Some(&hex::encode(crate::digest::sha256(&footer)))
+            {
+                // The footer asked for is not the one on the blob: send its page again.
+                present.remove(vsize, vsize + FOOTER_SIZE);
             }
             "resumed"
         }
@@ -658,6 +693,7 @@ pub fn upload(
             } else if p.page_blob && p.len == blob_len {
                 present = RangeSet::from_ranges(ranges);
                 present_is_ours = false;
+                overwriting = true;
                 "overwritten"
             } else {
                 create(&sh)?;
@@ -671,7 +707,15 @@ pub fn upload(
     drop(disk_view);
     let extents = view.extents()?;
     let mut meta = BTreeMap::new();
-    meta.insert(META_STATE.to_string(), "uploading".to_string());
+    meta.insert(
+        META_STATE.to_string(),
+        if overwriting {
+            OVERWRITING
+        } else {
+            "uploading"
+        }
+        .to_string(),
+    );
     meta.insert(META_SIZE.to_string(), vsize.to_string());
     meta.insert(META_ROOT.to_string(), identity.root.clone());
     meta.insert(
@@ -701,7 +745,7 @@ pub fn upload(
     };
     opts.progress.begin("uploading", blob_len);
     std::thread::scope(|s| {
-        if opts.content_md5 {
+        if opts.content_md5 || overwriting {
             s.spawn(|| {
                 let stop = || cancelled.load(Relaxed) || opts.progress.cancelled();
                 let r = md5_of(&view, &extents, blob_len, &stop).map(|h| h.finalize().into());
@@ -1476,6 +1520,60 @@ mod tests {
         let n = want.len();
         want[n - 512..].copy_from_slice(&footer);
         assert_eq!(blob3, want);
+    }
+
+    /// An overwrite interrupted half-way, then resumed (without --overwrite: the blob now
+    /// carries this source's identity): pages the first run did not reach still hold the old
+    /// disk's bytes and must not count as sent.
+    #[test]
+    fn an_interrupted_overwrite_resumes_without_keeping_old_pages() {
+        let len = (8 * MIB) as usize;
+        let a = disk(len, &[(0, 6 * MIB as usize, 1)]);
+        let b = disk(len, &[(0, 6 * MIB as usize, 2)]);
+        let f = FakePageBlobs::new();
+        upload(Source::Disk(&a), &f, &name(), &opts()).unwrap();
+        f.clear_log();
+        let cancel = CancelAfter(&f, 1);
+        let o = UploadOptions {
+            overwrite: true,
+            progress: &cancel,
+            parallel: 1,
+            ..opts()
+        };
+        let e = upload(Source::Disk(&b), &f, &name(), &o).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Cancelled);
+        let r = upload(Source::Disk(&b), &f, &name(), &opts()).unwrap();
+        assert_eq!(r.start, "resumed");
+        assert!(
+            f.contents(&name()).unwrap() == expected_vhd(&b),
+            "old pages kept"
+        );
+        // The Content-MD5 is the new file's (computed because the blob was overwritten).
+        let md5: [u8; 16] = md5::Md5::digest(expected_vhd(&b)).into();
+        assert_eq!(
+            f.properties(&name()).unwrap().unwrap().content_md5,
+            Some(md5)
+        );
+    }
+
+    /// A resume asked for another VHD id rewrites the footer page (the data pages are the same).
+    #[test]
+    fn a_resume_with_another_id_rewrites_the_footer() {
+        let d = sample();
+        let f = FakePageBlobs::new();
+        upload(Source::Disk(&d), &f, &name(), &opts()).unwrap();
+        let o = UploadOptions {
+            unique_id: Some([8; 16]),
+            ..opts()
+        };
+        let r = upload(Source::Disk(&d), &f, &name(), &o).unwrap();
+        assert_eq!(r.start, "resumed");
+        assert_eq!(r.bytes_sent, 512, "only the footer page: {r:?}");
+        let mut want = expected_vhd(&d);
+        let n = want.len();
+        let vsize = (n - 512) as u64;
+        want[n - 512..].copy_from_slice(&Footer::new_fixed(vsize, [8; 16], 1000).encode());
+        assert!(f.contents(&name()).unwrap() == want);
     }
 
     #[test]
