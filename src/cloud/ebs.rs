@@ -12,12 +12,13 @@
 //! "snapshot not found yet" are retried with exponential backoff a bounded number of times; every
 //! error names the snapshot and the block index.
 
+pub use super::retry::RetryPolicy;
+use super::retry::Transient;
 use crate::error::{Error, Result};
 use crate::image::{DiskImage, ExtentKind, ExtentMap, Format};
 use base64::Engine;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Mutex;
-use std::time::Duration;
 
 /// The EBS direct APIs' block size.
 pub const BLOCK_SIZE: u64 = 512 * 1024;
@@ -38,7 +39,7 @@ pub enum EbsError {
     Fatal(String),
 }
 
-impl EbsError {
+impl Transient for EbsError {
     fn retryable(&self) -> bool {
         !matches!(self, EbsError::Fatal(_))
     }
@@ -170,59 +171,6 @@ pub fn changed_blocks(
     out.sort_unstable();
     out.dedup();
     Ok(out)
-}
-
-/// How hard to try.
-#[derive(Debug, Clone, Copy)]
-pub struct RetryPolicy {
-    /// Attempts per call, the first included.
-    pub attempts: u32,
-    /// Delay before the first retry; doubled each time.
-    pub base_delay: Duration,
-    /// The longest delay between two attempts.
-    pub max_delay: Duration,
-}
-
-impl Default for RetryPolicy {
-    /// 8 attempts from 100 ms doubling to at most 10 s: about 22 s of waiting in the worst case,
-    /// enough for a throttled account or a snapshot that is still becoming visible.
-    fn default() -> Self {
-        RetryPolicy {
-            attempts: 8,
-            base_delay: Duration::from_millis(100),
-            max_delay: Duration::from_secs(10),
-        }
-    }
-}
-
-impl RetryPolicy {
-    pub(crate) fn run<T>(
-        &self,
-        what: &str,
-        mut call: impl FnMut() -> Result<T, EbsError>,
-    ) -> Result<T> {
-        let mut delay = self.base_delay;
-        let mut last = None;
-        for attempt in 0..self.attempts.max(1) {
-            if attempt > 0 {
-                std::thread::sleep(delay);
-                delay = (delay * 2).min(self.max_delay);
-            }
-            match call() {
-                Ok(v) => return Ok(v),
-                Err(e) if e.retryable() => last = Some(e),
-                Err(e) => return Err(Error::new(crate::ErrorKind::Io, format!("{what}: {e}"))),
-            }
-        }
-        Err(Error::new(
-            crate::ErrorKind::Io,
-            format!(
-                "{what}: still failing after {} attempts: {}",
-                self.attempts.max(1),
-                last.map(|e| e.to_string()).unwrap_or_default()
-            ),
-        ))
-    }
 }
 
 /// An EBS snapshot read through an [`EbsApi`].
@@ -636,6 +584,7 @@ mod tests {
     use crate::image::MemImage;
     use proptest::prelude::*;
     use std::sync::Arc;
+    use std::time::Duration;
 
     fn quick() -> RetryPolicy {
         RetryPolicy {

@@ -5,6 +5,7 @@
 //! - [`aws_ebs`]: the real service over HTTP (aws-sdk-ebs), also for emulators such as moto.
 //! - [`pageblob`]: Azure page blobs: the store trait and its in-process fake.
 //! - [`azure_blob`]: the Blob REST API client (SharedKey or SAS), also for Azurite.
+//! - [`retry`]: bounded retries with backoff, shared by the clients above.
 //! - [`upload`]: any disk to a page blob (converted on the fly), resumable and verified; and
 //!   a page blob back to a sparse file.
 
@@ -12,4 +13,5 @@ pub mod aws_ebs;
 pub mod azure_blob;
 pub mod ebs;
 pub mod pageblob;
+pub mod retry;
 pub mod upload;

@@ -77,16 +77,6 @@ impl BlobError {
         }
     }
 
-    /// `true` for failures worth another attempt: 408, 429, 500, 502, 503, 504, timeouts and
-    /// dropped connections (every write here is idempotent: the same bytes at the same place).
-    pub fn retryable(&self) -> bool {
-        match self {
-            BlobError::Status { status, .. } => matches!(status, 408 | 429 | 500 | 502 | 503 | 504),
-            BlobError::Timeout | BlobError::Connection(_) => true,
-            BlobError::Refused(_) => false,
-        }
-    }
-
     /// `true` for a 404 answer.
     pub fn is_not_found(&self) -> bool {
         matches!(self, BlobError::Status { status: 404, .. })
@@ -878,6 +868,24 @@ fn element<'a>(xml: &'a str, tag: &str) -> Option<&'a str> {
     let i = xml.find(&open)? + open.len();
     let j = xml[i..].find(&close)?;
     Some(&xml[i..i + j])
+}
+
+impl super::retry::Transient for BlobError {
+    fn retryable(&self) -> bool {
+        BlobError::retryable(self)
+    }
+}
+
+impl BlobError {
+    /// `true` for failures worth another attempt: 408, 429, 500, 502, 503, 504, timeouts and
+    /// dropped connections (every write here is idempotent: the same bytes at the same place).
+    pub fn retryable(&self) -> bool {
+        match self {
+            BlobError::Status { status, .. } => matches!(status, 408 | 429 | 500 | 502 | 503 | 504),
+            BlobError::Timeout | BlobError::Connection(_) => true,
+            BlobError::Refused(_) => false,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -336,38 +336,15 @@ struct Shared<'a> {
 
 impl Shared<'_> {
     /// Runs `call` with retries; the error names the blob and `what`.
-    fn run<T>(&self, what: &str, mut call: impl FnMut() -> Result<T, BlobError>) -> Result<T> {
-        let mut delay = self.retry.base_delay;
-        let attempts = self.retry.attempts.max(1);
-        let mut last = None;
-        for attempt in 0..attempts {
-            if attempt > 0 {
-                if self.progress.cancelled() {
-                    return Err(Error::cancelled());
-                }
+    fn run<T>(&self, what: &str, call: impl FnMut() -> Result<T, BlobError>) -> Result<T> {
+        self.retry.run_with(
+            &format!("blob {}: {what}", self.blob),
+            &|| self.progress.cancelled(),
+            &|| {
                 self.retries.fetch_add(1, Relaxed);
-                std::thread::sleep(delay);
-                delay = (delay * 2).min(self.retry.max_delay);
-            }
-            match call() {
-                Ok(v) => return Ok(v),
-                Err(e) if e.retryable() => last = Some(e),
-                Err(e) => {
-                    return Err(Error::new(
-                        ErrorKind::Io,
-                        format!("blob {}: {what}: {e}", self.blob),
-                    ));
-                }
-            }
-        }
-        Err(Error::new(
-            ErrorKind::Io,
-            format!(
-                "blob {}: {what}: still failing after {attempts} attempts: {}",
-                self.blob,
-                last.map(|e| e.to_string()).unwrap_or_default()
-            ),
-        ))
+            },
+            call,
+        )
     }
 }
 

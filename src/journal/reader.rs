@@ -36,8 +36,6 @@ pub struct Segment {
     pub number: u32,
     /// Its path.
     pub path: PathBuf,
-    /// The first sequence number its header gives (0 when the header is unreadable).
-    pub first_seq: u64,
     bytes: SegmentBytes,
 }
 
@@ -160,10 +158,6 @@ pub(crate) fn list_segments(dir: &Path) -> Result<Vec<(u32, PathBuf)>> {
     }
     out.sort();
     Ok(out)
-}
-
-fn first_seq_of(bytes: &[u8], number: u32) -> u64 {
-    check_header(bytes, number).map_or(0, |h| h.first_seq.get())
 }
 
 /// The disk, base and first sequence number a segment file's header gives.
@@ -498,15 +492,7 @@ impl Scan<'_> {
             pos = pstart + plen;
             if self.broken() {
                 // Only look for the points that are lost.
-                if rh.kind == KIND_MARKER
-                    && let Ok(m) = parse_marker(payload)
-                {
-                    self.unavailable.push(UnavailablePoint {
-                        seq,
-                        time_ms: rh.time_ms.get(),
-                        consistency: m.consistency,
-                    });
-                }
+                self.lose(&rh, payload);
                 continue;
             }
             let expected = self.next_seq.unwrap_or(seq);
@@ -600,7 +586,7 @@ impl Scan<'_> {
         Ok(())
     }
 
-    /// The record that is itself the defect: if it is a readable marker, its point is lost.
+    /// A record at or after the defect: if it is a readable marker, its point is lost.
     fn lose(&mut self, rh: &RecordHeader, payload: &[u8]) {
         if rh.kind == KIND_MARKER
             && let Ok(m) = parse_marker(payload)
@@ -632,15 +618,8 @@ impl Scan<'_> {
             self.last_seen = self.last_seen.max(rh.time_ms.get());
             let pstart = pos + RECORD_HEADER_LEN;
             let plen = rh.payload_len.get() as usize;
-            if rh.kind == KIND_MARKER
-                && let Some(p) = bytes.get(pstart..pstart.saturating_add(plen))
-                && let Ok(m) = parse_marker(p)
-            {
-                self.unavailable.push(UnavailablePoint {
-                    seq: rh.seq.get(),
-                    time_ms: rh.time_ms.get(),
-                    consistency: m.consistency,
-                });
+            if let Some(p) = bytes.get(pstart..pstart.saturating_add(plen)) {
+                self.lose(&rh, p);
             }
             pos = pstart.saturating_add(plen).max(pos + 1);
         }
@@ -679,11 +658,9 @@ impl Journal {
         let mut segs = Vec::with_capacity(list.len());
         for (number, path) in list {
             let bytes = map_file(&path)?;
-            let first_seq = first_seq_of(&bytes, number);
             segs.push(Segment {
                 number,
                 path,
-                first_seq,
                 bytes,
             });
         }
@@ -704,7 +681,6 @@ impl Journal {
             .map(|(number, b)| Segment {
                 number,
                 path: dir.join(super::segment_file_name(number)),
-                first_seq: first_seq_of(&b, number),
                 bytes: SegmentBytes::Mem(b),
             })
             .collect();

@@ -39,27 +39,6 @@ pub fn base_digests(base: &dyn DiskImage) -> Result<(Vec<Sha256Digest>, Sha256Di
     Ok((d, root))
 }
 
-/// Refuses a journal that applies to another base.
-///
-/// # Errors
-/// The roots differ.
-pub fn check_base_root(
-    journal: &Journal,
-    base_root: &Sha256Digest,
-    base_name: &Path,
-) -> Result<()> {
-    if &journal.info().base_root != base_root {
-        return Err(Error::invalid(format!(
-            "the journal applies to a base with root digest {}, but {} has root {}: wrong base",
-            hex::encode(journal.info().base_root),
-            base_name.display(),
-            hex::encode(base_root)
-        ))
-        .with_path(journal.dir()));
-    }
-    Ok(())
-}
-
 /// The point with marker sequence number `seq`.
 ///
 /// # Errors

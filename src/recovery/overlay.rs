@@ -54,11 +54,6 @@ impl Overlay {
         Overlay::default()
     }
 
-    /// Number of pieces.
-    pub fn pieces(&self) -> usize {
-        self.map.len()
-    }
-
     /// Paints record `index` of the journal (markers are ignored).
     pub fn apply(&mut self, index: usize, r: &Record) {
         let src = match r.kind {
@@ -184,11 +179,6 @@ impl<'a> PointImage<'a> {
             overlay,
             size: base.len(),
         })
-    }
-
-    /// Pieces of the overlay (for reports).
-    pub fn overlay_pieces(&self) -> usize {
-        self.overlay.pieces()
     }
 }
 

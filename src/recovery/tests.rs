@@ -296,11 +296,6 @@ proptest! {
     }
 }
 
-#[test]
-fn segment_names_in_tests_match() {
-    assert_eq!(segment_file_name(1), "seg-00000001.e2j");
-}
-
 /// Writes beyond the checks a writer makes: a record with a valid CRC but an unaligned range,
 /// a range past the disk's end, an unknown kind, time going backwards — each is a defect at
 /// that record, and the points before it stay.

@@ -5,7 +5,7 @@
 //! faults, are tested against the in-process fake (src/cloud/ebs.rs).
 
 use crate::util::*;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 
 pub(crate) struct Moto {
     child: Child,
@@ -23,22 +23,14 @@ pub(crate) fn start_moto() -> Option<Moto> {
     if !have("moto_server", &["--help"]) {
         return None;
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new("moto_server")
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let t = std::time::Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(t.elapsed().as_secs() < 60, "moto_server did not start");
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    let (child, port) = spawn_on_free_port("moto_server", |port| {
+        vec![
+            "-H".into(),
+            "127.0.0.1".into(),
+            "-p".into(),
+            port.to_string(),
+        ]
+    });
     Some(Moto {
         child,
         url: format!("http://127.0.0.1:{port}"),

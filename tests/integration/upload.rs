@@ -14,7 +14,7 @@ use ec2azure::cloud::pageblob::{BlobName, Op, PageBlobStore};
 use ec2azure::cloud::upload::{Source, UploadOptions, upload};
 use ec2azure::image::MemImage;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 
 struct Azurite {
     child: Child,
@@ -53,32 +53,23 @@ fn start_azurite() -> Option<Azurite> {
         return None;
     }
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new("azurite-blob")
-        .args([
+    let location = p(dir.path()).to_string();
+    let (child, port) = spawn_on_free_port("azurite-blob", |port| {
+        [
             "--blobHost",
             "127.0.0.1",
             "--blobPort",
             &port.to_string(),
             "--location",
-            p(dir.path()),
+            &location,
             "--silent",
             "--disableTelemetry",
             "--skipApiVersionCheck",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let t = std::time::Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(t.elapsed().as_secs() < 60, "azurite-blob did not start");
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    });
     Some(Azurite {
         child,
         port,

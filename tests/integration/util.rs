@@ -138,3 +138,28 @@ pub fn sha256_hex(data: &[u8]) -> String {
 pub fn p(path: &Path) -> &str {
     path.to_str().unwrap()
 }
+
+/// Starts `program` with the arguments `args(port)` on a free port of 127.0.0.1 and waits (up to
+/// 60 s) until it accepts connections: the emulators (moto, Azurite) the cloud tests talk to.
+pub fn spawn_on_free_port(
+    program: &str,
+    args: impl Fn(u16) -> Vec<String>,
+) -> (std::process::Child, u16) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(program)
+        .args(args(port))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(t.elapsed().as_secs() < 60, "{program} did not start");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    (child, port)
+}

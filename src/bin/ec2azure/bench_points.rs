@@ -487,28 +487,15 @@ pub fn run(b: PointsBench, quiet: bool) -> Result<ExitCode> {
         if !st.success() {
             bail!("journal simulate failed");
         }
+        let (bs, js, vs) = (
+            base.display().to_string(),
+            j.display().to_string(),
+            vj.display().to_string(),
+        );
         for args in [
-            vec![
-                "replica".into(),
-                "init".into(),
-                "-q".into(),
-                "--base".into(),
-                base.display().to_string(),
-                vj.display().to_string(),
-            ],
-            vec![
-                "replica".into(),
-                "receive".into(),
-                "-q".into(),
-                j.display().to_string(),
-                vj.display().to_string(),
-            ],
-            vec![
-                "replica".into(),
-                "process".into(),
-                "-q".into(),
-                vj.display().to_string(),
-            ],
+            s(&["replica", "init", "-q", "--base", &bs, &vs]),
+            s(&["replica", "receive", "-q", &js, &vs]),
+            s(&["replica", "process", "-q", &vs]),
         ] {
             if !Command::new(&me).args(&args).status()?.success() {
                 bail!("ec2azure {} failed", args.join(" "));
