@@ -10,16 +10,28 @@
 //! ```text
 //!   open(path, format?) ──> detect ──> RawImage            (regular file or block device)
 //!                                  ├─> FixedVhd<RawImage>  (footer checked, data = the file's head)
-//!                                  └─> DynamicVhd          (footer copy, header, BAT; parents)
+//!                                  ├─> DynamicVhd          (footer copy, header, BAT; parents)
+//!                                  ├─> Vhdx, Qcow2Image
+//!                                  ├─> Vmdk                (sparse, stream-optimized, descriptor)
+//!                                  ├─> Ova ──> Vmdk        (one disk of the OVF, read in the tar)
+//!                                  └─> refused by name     (VDI, QED, LUKS, Parallels, bochs,
+//!                                                           cloop, DMG, qcow v1, VMDK COWD)
 //! ```
+//!
+//! A file that carries no known signature is read as raw, and says so in its
+//! [`DiskImage::notes`].
 
+mod detect;
 mod extent;
 pub mod mem;
+pub mod ova;
 pub mod qcow2;
 pub mod raw;
+pub mod slice;
 pub mod vhd;
 pub mod vhdx;
 pub(crate) mod vhdx_log;
+pub mod vmdk;
 
 pub(crate) use extent::push_run;
 pub use extent::{Extent, ExtentKind, ExtentMap};
@@ -67,6 +79,13 @@ pub trait DiskImage: Send + Sync {
         None
     }
 
+    /// What the reader did or decided that a user should hear about (a VHDX log replayed in
+    /// memory, a VMDK read through its redundant grain directory, a file read as raw for want of
+    /// any signature); empty by default.
+    fn notes(&self) -> Vec<String> {
+        Vec::new()
+    }
+
     /// Reads exactly `buf.len()` bytes at `offset`.
     ///
     /// # Errors
@@ -105,6 +124,9 @@ impl<T: DiskImage + ?Sized> DiskImage for Box<T> {
     }
     fn as_slice(&self, offset: u64, len: usize) -> Option<&[u8]> {
         (**self).as_slice(offset, len)
+    }
+    fn notes(&self) -> Vec<String> {
+        (**self).notes()
     }
 }
 
@@ -178,6 +200,10 @@ pub enum Format {
     Vhdx,
     /// A qcow2 image (through imago).
     Qcow2,
+    /// A VMDK: sparse, stream-optimized, flat or split, through its descriptor.
+    Vmdk,
+    /// An OVA: a tar archive with an OVF descriptor and its disks (VMDK).
+    Ova,
 }
 
 impl Format {
@@ -188,6 +214,8 @@ impl Format {
             Format::Vhd => "vhd",
             Format::Vhdx => "vhdx",
             Format::Qcow2 => "qcow2",
+            Format::Vmdk => "vmdk",
+            Format::Ova => "ova",
         }
     }
 }
@@ -200,8 +228,10 @@ impl std::str::FromStr for Format {
             "vhd" | "vpc" => Ok(Format::Vhd),
             "vhdx" => Ok(Format::Vhdx),
             "qcow2" => Ok(Format::Qcow2),
+            "vmdk" => Ok(Format::Vmdk),
+            "ova" => Ok(Format::Ova),
             other => Err(Error::argument(format!(
-                "unknown image format {other:?}: expected raw, vhd, vhdx or qcow2"
+                "unknown image format {other:?}: expected raw, vhd, vhdx, qcow2, vmdk or ova"
             ))),
         }
     }
@@ -213,73 +243,16 @@ impl std::fmt::Display for Format {
     }
 }
 
-/// Magic of a qcow2 header at offset 0: "QFI\xfb".
-const QCOW2_MAGIC: &[u8; 4] = b"QFI\xfb";
-/// Signature of a VHDX file identifier at offset 0.
-const VHDX_MAGIC: &[u8; 8] = b"vhdxfile";
+pub(crate) use detect::{Detected, detect};
 
-/// What the first and last sectors of a file say it is.
-#[derive(Debug)]
-pub(crate) enum Detected {
-    Raw,
-    /// A VHD footer at the end (valid or damaged: the reader decides).
-    VhdFooterAtEnd,
-    /// A VHD footer copy at offset 0: a dynamic or differencing VHD.
-    VhdFooterAtStart,
-    /// A VHD footer cookie near the end but not at the last 512 bytes (a truncated VHD, or a
-    /// pre-2004 511-byte footer): the offset where it starts.
-    VhdCookieMisplaced(u64),
-    Vhdx,
-    Qcow2,
-}
-
-/// Detects the format of `image` (opened as raw) from its first and last sectors.
-pub(crate) fn detect(image: &RawImage) -> Result<Detected> {
-    let len = image.len();
-    let mut head = [0u8; 512];
-    let n = image.read_at(&mut head, 0)?;
-    let head = &head[..n];
-    // A dynamic VHD's footer copy is at the head.
-    if head.starts_with(vhd::COOKIE) {
-        return Ok(Detected::VhdFooterAtStart);
-    }
-    // A fixed VHD is a raw disk plus a footer, and the disk may start with anything — even
-    // another format's magic — so a VHD footer at the end wins over magics at the head.
-    if let Some(tail) = image.tail_sector()?
-        && vhd::looks_like_footer(&tail)
-    {
-        return Ok(Detected::VhdFooterAtEnd);
-    }
-    if head.starts_with(QCOW2_MAGIC) {
-        return Ok(Detected::Qcow2);
-    }
-    if head.starts_with(VHDX_MAGIC) {
-        return Ok(Detected::Vhdx);
-    }
-    // A VHDX whose file identifier is damaged still has CRC-valid headers or region tables at
-    // fixed offsets: a damaged VHDX, not a raw disk.
-    for (at, sig, size) in [
-        (64 << 10, b"head", 4096),
-        (128 << 10, b"head", 4096),
-        (192 << 10, b"regi", 64 << 10),
-        (256 << 10, b"regi", 64 << 10),
-    ] {
-        let mut s = vec![0u8; size];
-        if image.read_at(&mut s, at)? == size
-            && &s[..4] == sig
-            && u32::from_le_bytes([s[4], s[5], s[6], s[7]]) == vhdx::crc_with_zeroed_field(&s, 4)
-        {
-            return Ok(Detected::Vhdx);
-        }
-    }
-    // A cookie elsewhere in the last KiB: a damaged VHD, not a raw disk.
-    let start = len.saturating_sub(1024);
-    let mut last = vec![0u8; (len - start) as usize];
-    image.read_exact_at(&mut last, start)?;
-    if let Some(i) = last.windows(8).position(|w| w == vhd::COOKIE) {
-        return Ok(Detected::VhdCookieMisplaced(start + i as u64));
-    }
-    Ok(Detected::Raw)
+/// How to open an image: its format (detected when `None`) and, for an OVA holding several
+/// disks, which one (`N` counting from 1, or the OVF disk id or file name).
+#[derive(Debug, Clone, Default)]
+pub struct OpenOptions {
+    /// The format, or `None` to detect it.
+    pub format: Option<Format>,
+    /// The disk of an OVA.
+    pub disk: Option<String>,
 }
 
 /// Opens the image at `path` read-only, detecting its format unless `format` names it. A path
@@ -287,9 +260,38 @@ pub(crate) fn detect(image: &RawImage) -> Result<Detected> {
 ///
 /// # Errors
 /// The file cannot be opened; it looks like a known format but is damaged; or its format is one
-/// this version cannot read (a dirty VHDX log, zstd qcow2...), which is refused rather than read
-/// as raw.
+/// this version cannot read (a dirty VHDX log, zstd qcow2, VDI...), which is refused rather than
+/// read as raw.
 pub fn open(path: &Path, format: Option<Format>) -> Result<Box<dyn DiskImage>> {
+    open_with(path, &OpenOptions { format, disk: None })
+}
+
+/// The format detection finds for the file at `path` (raw when no signature is found), without
+/// opening it as that format.
+///
+/// # Errors
+/// The file cannot be read.
+pub fn detect_format(path: &Path) -> Result<Option<Format>> {
+    let raw = RawImage::open(path)?;
+    Ok(match detect(&raw).path(path)? {
+        Detected::Raw => Some(Format::Raw),
+        Detected::Refused(_) => None,
+        Detected::VhdFooterAtEnd | Detected::VhdFooterAtStart | Detected::VhdCookieMisplaced(_) => {
+            Some(Format::Vhd)
+        }
+        Detected::Vhdx => Some(Format::Vhdx),
+        Detected::Qcow2 => Some(Format::Qcow2),
+        Detected::Vmdk => Some(Format::Vmdk),
+        Detected::Ova => Some(Format::Ova),
+    })
+}
+
+/// [`open`] with every option.
+///
+/// # Errors
+/// As [`open`]; and `disk` given for anything but an OVA, or naming no disk of it.
+pub fn open_with(path: &Path, opts: &OpenOptions) -> Result<Box<dyn DiskImage>> {
+    let format = opts.format;
     // ebs://SNAPSHOT_ID: an EBS snapshot through the EBS direct APIs, with region, credentials
     // and endpoint (AWS_ENDPOINT_URL) from the usual AWS settings.
     if let Some(id) = path.to_str().and_then(|s| s.strip_prefix("ebs://")) {
@@ -307,22 +309,49 @@ pub fn open(path: &Path, format: Option<Format>) -> Result<Box<dyn DiskImage>> {
             RetryPolicy::default(),
         )?));
     }
-    let raw = RawImage::open(path)?;
+    let mut raw = RawImage::open(path)?;
     let detected = detect(&raw).path(path)?;
     let explicit = format.is_some();
     let format = match format {
         Some(f) => f,
         None => match detected {
-            Detected::Raw => Format::Raw,
+            Detected::Raw => {
+                raw.add_note(format!(
+                    "no image signature found (checked {}): read as a raw disk",
+                    detect::SIGNATURES_CHECKED
+                ));
+                Format::Raw
+            }
+            Detected::Refused(name) => {
+                return Err(Error::unsupported(format!(
+                    "this is a {name} image; ec2azure reads {}; give -f raw to read the file as \
+                     a raw disk anyway",
+                    detect::READABLE
+                ))
+                .with_path(path));
+            }
             Detected::VhdFooterAtEnd
             | Detected::VhdFooterAtStart
             | Detected::VhdCookieMisplaced(_) => Format::Vhd,
             Detected::Vhdx => Format::Vhdx,
             Detected::Qcow2 => Format::Qcow2,
+            Detected::Vmdk => Format::Vmdk,
+            Detected::Ova => Format::Ova,
         },
     };
+    if opts.disk.is_some() && format != Format::Ova {
+        return Err(Error::argument(format!(
+            "--disk chooses a disk of an OVA, but this is a {format} image"
+        ))
+        .with_path(path));
+    }
     match format {
-        Format::Raw => Ok(Box::new(raw)),
+        Format::Raw => {
+            if explicit {
+                raw.add_note("read as a raw disk, as -f raw asks".to_string());
+            }
+            Ok(Box::new(raw))
+        }
         Format::Vhd => {
             // A footer copy at 0 means dynamic or differencing; a footer only at the end means
             // fixed — unless that footer says otherwise (the head copy may be damaged).
@@ -357,6 +386,11 @@ pub fn open(path: &Path, format: Option<Format>) -> Result<Box<dyn DiskImage>> {
         }
         Format::Vhdx => Ok(Box::new(vhdx::Vhdx::open(path)?)),
         Format::Qcow2 => Ok(Box::new(qcow2::Qcow2Image::open_with(path, explicit)?)),
+        Format::Vmdk => Ok(Box::new(vmdk::Vmdk::open(path, !explicit)?)),
+        Format::Ova => {
+            let ova = ova::Ova::open(path)?;
+            Ok(Box::new(ova.open_disk(opts.disk.as_deref())?))
+        }
     }
 }
 
@@ -366,10 +400,17 @@ mod tests {
 
     #[test]
     fn format_names_round_trip() {
-        for f in [Format::Raw, Format::Vhd, Format::Vhdx, Format::Qcow2] {
+        for f in [
+            Format::Raw,
+            Format::Vhd,
+            Format::Vhdx,
+            Format::Qcow2,
+            Format::Vmdk,
+            Format::Ova,
+        ] {
             assert_eq!(f.name().parse::<Format>().unwrap(), f);
         }
         assert_eq!("vpc".parse::<Format>().unwrap(), Format::Vhd);
-        assert!("vmdk".parse::<Format>().is_err());
+        assert!("vdi".parse::<Format>().is_err());
     }
 }

@@ -69,6 +69,14 @@ fn check_not_encrypted(path: &Path) -> std::io::Result<()> {
     let mut h = [0u8; 36];
     std::fs::File::open(path)?.read_exact(&mut h)?;
     if &h[..4] == b"QFI\xfb" {
+        let version = u32::from_be_bytes([h[4], h[5], h[6], h[7]]);
+        if version == 1 {
+            // qcow v1 keeps other fields at offset 32; its crypt_method is at 36.
+            return Err(io_err(format!(
+                "{} is a qcow (version 1) image; ec2azure reads qcow2 (versions 2 and 3)",
+                path.display()
+            )));
+        }
         let crypt = u32::from_be_bytes([h[32], h[33], h[34], h[35]]);
         if crypt != 0 {
             return Err(io_err(format!(

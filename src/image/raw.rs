@@ -33,6 +33,7 @@ pub struct RawImage {
     len: u64,
     is_file: bool,
     map: std::sync::OnceLock<Option<memmap2::Mmap>>,
+    notes: Vec<String>,
 }
 
 impl RawImage {
@@ -74,7 +75,13 @@ impl RawImage {
             len,
             is_file: ft.is_file(),
             map: std::sync::OnceLock::new(),
+            notes: Vec::new(),
         })
+    }
+
+    /// Adds a note for [`DiskImage::notes`] (why the file is read as raw).
+    pub fn add_note(&mut self, note: String) {
+        self.notes.push(note);
     }
 
     /// The last 512 bytes of the file (where a VHD keeps its footer), if it is that long.
@@ -196,6 +203,10 @@ impl DiskImage for RawImage {
 
     fn format(&self) -> Format {
         Format::Raw
+    }
+
+    fn notes(&self) -> Vec<String> {
+        self.notes.clone()
     }
 
     fn as_slice(&self, offset: u64, len: usize) -> Option<&[u8]> {

@@ -405,15 +405,15 @@ impl Footer {
     /// The footer's fields as JSON, for `info`.
     pub fn to_json(&self, bytes: &[u8; 512]) -> serde_json::Value {
         serde_json::json!({
-            "cookie": show_bytes(&self.cookie),
+            "cookie": bytes_text(&self.cookie),
             "features": format!("0x{:08x}", self.features),
             "version": format!("0x{:08x}", self.version),
             "data_offset": format!("0x{:016x}", self.data_offset),
             "timestamp": self.timestamp,
             "timestamp_unix": u64::from(self.timestamp) + VHD_EPOCH_UNIX,
-            "creator_application": show_bytes(&self.creator_app),
+            "creator_application": bytes_text(&self.creator_app),
             "creator_version": format!("0x{:08x}", self.creator_version),
-            "creator_host_os": show_bytes(&self.creator_host_os),
+            "creator_host_os": bytes_text(&self.creator_host_os),
             "original_size": self.original_size,
             "current_size": self.current_size,
             "geometry": self.geometry,
@@ -452,6 +452,16 @@ pub fn looks_like_footer(bytes: &[u8; 512]) -> bool {
 pub fn show_bytes(b: &[u8]) -> String {
     if b.iter().all(|c| c.is_ascii_graphic() || *c == b' ') {
         format!("{:?}", String::from_utf8_lossy(b))
+    } else {
+        format!("0x{}", hex::encode(b))
+    }
+}
+
+/// Bytes as text for a report: the text itself when printable, else `0x` and hex. Unlike
+/// [`show_bytes`] (for messages) it adds no quotes, which JSON adds itself.
+pub fn bytes_text(b: &[u8]) -> String {
+    if b.iter().all(|c| c.is_ascii_graphic() || *c == b' ') {
+        String::from_utf8_lossy(b).into_owned()
     } else {
         format!("0x{}", hex::encode(b))
     }

@@ -223,6 +223,7 @@ pub struct Vhdx {
     sector_bitmaps: Vec<u64>,
     parent: Option<Box<Vhdx>>,
     log_entries: usize,
+    log_bytes: u64,
 }
 
 /// How many differencing VHDX may stack before we refuse (a loop guard).
@@ -303,26 +304,27 @@ impl Vhdx {
         };
         // A non-empty log: replay it in memory, and read everything after the headers
         // through the replayed view. The file itself is never written.
-        let (file, log_entries): (Box<dyn DiskImage>, usize) = if header.log_guid != [0; 16] {
-            let r = super::vhdx_log::Replayed::new(
-                file,
-                header.log_offset,
-                u64::from(header.log_length),
-                &header.log_guid,
-            )
-            .map_err(|e| {
-                Error::invalid(format!(
-                    "VHDX log (header {}): {}",
-                    header.copy,
-                    e.message()
-                ))
-                .with_offset(e.offset().unwrap_or(header.log_offset))
-            })?;
-            let n = r.entries;
-            (Box::new(r), n)
-        } else {
-            (file, 0)
-        };
+        let (file, log_entries, log_bytes): (Box<dyn DiskImage>, usize, u64) =
+            if header.log_guid != [0; 16] {
+                let r = super::vhdx_log::Replayed::new(
+                    file,
+                    header.log_offset,
+                    u64::from(header.log_length),
+                    &header.log_guid,
+                )
+                .map_err(|e| {
+                    Error::invalid(format!(
+                        "VHDX log (header {}): {}",
+                        header.copy,
+                        e.message()
+                    ))
+                    .with_offset(e.offset().unwrap_or(header.log_offset))
+                })?;
+                let (n, b) = (r.entries, r.bytes_replayed());
+                (Box::new(r), n, b)
+            } else {
+                (file, 0, 0)
+            };
         let len = file.len();
 
         // Region tables: one valid copy is enough; two valid copies must agree.
@@ -534,6 +536,7 @@ impl Vhdx {
             sector_bitmaps,
             parent,
             log_entries,
+            log_bytes,
         })
     }
 
@@ -590,6 +593,11 @@ impl Vhdx {
     /// How many log entries were replayed (in memory) when the file was opened.
     pub fn log_entries_replayed(&self) -> usize {
         self.log_entries
+    }
+
+    /// How many bytes of the file the replayed log entries changed (in memory).
+    pub fn log_bytes_replayed(&self) -> u64 {
+        self.log_bytes
     }
 
     /// The current header.
@@ -1011,6 +1019,21 @@ impl DiskImage for Vhdx {
 
     fn format(&self) -> Format {
         Format::Vhdx
+    }
+
+    fn notes(&self) -> Vec<String> {
+        let mut n = Vec::new();
+        if self.log_entries > 0 {
+            n.push(format!(
+                "a pending VHDX log was replayed in memory (the file is unchanged): {} log \
+                 entries, {} bytes",
+                self.log_entries, self.log_bytes
+            ));
+        }
+        if let Some(p) = &self.parent {
+            n.extend(p.notes());
+        }
+        n
     }
 }
 

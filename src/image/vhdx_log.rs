@@ -230,6 +230,13 @@ pub struct Replayed {
 }
 
 impl Replayed {
+    /// Bytes of the file the replay changed (whole 4 KiB pages written or zeroed).
+    pub fn bytes_replayed(&self) -> u64 {
+        self.pages.len() as u64 * 4096
+    }
+}
+
+impl Replayed {
     /// Replays the log at `log_offset` (`log_length` bytes) named by `guid` over `inner`.
     ///
     /// # Errors

@@ -85,14 +85,20 @@ enum OutFormat {
 
 #[derive(Args)]
 struct ConvertArgs {
-    /// The input image (raw file, block device, or fixed VHD).
+    /// The input image: raw file or block device, VHD (fixed, dynamic, differencing), VHDX,
+    /// qcow2, VMDK (sparse, stream-optimized, flat, split), an OVA, or ebs://snap-….
     input: PathBuf,
     /// The output file (written under a temporary name, renamed when complete).
     #[arg(required_unless_present = "in_place")]
     output: Option<PathBuf>,
-    /// Input format (raw, vhd); detected when not given.
+    /// Input format (raw, vhd, vhdx, qcow2, vmdk, ova); detected when not given. Other formats
+    /// (VDI, QED, ...) are refused by name; `-f raw` reads any file as a raw disk.
     #[arg(short = 'f', long = "format")]
     format: Option<Format>,
+    /// The disk of an OVA to convert: N (from 1), its OVF disk id, or its file name; needed when
+    /// the OVA holds several.
+    #[arg(long, value_name = "N|NAME")]
+    disk: Option<String>,
     /// Output format.
     #[arg(short = 'O', long = "output-format", value_enum, default_value = "vhd")]
     output_format: OutFormat,
@@ -123,6 +129,10 @@ struct InfoArgs {
     /// Image format; detected when not given.
     #[arg(short = 'f', long = "format")]
     format: Option<Format>,
+    /// The disk of an OVA to describe (N from 1, disk id or file name); an OVA's disks are
+    /// listed either way.
+    #[arg(long, value_name = "N|NAME")]
+    disk: Option<String>,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -461,6 +471,7 @@ fn convert(a: ConvertArgs, quiet: bool) -> Result<ExitCode> {
     if let Some(m) = &a.manifest {
         check_manifest_path(m, &a.input, a.output.as_deref().unwrap_or(&a.input))?;
     }
+    let mut notes = Vec::new();
     let (report, output) = if a.in_place {
         if matches!(a.output_format, OutFormat::Raw) {
             bail!("--in-place makes a VHD; it cannot be combined with -O raw");
@@ -484,7 +495,19 @@ fn convert(a: ConvertArgs, quiet: bool) -> Result<ExitCode> {
                 output.display()
             );
         }
-        let src = ec2azure::open(&a.input, a.format)?;
+        let src = ec2azure::open_with(
+            &a.input,
+            &ec2azure::OpenOptions {
+                format: a.format,
+                disk: a.disk.clone(),
+            },
+        )?;
+        notes = src.notes();
+        if !quiet && !a.json {
+            for n in &notes {
+                eprintln!("note: {n}");
+            }
+        }
         let report = ec2azure::convert(&*src, &output, &opts)
             .with_context(|| format!("converting {} to {}", a.input.display(), output.display()))?;
         (report, output)
@@ -508,6 +531,7 @@ fn convert(a: ConvertArgs, quiet: bool) -> Result<ExitCode> {
                 serde_json::json!({ "managed_disk": md.ready, "page_blob": pb.ready });
         }
         v["in_place"] = a.in_place.into();
+        v["notes"] = notes.into();
         if let Some(m) = &report.manifest {
             v["manifest_root"] = m.root.clone().into();
             v["manifest_path"] = a.manifest.as_ref().map(|p| p.display().to_string()).into();
@@ -586,7 +610,44 @@ fn readiness_line(md: &ec2azure::CheckReport, pb: &ec2azure::CheckReport) -> Str
 }
 
 fn info(a: InfoArgs) -> Result<ExitCode> {
-    let img = ec2azure::open(&a.image, a.format)?;
+    let local = !a.image.to_string_lossy().starts_with("ebs://");
+    let is_ova = a.format == Some(Format::Ova)
+        || (a.format.is_none()
+            && local
+            && ec2azure::image::detect_format(&a.image)? == Some(Format::Ova));
+    // An OVA: its disks, and the chosen (or only) one described below.
+    let ova = if is_ova {
+        Some(ec2azure::image::ova::Ova::open(&a.image)?)
+    } else {
+        None
+    };
+    if let Some(o) = &ova
+        && a.disk.is_none()
+        && o.disks.len() != 1
+    {
+        let v = serde_json::json!({
+            "path": a.image.display().to_string(),
+            "format": Format::Ova,
+            "ovf": o.ovf,
+            "disks": o.disks,
+        });
+        if a.json {
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        } else {
+            println!("image:          {}", a.image.display());
+            println!("format:         ova (OVF descriptor {})", o.ovf);
+            print_ova_disks(o);
+            println!("(give --disk N|NAME to describe one disk)");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let img = ec2azure::open_with(
+        &a.image,
+        &ec2azure::OpenOptions {
+            format: a.format,
+            disk: a.disk.clone(),
+        },
+    )?;
     let extents = img.extents()?;
     let (data, zero, unalloc) = extents.totals();
     let count = |k: ec2azure::ExtentKind| extents.iter().filter(|e| e.kind == k).count();
@@ -610,6 +671,18 @@ fn info(a: InfoArgs) -> Result<ExitCode> {
             "unallocated": { "count": count(ec2azure::ExtentKind::Unallocated), "bytes": unalloc },
         },
     });
+    let notes = img.notes();
+    v["notes"] = notes.clone().into();
+    if let Some(o) = &ova {
+        v["format"] = "ova".into();
+        v["ovf"] = o.ovf.clone().into();
+        v["disks"] = serde_json::to_value(&o.disks)?;
+        v["disk"] = serde_json::to_value(o.choose(a.disk.as_deref())?)?;
+    }
+    if img.format() == Format::Vmdk && ova.is_none() {
+        let vm = ec2azure::image::vmdk::Vmdk::open(&a.image, a.format.is_none())?;
+        v["vmdk"] = serde_json::to_value(vm.info())?;
+    }
     let check = if img.format() == Format::Vhd {
         if let Some(b) = container
             .as_ref()
@@ -643,7 +716,38 @@ fn info(a: InfoArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     println!("image:          {}", a.image.display());
-    println!("format:         {}", img.format());
+    match &ova {
+        Some(o) => {
+            println!("format:         ova (OVF descriptor {})", o.ovf);
+            print_ova_disks(o);
+            let d = o.choose(a.disk.as_deref())?;
+            println!(
+                "disk:           {} ({}), read inside the archive",
+                d.id, d.file
+            );
+        }
+        None => println!("format:         {}", img.format()),
+    }
+    if let Some(vm) = v.get("vmdk") {
+        let s = |k: &str| vm[k].as_str().unwrap_or_default().to_string();
+        println!(
+            "vmdk:           createType {}, {} extent(s){}{}",
+            s("create_type"),
+            vm["extents"],
+            vm["grain_size"]
+                .as_u64()
+                .map(|g| format!(", {g}-byte grains"))
+                .unwrap_or_default(),
+            if vm["compressed"] == true {
+                ", compressed (deflate)"
+            } else {
+                ""
+            }
+        );
+        if let Some(p) = vm["parent"].as_str() {
+            println!("parent:         {p} (a delta disk; its CID checked)");
+        }
+    }
     println!("virtual size:   {}", human(img.len()));
     println!("file size:      {}", human(file_len));
     println!("allocated:      {}", human(data));
@@ -658,7 +762,10 @@ fn info(a: InfoArgs) -> Result<ExitCode> {
     if let Some(f) = v.get("footer").and_then(|f| f.as_object()) {
         println!("footer:");
         for (k, val) in f {
-            println!("  {k:<20} {val}");
+            match val.as_str() {
+                Some(text) => println!("  {k:<20} {text}"),
+                None => println!("  {k:<20} {val}"),
+            }
         }
     }
     if v["sized_by"] == "chs" {
@@ -666,6 +773,9 @@ fn info(a: InfoArgs) -> Result<ExitCode> {
             "note:           sized by CHS geometry (creator {}), as qemu reads it",
             v["footer"]["creator_application"]
         );
+    }
+    for n in &notes {
+        println!("note:           {n}");
     }
     match &check {
         Some((md, pb)) => {
@@ -680,6 +790,20 @@ fn info(a: InfoArgs) -> Result<ExitCode> {
         ),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn print_ova_disks(o: &ec2azure::image::ova::Ova) {
+    println!("disks:          {}", o.disks.len());
+    for (i, d) in o.disks.iter().enumerate() {
+        println!(
+            "  {}: {:<12} {}  {}  {}",
+            i + 1,
+            d.id,
+            d.file,
+            human(d.capacity),
+            d.format.rsplit('#').next().unwrap_or(&d.format)
+        );
+    }
 }
 
 fn check(a: CheckArgs, quiet: bool) -> Result<ExitCode> {
