@@ -1,46 +1,97 @@
 #!/usr/bin/env bash
 # Installs the oracles the tests need, when missing: qemu-img (qemu-utils), libvhdi's vhdiinfo
 # (libvhdi-utils) and its Python binding (python3-libvhdi, used by scripts/vhdiexport.py because
-# Debian ships no vhdiexport), the moto server (EBS direct APIs) and Azurite (page blobs). Safe to
-# run again: it only installs what is missing.
+# Debian ships no vhdiexport) from Debian; the moto server (EBS direct APIs) and Azurite (page
+# blobs) at pinned versions into .test-tools/ of this checkout (ignored by git): a virtual
+# environment (.test-tools/venv) and a local node_modules (.test-tools/node). The tests use those,
+# never a moto_server or azurite-blob on PATH, and nothing is installed globally with pip or npm,
+# so other versions the user has installed are left alone. Safe to run again: it installs only
+# what is missing or not at its pinned version, and takes about a second when all is there.
 set -euo pipefail
+cd "$(dirname "$0")/.."
+
+MOTO_VERSION=5.2.5
+# 3.35.0 is the last Azurite release that runs on Node 20 (newer ones need Node 22).
+AZURITE_VERSION=3.35.0
+TOOLS="$PWD/.test-tools"
+VENV="$TOOLS/venv"
+NODE_PREFIX="$TOOLS/node"
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+apt_updated=""
+apt_install() {
+  echo "installing from Debian: $*" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  if [ -z "$apt_updated" ]; then
+    $SUDO apt-get update -qq
+    apt_updated=1
+  fi
+  $SUDO apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
 
 missing=()
 command -v qemu-img >/dev/null 2>&1 || missing+=(qemu-utils)
 command -v vhdiinfo >/dev/null 2>&1 || missing+=(libvhdi-utils)
 /usr/bin/python3 -c 'import pyvhdi' >/dev/null 2>&1 || missing+=(python3-libvhdi)
+command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
+command -v python3 >/dev/null 2>&1 || missing+=(python3)
+if [ ${#missing[@]} -gt 0 ]; then apt_install "${missing[@]}"; fi
 
 # moto (PyPI) serves the EBS direct APIs on 127.0.0.1 for the snapshot push/pull tests.
-if ! command -v moto_server >/dev/null 2>&1; then
-  echo "installing moto[server]==5.2.5 (pip)" >&2
-  python3 -m pip install -q "moto[server]==5.2.5" flask flask-cors >/dev/null
-  command -v pyenv >/dev/null 2>&1 && pyenv rehash || true
-fi
-
-# Azurite (npm) serves the Blob API on 127.0.0.1 for the page-blob upload tests. 3.35.0 is the
-# last release that runs on Node 20 (newer ones need Node 22). Node and npm come from Debian when
-# missing.
-if ! command -v azurite-blob >/dev/null 2>&1; then
-  if ! command -v npm >/dev/null 2>&1; then missing+=(nodejs npm); fi
-fi
-
-install_azurite() {
-  if ! command -v azurite-blob >/dev/null 2>&1; then
-    echo "installing azurite@3.35.0 (npm)" >&2
-    SUDO_NPM=""
-    if [ "$(id -u)" -ne 0 ]; then SUDO_NPM="sudo"; fi
-    $SUDO_NPM npm install -g --no-audit --no-fund --loglevel=error azurite@3.35.0 >/dev/null
-  fi
+moto_ok() {
+  [ -x "$VENV/bin/moto_server" ] &&
+    [ "$("$VENV/bin/python" -c 'import moto, flask, flask_cors; print(moto.__version__)' 2>/dev/null)" = "$MOTO_VERSION" ] &&
+    "$VENV/bin/moto_server" --help >/dev/null 2>&1
 }
-
-if [ ${#missing[@]} -eq 0 ]; then
-  install_azurite
-  exit 0
+make_venv() {
+  rm -rf "$VENV"
+  mkdir -p "$TOOLS"
+  # The venv is made with the python3 found on PATH. Debian's python3 needs python3-venv (or
+  # python3.X-venv) for ensurepip; then the same command is tried again. A python3 that still
+  # cannot make one (or is missing ensurepip for good) falls back to Debian's /usr/bin/python3.
+  if python3 -m venv "$VENV" >/dev/null 2>&1; then return; fi
+  rm -rf "$VENV"
+  local pv
+  pv="$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+  if [ "$(python3 -c 'import sys; print(sys.base_prefix)')" = /usr ]; then
+    apt_install python3-venv "python$pv-venv" || apt_install python3-venv
+    if python3 -m venv "$VENV" >/dev/null 2>&1; then return; fi
+  elif [ -x /usr/bin/python3 ]; then
+    /usr/bin/python3 -m venv "$VENV" >/dev/null 2>&1 && return
+    rm -rf "$VENV"
+    apt_install python3-venv
+    /usr/bin/python3 -m venv "$VENV" >/dev/null 2>&1 && return
+  fi
+  echo "cannot create a Python virtual environment at $VENV (python3 -m venv)" >&2
+  exit 1
+}
+if ! moto_ok; then
+  echo "installing moto[server]==$MOTO_VERSION into $VENV" >&2
+  # A venv whose python no longer runs (its interpreter removed, the checkout moved) is made anew.
+  "$VENV/bin/python" -c '' >/dev/null 2>&1 || make_venv
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check \
+    "moto[server]==$MOTO_VERSION" flask flask-cors >/dev/null
+  if ! moto_ok; then
+    # Entry points with a stale interpreter path: make the venv anew once.
+    make_venv
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check \
+      "moto[server]==$MOTO_VERSION" flask flask-cors >/dev/null
+    moto_ok || { echo "moto $MOTO_VERSION in $VENV does not run" >&2; exit 1; }
+  fi
 fi
-echo "installing test oracles: ${missing[*]}" >&2
-SUDO=""
-if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-install_azurite
+
+# Azurite (npm) serves the Blob API on 127.0.0.1 for the page-blob upload tests.
+azurite_version() {
+  node -p "require(process.argv[1]).version" "$NODE_PREFIX/node_modules/azurite/package.json" 2>/dev/null
+}
+if [ "$(azurite_version)" != "$AZURITE_VERSION" ] || [ ! -x "$NODE_PREFIX/node_modules/.bin/azurite-blob" ]; then
+  echo "installing azurite@$AZURITE_VERSION into $NODE_PREFIX" >&2
+  mkdir -p "$NODE_PREFIX"
+  npm install --prefix "$NODE_PREFIX" --no-audit --no-fund --save-exact --loglevel=error \
+    "azurite@$AZURITE_VERSION" >/dev/null
+  if [ "$(azurite_version)" != "$AZURITE_VERSION" ]; then
+    echo "azurite $AZURITE_VERSION did not install into $NODE_PREFIX" >&2
+    exit 1
+  fi
+fi

@@ -20,10 +20,8 @@ impl Drop for Moto {
 }
 
 pub(crate) fn start_moto() -> Option<Moto> {
-    if !have("moto_server", &["--help"]) {
-        return None;
-    }
-    let (child, port) = spawn_on_free_port("moto_server", |port| {
+    let exe = moto_server()?;
+    let (child, port) = spawn_on_free_port(&exe, |port| {
         vec![
             "-H".into(),
             "127.0.0.1".into(),

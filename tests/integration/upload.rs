@@ -49,12 +49,10 @@ impl Azurite {
 }
 
 fn start_azurite() -> Option<Azurite> {
-    if !have("azurite-blob", &["--version"]) {
-        return None;
-    }
+    let exe = azurite_blob()?;
     let dir = tempfile::tempdir().unwrap();
     let location = p(dir.path()).to_string();
-    let (child, port) = spawn_on_free_port("azurite-blob", |port| {
+    let (child, port) = spawn_on_free_port(&exe, |port| {
         [
             "--blobHost",
             "127.0.0.1",

@@ -84,17 +84,56 @@ where
 /// `true` when `tool` can run. When it cannot: a panic under `EC2AZURE_REQUIRE_ORACLES`,
 /// otherwise a note and `false` (the caller skips).
 pub fn have(tool: &str, probe: &[&str]) -> bool {
+    have_or(tool, probe, "")
+}
+
+/// [`have`], with `hint` (how to get the tool) after the panic or the note.
+fn have_or(tool: &str, probe: &[&str], hint: &str) -> bool {
     let ok = Command::new(tool)
         .args(probe)
         .output()
         .is_ok_and(|o| o.status.success());
     if !ok {
         if std::env::var_os("EC2AZURE_REQUIRE_ORACLES").is_some() {
-            panic!("oracle {tool} is required (EC2AZURE_REQUIRE_ORACLES) but cannot run");
+            panic!("oracle {tool} is required (EC2AZURE_REQUIRE_ORACLES) but cannot run{hint}");
         }
-        eprintln!("note: {tool} not available, oracle check skipped");
+        eprintln!("note: {tool} not available, oracle check skipped{hint}");
     }
     ok
+}
+
+/// The emulator `name` at the version `scripts/install-test-deps.sh` pins: `$var` when set (a
+/// path, or a bare name to take the one on PATH), else the project-local copy at `local`
+/// (relative to the checkout, under the ignored `.test-tools/`). Never the one on PATH by
+/// default: another version there (a global moto 5.2.1, say) answers differently. `None` (the
+/// caller skips) when it cannot run `probe`; a panic under `EC2AZURE_REQUIRE_ORACLES`.
+pub fn pinned_tool(var: &str, local: &str, probe: &[&str]) -> Option<String> {
+    let tool = match std::env::var(var) {
+        Ok(v) if !v.is_empty() => v,
+        _ => p(&Path::new(env!("CARGO_MANIFEST_DIR")).join(local)).to_string(),
+    };
+    let hint = format!(" (run scripts/install-test-deps.sh, or set {var} to another copy)");
+    have_or(&tool, probe, &hint).then_some(tool)
+}
+
+/// moto's server (`moto[server]`, PyPI) in the project's virtual environment, or
+/// `$EC2AZURE_MOTO_SERVER`.
+pub fn moto_server() -> Option<String> {
+    pinned_tool(
+        "EC2AZURE_MOTO_SERVER",
+        ".test-tools/venv/bin/moto_server",
+        &["--help"],
+    )
+}
+
+/// Azurite's Blob service (npm `azurite`) in the project's local `node_modules`, or
+/// `$EC2AZURE_AZURITE_BLOB`.
+pub fn azurite_blob() -> Option<String> {
+    pinned_tool(
+        "EC2AZURE_AZURITE_BLOB",
+        ".test-tools/node/node_modules/.bin/azurite-blob",
+        &["--version"],
+    )
 }
 
 pub fn have_qemu() -> bool {
@@ -150,14 +189,17 @@ pub fn spawn_on_free_port(
         .local_addr()
         .unwrap()
         .port();
-    let child = Command::new(program)
+    let mut child = Command::new(program)
         .args(args(port))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
-        .unwrap();
+        .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
     let t = std::time::Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{program} exited ({status}) before it listened on port {port}");
+        }
         assert!(t.elapsed().as_secs() < 60, "{program} did not start");
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
