@@ -237,12 +237,18 @@ fn info_reports_format_extents_footer_and_readiness() {
     assert_eq!(j["virtual_size"], 32 * MIB);
     assert_eq!(j["file_size"], 32 * MIB + 512);
     assert_eq!(j["azure_ready"], true);
-    assert_eq!(j["footer"]["cookie"], "\"conectix\"");
+    // The cookie and creator as text, not a quoted string inside a string.
+    assert_eq!(j["footer"]["cookie"], "conectix");
+    assert_eq!(j["footer"]["creator_host_os"], "Wi2k");
     assert_eq!(j["footer"]["disk_type"], "fixed");
     assert_eq!(j["footer"]["checksum_valid"], true);
     assert_eq!(j["footer"]["geometry"]["heads"], 4);
     let text = ec2azure(["info", p(&vhd)]);
     assert!(text.ok().stdout.contains("azure:          ready"), "{text}");
+    assert!(
+        text.stdout.contains("cookie               conectix\n"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -27,7 +27,7 @@ fn read_ref(f: &std::fs::File, off: u64, len: usize) -> Vec<u8> {
 }
 
 /// Runs every check on the image at `path` against the raw `reference` file.
-fn conform(name: &str, path: &Path, reference: &Path, qemu_format: Option<&str>) {
+pub(crate) fn conform(name: &str, path: &Path, reference: &Path, qemu_format: Option<&str>) {
     let img = ec2azure::open(path, None).unwrap_or_else(|e| panic!("{name}: open: {e}"));
     let rf = std::fs::File::open(reference).unwrap();
     let size = rf.metadata().unwrap().len();
@@ -165,7 +165,7 @@ fn conform(name: &str, path: &Path, reference: &Path, qemu_format: Option<&str>)
     let _ = std::fs::remove_file(out);
 }
 
-fn qemu_raw(path: &Path, fmt: &str) -> PathBuf {
+pub(crate) fn qemu_raw(path: &Path, fmt: &str) -> PathBuf {
     let out = path.with_extension("ref.raw");
     run(
         "qemu-img",
@@ -1009,6 +1009,17 @@ fn vhdx_dirty_log_is_replayed_in_memory_like_qemu() {
     );
     let j = ec2azure(["info", "--json", p(&dirty)]).ok().json();
     assert_eq!(j["format"], "vhdx");
+    // Both info and convert say that the log was replayed, with its size.
+    let note = j["notes"][0].as_str().unwrap_or_default().to_string();
+    assert!(
+        note.contains("log was replayed in memory") && note.contains(": 1 log entries, "),
+        "{j}"
+    );
+    let text = ec2azure(["info", p(&dirty)]).ok().stdout.clone();
+    assert!(text.contains(&note), "{text}");
+    ec2azure(["convert", p(&dirty), p(&dir.join("dirty.vhd"))])
+        .ok()
+        .stderr_has(&note);
     // Truncated after the log was written: the lost tail must not read as zeros.
     let cut = dir.join("dirty-truncated.vhdx");
     std::fs::write(&cut, &bytes[..bytes.len() - (1 << 20)]).unwrap();

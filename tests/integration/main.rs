@@ -11,3 +11,5 @@ mod points;
 mod upload;
 mod util;
 mod vhdgen;
+mod vmdk;
+mod vmdkgen;

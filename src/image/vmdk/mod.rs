@@ -14,6 +14,9 @@
 //!   grain of the child reads the parent.
 //! ```
 //!
+//! Extent lines are read as the specification says, every access kind and ZERO included; qemu
+//! (10.0) skips RDONLY and ZERO lines, which makes such disks shorter there.
+//!
 //! Refused with the reason, never read as something else: COWD, SE sparse, vSAN sparse, raw
 //! device mappings, NOACCESS and unknown extents, encrypted disks, create types this reader does
 //! not know, a delta disk whose parent is missing or changed, extents whose sizes disagree with
