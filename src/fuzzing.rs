@@ -243,3 +243,111 @@ pub fn page_list_xml(data: &[u8]) {
         assert_eq!(parse_page_list(&xml).ok(), Some((ranges, None)));
     }
 }
+
+/// The files a fuzzed VMDK descriptor names: every name but `missing` is the same small disk
+/// image (the input's tail, as a file), so extent building, sizes and offsets are exercised.
+struct FuzzFiles(std::sync::Arc<dyn DiskImage>);
+
+impl crate::image::vmdk::Resolver for FuzzFiles {
+    fn open(
+        &self,
+        name: &str,
+    ) -> crate::Result<(std::sync::Arc<dyn DiskImage>, std::path::PathBuf)> {
+        if name == "missing" {
+            return Err(crate::Error::invalid("no such file"));
+        }
+        Ok((self.0.clone(), std::path::PathBuf::from(name)))
+    }
+}
+
+/// Opens `data` as a VMDK from memory and reads it; extents must cover the disk and agree with
+/// reads (nothing outside data extents is non-zero in the first MiB).
+fn vmdk_from(data: Vec<u8>, files: &dyn crate::image::vmdk::Resolver) {
+    use crate::image::vmdk::Vmdk;
+    let file: std::sync::Arc<dyn DiskImage> = std::sync::Arc::new(MemImage::new(data));
+    if let Ok(v) = Vmdk::open_in(file, Path::new("fuzz.vmdk"), files, 0) {
+        exercise(&v);
+        let _ = v.notes();
+        if let Ok(m) = v.extents() {
+            let mut buf = vec![0u8; 4096];
+            for e in m.range(0, 1 << 20).filter(|e| !e.kind.is_data()) {
+                let n = (e.len as usize).min(buf.len());
+                if v.read_exact_at(&mut buf[..n], e.offset).is_ok() {
+                    assert!(buf[..n].iter().all(|&b| b == 0), "a hole reads non-zero");
+                }
+            }
+        }
+    }
+}
+
+/// Arbitrary bytes as a hosted sparse VMDK extent: the magic is set and compression cleared,
+/// so every input reaches the header checks, the grain directories (primary and redundant),
+/// the tables and the grains.
+pub fn vmdk_sparse(data: &[u8]) {
+    let mut d = data.to_vec();
+    if d.len() >= 512 {
+        d[..4].copy_from_slice(b"KDMV");
+        d[77] = 0;
+        d[78] = 0;
+    }
+    vmdk_from(
+        d,
+        &FuzzFiles(std::sync::Arc::new(MemImage::new(Vec::new()))),
+    );
+}
+
+/// Arbitrary bytes as a stream-optimized VMDK: magic, deflate and the marker flag are set, so
+/// every input reaches the footer, the marker scan and the inflation of grains.
+pub fn vmdk_stream(data: &[u8]) {
+    let mut d = data.to_vec();
+    if d.len() >= 512 {
+        d[..4].copy_from_slice(b"KDMV");
+        d[10] |= 0x3; // flags bits 16 and 17: compressed, markers
+        d[77] = 1;
+        d[78] = 0;
+    }
+    vmdk_from(
+        d,
+        &FuzzFiles(std::sync::Arc::new(MemImage::new(Vec::new()))),
+    );
+}
+
+/// Arbitrary text as a VMDK descriptor: parsed, then opened with every named file being the
+/// input's last 64 KiB (or "missing"), so extent lines, sizes, offsets and delta chains run.
+pub fn vmdk_descriptor(data: &[u8]) {
+    use crate::image::vmdk::descriptor;
+    let _ = descriptor::looks_like_descriptor(data);
+    if let Ok(d) = descriptor::parse(data) {
+        let _ = d.capacity_bytes();
+    }
+    let tail = data[data.len().saturating_sub(64 << 10)..].to_vec();
+    let files = FuzzFiles(std::sync::Arc::new(MemImage::new(tail)));
+    // Only the text goes in as the descriptor file (the reader refuses "KDMV" text here).
+    if !data.starts_with(b"KDMV") && !data.starts_with(b"COWD") {
+        vmdk_from(data.to_vec(), &files);
+    }
+}
+
+/// Arbitrary bytes as an OVA: the tar members, the OVF, and every disk it names opened and
+/// read inside the archive; the OVF parser is also fed the bytes as text.
+pub fn ova(data: &[u8]) {
+    use crate::image::ova::{Ova, parse_ovf};
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = parse_ovf(text);
+    }
+    let tar: std::sync::Arc<dyn DiskImage> = std::sync::Arc::new(MemImage::new(data.to_vec()));
+    if let Ok(o) = Ova::parse(tar, Path::new("fuzz.ova")) {
+        for m in o.members() {
+            assert!(
+                m.offset + m.size <= data.len() as u64,
+                "members lie inside the archive"
+            );
+        }
+        for i in 1..=o.disks.len().min(4) {
+            if let Ok(v) = o.open_disk(Some(&i.to_string())) {
+                assert_eq!(v.len(), o.disks[i - 1].capacity);
+                exercise(&v);
+            }
+        }
+    }
+}

@@ -34,4 +34,8 @@ fn fuzz_bodies_pass_on_their_seeds() {
     each_input("manifest_json", ec2azure::fuzzing::manifest_json);
     each_input("journal", ec2azure::fuzzing::journal);
     each_input("page_list_xml", ec2azure::fuzzing::page_list_xml);
+    each_input("vmdk_sparse", ec2azure::fuzzing::vmdk_sparse);
+    each_input("vmdk_stream", ec2azure::fuzzing::vmdk_stream);
+    each_input("vmdk_descriptor", ec2azure::fuzzing::vmdk_descriptor);
+    each_input("ova", ec2azure::fuzzing::ova);
 }

@@ -26,6 +26,7 @@ use super::header::{
 use crate::error::{Error, Result};
 use crate::image::{DiskImage, ExtentKind};
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -58,8 +59,10 @@ pub enum TableSource {
 pub struct SparseExtent {
     file: Arc<dyn DiskImage>,
     header: SparseHeader,
-    /// One table per directory entry: `None` when the directory entry is 0 (no table).
-    tables: Vec<Option<Box<[u32]>>>,
+    /// The tables that exist, by directory index (a directory entry of 0 has none). Only
+    /// present tables take memory, so a header that claims a huge capacity costs nothing
+    /// until the file holds the tables.
+    tables: BTreeMap<u64, Box<[u32]>>,
     source: TableSource,
     /// How many tables came from the redundant directory.
     redundant_tables: usize,
@@ -129,7 +132,7 @@ impl SparseExtent {
         let mut ext = SparseExtent {
             file,
             header,
-            tables: Vec::new(),
+            tables: BTreeMap::new(),
             source,
             redundant_tables: 0,
             uid: NEXT_UID.fetch_add(1, Ordering::Relaxed),
@@ -182,8 +185,7 @@ impl SparseExtent {
         let per = u64::from(self.header.num_gtes_per_gt);
         let e = self
             .tables
-            .get((g / per) as usize)
-            .and_then(|t| t.as_ref())
+            .get(&(g / per))
             .map_or(0, |t| t[(g % per) as usize]);
         match e {
             0 => Grain::Unallocated,
@@ -192,17 +194,45 @@ impl SparseExtent {
         }
     }
 
-    /// Runs of `(offset, len, kind)` over the extent, one per run of grains of one kind.
+    /// Runs of `(offset, len, kind)` over the extent, one per run of grains of one kind; the
+    /// space of absent tables is one unallocated run each, without a loop over its grains.
     pub fn runs(&self) -> Vec<(u64, u64, ExtentKind)> {
         let mut out = Vec::new();
         let gb = self.grain_bytes();
-        for g in 0..self.header.grains() {
-            let kind = match self.grain(g) {
-                Grain::Unallocated => ExtentKind::Unallocated,
-                Grain::Zero => ExtentKind::Zero,
-                Grain::At(_) => ExtentKind::Data,
-            };
-            crate::image::push_run(&mut out, g * gb, self.needed(g), kind);
+        let per = u64::from(self.header.num_gtes_per_gt);
+        let grains = self.header.grains();
+        let mut next = 0u64; // the first grain not yet mapped
+        for (&t, table) in &self.tables {
+            let first = t * per;
+            if first > next {
+                crate::image::push_run(
+                    &mut out,
+                    next * gb,
+                    (first * gb).min(self.len()) - next * gb,
+                    ExtentKind::Unallocated,
+                );
+            }
+            for (i, &e) in table.iter().enumerate() {
+                let g = first + i as u64;
+                if g >= grains {
+                    break;
+                }
+                let kind = match e {
+                    0 => ExtentKind::Unallocated,
+                    1 if self.header.zero_grains() => ExtentKind::Zero,
+                    _ => ExtentKind::Data,
+                };
+                crate::image::push_run(&mut out, g * gb, self.needed(g), kind);
+            }
+            next = (first + per).min(grains);
+        }
+        if next < grains {
+            crate::image::push_run(
+                &mut out,
+                next * gb,
+                self.len() - next * gb,
+                ExtentKind::Unallocated,
+            );
         }
         out
     }
@@ -294,21 +324,34 @@ impl SparseExtent {
 
     fn load_tables(&mut self) -> Result<()> {
         let h = self.header;
-        let n = h.tables() as usize;
-        let slots = |d: Result<Vec<_>>| -> Vec<TableSlot> {
-            match d {
-                Ok(v) => v,
-                Err(e) => vec![Err(e.to_string()); n],
-            }
-        };
-        let primary = slots(self.read_directory(h.gd_offset));
+        let primary = self.read_directory(h.gd_offset);
         let redundant = (h.flags & super::header::FLAG_REDUNDANT_GD != 0 && h.rgd_offset != 0)
-            .then(|| slots(self.read_directory(h.rgd_offset)));
-        let mut redundant = redundant.map(|r| r.into_iter());
-        let mut tables = Vec::with_capacity(n);
-        for p in primary {
-            let r = redundant.as_mut().and_then(|r| r.next());
-            tables.push(match (p, r) {
+            .then(|| self.read_directory(h.rgd_offset));
+        // Whole directories unusable: say so at once (never one message per table).
+        let (primary, redundant) = match (primary, redundant) {
+            (Err(e), None) => {
+                return Err(Error::invalid(format!(
+                    "VMDK sparse extent: {e}, and the extent has no redundant grain directory"
+                )));
+            }
+            (Err(e), Some(Err(re))) => {
+                return Err(Error::invalid(format!(
+                    "VMDK sparse extent: {e}; the redundant directory is bad too: {re}"
+                )));
+            }
+            (Err(e), Some(Ok(r))) => (Err(e.to_string()), Some(r)),
+            (Ok(p), r) => (Ok(p), r.and_then(|r| r.ok())),
+        };
+        let n = h.tables() as usize;
+        let mut primary_it = primary.map(|v| v.into_iter());
+        let mut redundant_it = redundant.map(|v| v.into_iter());
+        for t in 0..n {
+            let p = match &mut primary_it {
+                Ok(it) => it.next().unwrap_or(Ok(None)),
+                Err(why) => Err(why.clone()),
+            };
+            let r = redundant_it.as_mut().and_then(|it| it.next());
+            let chosen = match (p, r) {
                 (Ok(x), _) => x,
                 (Err(_), Some(Ok(x))) => {
                     self.redundant_tables += 1;
@@ -325,9 +368,11 @@ impl SparseExtent {
                          directory"
                     )));
                 }
-            });
+            };
+            if let Some(table) = chosen {
+                self.tables.insert(t as u64, table);
+            }
         }
-        self.tables = tables;
         Ok(())
     }
 
@@ -342,7 +387,7 @@ impl SparseExtent {
         }
         let len = self.file.len();
         let per = u64::from(h.num_gtes_per_gt);
-        let mut tables: Vec<Option<Box<[u32]>>> = vec![None; h.tables() as usize];
+        let mut tables: BTreeMap<u64, Box<[u32]>> = BTreeMap::new();
         // Grains start after the metadata the header counts (at least the header itself).
         let mut pos = h.overhead.max(1).saturating_mul(SECTOR);
         loop {
@@ -377,8 +422,9 @@ impl SparseExtent {
                     )));
                 }
                 let g = m.val / h.grain_size;
-                let t = tables[(g / per) as usize]
-                    .get_or_insert_with(|| vec![0u32; per as usize].into());
+                let t = tables
+                    .entry(g / per)
+                    .or_insert_with(|| vec![0u32; per as usize].into());
                 t[(g % per) as usize] = sector;
                 pos = end.div_ceil(SECTOR) * SECTOR;
                 continue;
