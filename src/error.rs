@@ -12,21 +12,36 @@ use std::path::{Path, PathBuf};
 /// A `Result` with the crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// What kind of failure this is.
+/// What kind of failure this is: what a caller decides on (retry, report, exit code).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ErrorKind {
     /// Reading or writing a file failed.
     Io,
-    /// The input is not a valid image of the format it claims to be (bad magic, checksum, size).
+    /// The input is not a valid image of the format it claims to be (bad magic, checksum field,
+    /// size): corrupt or not what it says.
     InvalidFormat,
+    /// Data did not match the checksum or digest that vouches for it (an EBS block's SHA-256, a
+    /// recovery point's marker digest, a blob's MD5).
+    Checksum,
     /// The input is valid but uses something this tool does not support (yet).
     Unsupported,
     /// A size or offset is outside what the target format or cloud accepts.
     Limit,
     /// The caller asked for something that cannot be done (bad option, wrong file type).
     InvalidArgument,
-    /// The operation was stopped on request (see `Progress::cancelled`).
-    Cancelled,
+    /// What was asked for does not exist (a file, a blob, a snapshot, a point).
+    NotFound,
+    /// The state does not allow it: it exists already, was changed meanwhile, or a precondition
+    /// failed (HTTP 409 and 412).
+    Conflict,
+    /// The credentials were refused, or do not allow this (HTTP 401 and 403).
+    Denied,
+    /// A cloud service failed in another way (throttling, 5xx, timeouts, dropped connections,
+    /// answers that are not the service's); [`Error::cloud`] has the status and code.
+    Cloud,
+    /// The operation was stopped on request (see `Progress::cancelled`) or by a signal.
+    Interrupted,
 }
 
 impl fmt::Display for ErrorKind {
@@ -34,11 +49,44 @@ impl fmt::Display for ErrorKind {
         f.write_str(match self {
             ErrorKind::Io => "I/O error",
             ErrorKind::InvalidFormat => "invalid image",
+            ErrorKind::Checksum => "checksum mismatch",
             ErrorKind::Unsupported => "unsupported",
             ErrorKind::Limit => "size limit",
             ErrorKind::InvalidArgument => "invalid argument",
-            ErrorKind::Cancelled => "cancelled",
+            ErrorKind::NotFound => "not found",
+            ErrorKind::Conflict => "conflict",
+            ErrorKind::Denied => "access denied",
+            ErrorKind::Cloud => "cloud service error",
+            ErrorKind::Interrupted => "interrupted",
         })
+    }
+}
+
+/// What a cloud service answered, kept as data so a caller can tell a 403 from a 404 and decide
+/// what to retry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloudError {
+    /// The service ("blob", "ebs", ...).
+    pub service: &'static str,
+    /// The HTTP status, when there was an answer.
+    pub status: Option<u16>,
+    /// The service's error code (`ServerBusy`, `ResourceNotFoundException`, ...), when given.
+    pub code: Option<String>,
+    /// `true` when the same call may succeed later (throttling, 5xx, timeouts).
+    pub transient: bool,
+}
+
+impl CloudError {
+    /// The kind an answer with this status is: 404 not found, 409/412 conflict, 401/403
+    /// denied, 400 invalid argument, anything else (or no answer) a cloud error.
+    pub fn kind(&self) -> ErrorKind {
+        match self.status {
+            Some(404) => ErrorKind::NotFound,
+            Some(409 | 412) => ErrorKind::Conflict,
+            Some(401 | 403) => ErrorKind::Denied,
+            Some(400) => ErrorKind::InvalidArgument,
+            _ => ErrorKind::Cloud,
+        }
     }
 }
 
@@ -49,6 +97,7 @@ pub struct Error {
     message: String,
     path: Option<PathBuf>,
     offset: Option<u64>,
+    cloud: Option<Box<CloudError>>,
     source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
 }
 
@@ -60,6 +109,7 @@ impl Error {
             message: message.into(),
             path: None,
             offset: None,
+            cloud: None,
             source: None,
         }
     }
@@ -86,7 +136,51 @@ impl Error {
 
     /// The operation was stopped on request.
     pub fn cancelled() -> Self {
-        Self::new(ErrorKind::Cancelled, "interrupted: stopped on request")
+        Self::new(ErrorKind::Interrupted, "interrupted: stopped on request")
+    }
+
+    /// Data did not match the checksum or digest that vouches for it.
+    pub fn checksum(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Checksum, message)
+    }
+
+    /// What was asked for does not exist.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::NotFound, message)
+    }
+
+    /// The state does not allow it (exists already, changed meanwhile, precondition failed).
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Conflict, message)
+    }
+
+    /// A cloud service's failure: the kind follows the answer's status ([`CloudError::kind`]),
+    /// the answer is kept as data ([`Error::cloud`]) and the client's error as the source.
+    pub fn from_cloud(
+        message: impl Into<String>,
+        cloud: CloudError,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        let mut e = Self::new(cloud.kind(), message);
+        e.cloud = Some(Box::new(cloud));
+        e.source = Some(Box::new(source));
+        e
+    }
+
+    /// Attach a cause (kept as [`std::error::Error::source`], not flattened into the message).
+    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.source = Some(Box::new(source));
+        self
+    }
+
+    /// What the cloud service answered, when this is a cloud failure.
+    pub fn cloud(&self) -> Option<&CloudError> {
+        self.cloud.as_deref()
+    }
+
+    /// `true` when trying the same thing again later may succeed (a transient cloud failure).
+    pub fn is_transient(&self) -> bool {
+        self.cloud.as_ref().is_some_and(|c| c.transient)
     }
 
     /// An I/O error during `operation` (e.g. "reading", "writing footer").
@@ -192,5 +286,34 @@ mod tests {
             .with_offset(2);
         assert_eq!(e.path(), Some(Path::new("inner")));
         assert_eq!(e.offset(), Some(1));
+    }
+
+    #[test]
+    fn cloud_answers_become_kinds_and_keep_their_details() {
+        for (status, kind) in [
+            (Some(403), ErrorKind::Denied),
+            (Some(401), ErrorKind::Denied),
+            (Some(404), ErrorKind::NotFound),
+            (Some(409), ErrorKind::Conflict),
+            (Some(412), ErrorKind::Conflict),
+            (Some(400), ErrorKind::InvalidArgument),
+            (Some(429), ErrorKind::Cloud),
+            (Some(500), ErrorKind::Cloud),
+            (None, ErrorKind::Cloud),
+        ] {
+            let c = CloudError {
+                service: "blob",
+                status,
+                code: Some("X".into()),
+                transient: status.is_none_or(|s| s >= 429),
+            };
+            let e = Error::from_cloud("put page", c.clone(), std::io::Error::other("inner"));
+            assert_eq!(e.kind(), kind, "{status:?}");
+            assert_eq!(e.cloud(), Some(&c));
+            assert_eq!(e.is_transient(), c.transient);
+            let src = std::error::Error::source(&e).map(|s| s.to_string());
+            assert_eq!(src.as_deref(), Some("inner"));
+            assert_eq!(e.to_string(), "put page", "the cause is not flattened in");
+        }
     }
 }

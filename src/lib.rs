@@ -45,7 +45,7 @@ pub mod sample;
 pub use check::{CheckReport, Target, check_file};
 pub use compare::{Comparison, compare};
 pub use digest::{Manifest, ManifestBuilder};
-pub use error::{Error, ErrorKind, Result};
+pub use error::{CloudError, Error, ErrorKind, Result};
 pub use export::{ConvertOptions, ConvertReport, OutputFormat, convert, convert_in_place};
 pub use image::{DiskImage, ExtentKind, ExtentMap, Format, OpenOptions, open, open_with};
 pub use progress::{NoProgress, Progress};

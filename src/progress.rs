@@ -16,7 +16,7 @@ pub trait Progress: Send + Sync {
     /// The phase is over.
     fn finish(&self) {}
     /// `true` when the caller wants the operation stopped (Ctrl-C, say). Long operations check
-    /// between pieces of work and stop with an [`ErrorKind::Cancelled`](crate::ErrorKind) error,
+    /// between pieces of work and stop with an [`ErrorKind::Interrupted`](crate::ErrorKind) error,
     /// cleaning up as after any error.
     fn cancelled(&self) -> bool {
         false

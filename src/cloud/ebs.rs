@@ -39,9 +39,27 @@ pub enum EbsError {
     Fatal(String),
 }
 
+impl std::error::Error for EbsError {}
+
 impl Transient for EbsError {
     fn retryable(&self) -> bool {
         !matches!(self, EbsError::Fatal(_))
+    }
+
+    fn cloud(&self) -> crate::CloudError {
+        let (status, code) = match self {
+            EbsError::Throttled => (Some(429), "ThrottlingException"),
+            EbsError::NotFoundYet => (Some(404), "ResourceNotFoundException"),
+            EbsError::Server(_) => (Some(500), "InternalServerException"),
+            EbsError::Timeout => (None, "Timeout"),
+            EbsError::Fatal(_) => (None, "Fatal"),
+        };
+        crate::CloudError {
+            service: "ebs",
+            status,
+            code: Some(code.to_string()),
+            transient: self.retryable(),
+        }
     }
 }
 

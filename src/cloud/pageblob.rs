@@ -870,9 +870,26 @@ fn element<'a>(xml: &'a str, tag: &str) -> Option<&'a str> {
     Some(&xml[i..i + j])
 }
 
+impl std::error::Error for BlobError {}
+
 impl super::retry::Transient for BlobError {
     fn retryable(&self) -> bool {
         BlobError::retryable(self)
+    }
+
+    fn cloud(&self) -> crate::CloudError {
+        let (status, code) = match self {
+            BlobError::Status { status, code, .. } => (Some(*status), Some(code.clone())),
+            BlobError::Timeout => (None, Some("Timeout".to_string())),
+            BlobError::Connection(_) => (None, Some("ConnectionFailed".to_string())),
+            BlobError::Refused(_) => (None, Some("NotSent".to_string())),
+        };
+        crate::CloudError {
+            service: "blob",
+            status,
+            code,
+            transient: self.retryable(),
+        }
     }
 }
 

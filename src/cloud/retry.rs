@@ -1,15 +1,25 @@
 //! Bounded retries with exponential backoff, shared by every cloud client: a call is attempted
 //! until it succeeds, fails in a way not worth retrying, or runs out of attempts.
 
-use crate::error::{Error, ErrorKind, Result};
-use std::fmt::Display;
+use crate::error::{CloudError, Error, Result};
 use std::time::Duration;
 
 /// A failure that may or may not be worth another attempt.
-pub trait Transient: Display {
+pub trait Transient: std::error::Error + Send + Sync + 'static {
     /// `true` when the same call may succeed later (throttling, 5xx, timeouts, dropped
     /// connections).
     fn retryable(&self) -> bool;
+
+    /// What the service answered, as data (status, code); by default only whether it is
+    /// transient.
+    fn cloud(&self) -> CloudError {
+        CloudError {
+            service: "cloud",
+            status: None,
+            code: None,
+            transient: self.retryable(),
+        }
+    }
 }
 
 /// How hard to try.
@@ -69,15 +79,19 @@ impl RetryPolicy {
             match call() {
                 Ok(v) => return Ok(v),
                 Err(e) if e.retryable() => last = Some(e),
-                Err(e) => return Err(Error::new(ErrorKind::Io, format!("{what}: {e}"))),
+                Err(e) => return Err(Error::from_cloud(format!("{what}: {e}"), e.cloud(), e)),
             }
         }
-        Err(Error::new(
-            ErrorKind::Io,
-            format!(
-                "{what}: still failing after {attempts} attempts: {}",
-                last.map(|e| e.to_string()).unwrap_or_default()
-            ),
-        ))
+        match last {
+            Some(e) => Err(Error::from_cloud(
+                format!("{what}: still failing after {attempts} attempts: {e}"),
+                e.cloud(),
+                e,
+            )),
+            None => Err(Error::new(
+                crate::ErrorKind::Cloud,
+                format!("{what}: no attempt was made"),
+            )),
+        }
     }
 }

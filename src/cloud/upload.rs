@@ -784,7 +784,7 @@ pub fn upload(
                                 put_calls.fetch_add(1, Relaxed);
                                 counters.sent.fetch_add(e - s, Relaxed);
                             }
-                            Err(e2) if e2.kind() == ErrorKind::Cancelled => {
+                            Err(e2) if e2.kind() == ErrorKind::Interrupted => {
                                 cancelled.store(true, Relaxed);
                             }
                             Err(e2) => lock(&failures).push((s, e - s, e2)),
@@ -806,7 +806,7 @@ pub fn upload(
                                 clear_calls.fetch_add(1, Relaxed);
                                 counters.cleared.fetch_add(e - s, Relaxed);
                             }
-                            Err(e2) if e2.kind() == ErrorKind::Cancelled => {
+                            Err(e2) if e2.kind() == ErrorKind::Interrupted => {
                                 cancelled.store(true, Relaxed);
                             }
                             Err(e2) => lock(&failures).push((s, e - s, e2)),
@@ -1167,7 +1167,7 @@ pub fn download(
                         });
                     match r {
                         Ok(()) => opts.progress.advance(n as u64),
-                        Err(e) if e.kind() == ErrorKind::Cancelled => {
+                        Err(e) if e.kind() == ErrorKind::Interrupted => {
                             cancelled.store(true, Relaxed)
                         }
                         Err(e) => lock(&failures).push((a, e)),
@@ -1469,7 +1469,7 @@ mod tests {
             ..opts()
         };
         let e = upload(Source::Disk(&d), &f, &name(), &o).unwrap_err();
-        assert_eq!(e.kind(), ErrorKind::Cancelled);
+        assert_eq!(e.kind(), ErrorKind::Interrupted);
         let first = puts(&f);
         assert!(!first.is_empty());
         // The footer window comes last: finish the upload with another random id — the
@@ -1518,7 +1518,7 @@ mod tests {
             ..opts()
         };
         let e = upload(Source::Disk(&b), &f, &name(), &o).unwrap_err();
-        assert_eq!(e.kind(), ErrorKind::Cancelled);
+        assert_eq!(e.kind(), ErrorKind::Interrupted);
         let r = upload(Source::Disk(&b), &f, &name(), &opts()).unwrap();
         assert_eq!(r.start, "resumed");
         assert!(

@@ -225,7 +225,7 @@ pub fn for_each_data_run(
             }
             let r = chunk(buf, c);
             if let Err(e) = r {
-                if e.kind() == crate::ErrorKind::Cancelled {
+                if e.kind() == crate::ErrorKind::Interrupted {
                     stop.store(true, Relaxed);
                 }
                 failures.lock().unwrap_or_else(|p| p.into_inner()).push(e);
@@ -236,7 +236,7 @@ pub fn for_each_data_run(
     let mut failures = failures.into_inner().unwrap_or_else(|p| p.into_inner());
     if let Some(i) = failures
         .iter()
-        .position(|e| e.kind() == crate::ErrorKind::Cancelled)
+        .position(|e| e.kind() == crate::ErrorKind::Interrupted)
     {
         return Err(failures.swap_remove(i));
     }
@@ -725,7 +725,7 @@ mod tests {
             ..ConvertOptions::default()
         };
         let e = convert(&img, &out, &opts).unwrap_err();
-        assert_eq!(e.kind(), crate::ErrorKind::Cancelled);
+        assert_eq!(e.kind(), crate::ErrorKind::Interrupted);
         assert!(
             std::fs::read_dir(dir.path()).unwrap().next().is_none(),
             "nothing left"

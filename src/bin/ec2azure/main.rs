@@ -333,13 +333,22 @@ fn main() -> ExitCode {
             for cause in e.chain().skip(1) {
                 eprintln!("  caused by: {cause}");
             }
-            let cancelled = e.chain().any(|c| {
-                c.downcast_ref::<ec2azure::Error>()
-                    .is_some_and(|x| x.kind() == ec2azure::ErrorKind::Cancelled)
-            });
-            // 130: stopped by Ctrl-C, as shells report it.
-            ExitCode::from(if cancelled { 130 } else { 2 })
+            exit_code(&e)
         }
+    }
+}
+
+/// The one place error kinds become exit codes: 130 for an interrupted run (as shells report
+/// Ctrl-C), 2 for every other error (1 is kept for negative answers: not ready, different,
+/// points lost).
+fn exit_code(e: &anyhow::Error) -> ExitCode {
+    let kind = e
+        .chain()
+        .find_map(|c| c.downcast_ref::<ec2azure::Error>())
+        .map(ec2azure::Error::kind);
+    match kind {
+        Some(ec2azure::ErrorKind::Interrupted) => ExitCode::from(130),
+        _ => ExitCode::from(2),
     }
 }
 
