@@ -158,7 +158,7 @@ impl ManifestBuilder {
     /// Records the contents of block `index` (all of it: 512 KiB, or less for the last block).
     /// An all-zero block stays marked zero.
     pub fn record(&self, index: u64, data: &[u8]) {
-        if crate::export::is_zero(data) {
+        if crate::bytes::is_zero(data) {
             return;
         }
         let d = sha256(data);

@@ -148,7 +148,7 @@ impl AwsEbs {
                     buf.fill(0);
                     let n = (img.len() - index * BLOCK_SIZE).min(BLOCK_SIZE) as usize;
                     let data = bytes_at(img, &extents, index * BLOCK_SIZE, &mut buf[..n])?.to_vec();
-                    if crate::export::is_zero(&data) {
+                    if crate::bytes::is_zero(&data) {
                         return Ok(()); // unwritten blocks read as zeros
                     }
                     let mut block = data;

@@ -213,7 +213,7 @@ pub fn open_source(path: &Path, format: Option<Format>, target: Target) -> Resul
         }
     }
     Ok(OpenedSource {
-        image: crate::image::open(path, format)?,
+        image: crate::source::open(path, format)?,
         as_vhd: false,
     })
 }

@@ -39,14 +39,7 @@ pub const DEFAULT_SPARSE_SIZE: usize = 4096;
 /// From this hole granularity up, workers take turns writing (see [`convert`]).
 const TAKE_TURNS_FROM: usize = 64 * 1024;
 
-/// `true` when every byte of `buf` is zero.
-pub fn is_zero(buf: &[u8]) -> bool {
-    // SAFETY: every bit pattern is a valid u128; align_to only reinterprets the aligned middle.
-    let (head, body, tail) = unsafe { buf.align_to::<u128>() };
-    head.iter().all(|&b| b == 0)
-        && body.chunks(8).all(|c| c.iter().fold(0, |a, &x| a | x) == 0)
-        && tail.iter().all(|&b| b == 0)
-}
+pub use crate::bytes::is_zero;
 
 /// `size` rounded up to a whole MiB.
 pub fn align_mib(size: u64) -> u64 {

@@ -255,8 +255,8 @@ pub struct OpenOptions {
     pub disk: Option<String>,
 }
 
-/// Opens the image at `path` read-only, detecting its format unless `format` names it. A path
-/// `ebs://snap-…` opens an EBS snapshot through the EBS direct APIs.
+/// Opens the image file at `path` read-only, detecting its format unless `format` names it.
+/// (URIs such as `ebs://snap-…` are opened by [`crate::source::open`], above the cloud layer.)
 ///
 /// # Errors
 /// The file cannot be opened; it looks like a known format but is damaged; or its format is one
@@ -292,23 +292,6 @@ pub fn detect_format(path: &Path) -> Result<Option<Format>> {
 /// As [`open`]; and `disk` given for anything but an OVA, or naming no disk of it.
 pub fn open_with(path: &Path, opts: &OpenOptions) -> Result<Box<dyn DiskImage>> {
     let format = opts.format;
-    // ebs://SNAPSHOT_ID: an EBS snapshot through the EBS direct APIs, with region, credentials
-    // and endpoint (AWS_ENDPOINT_URL) from the usual AWS settings.
-    if let Some(id) = path.to_str().and_then(|s| s.strip_prefix("ebs://")) {
-        use crate::cloud::{aws_ebs::AwsEbs, ebs::EbsSnapshot, ebs::RetryPolicy};
-        if !id.starts_with("snap-") || id.contains('/') {
-            return Err(Error::argument(format!(
-                "{path:?}: expected ebs://snap-<id>",
-                path = path.display()
-            )));
-        }
-        let api = AwsEbs::new(None, None)?;
-        return Ok(Box::new(EbsSnapshot::open(
-            api,
-            id,
-            RetryPolicy::default(),
-        )?));
-    }
     let mut raw = RawImage::open(path)?;
     let detected = detect(&raw).path(path)?;
     let explicit = format.is_some();

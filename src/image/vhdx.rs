@@ -137,12 +137,9 @@ fn le64(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(x)
 }
 
-/// CRC-32C of `buf` with its 4-byte checksum field at `at` counted as zero.
-pub fn crc_with_zeroed_field(buf: &[u8], at: usize) -> u32 {
-    let c = crc32c::crc32c(&buf[..at]);
-    let c = crc32c::crc32c_append(c, &[0; 4]);
-    crc32c::crc32c_append(c, &buf[at + 4..])
-}
+/// CRC-32C of a structure with its checksum field counted as zero (defined beside the log
+/// replay, which the reader stands on).
+pub use super::vhdx_log::crc_with_zeroed_field;
 
 fn show_guid(g: &[u8; 16]) -> String {
     format!(

@@ -83,7 +83,7 @@ fn read_entry(log: &[u8], at: u64, guid: &[u8; 16], forbidden: (u64, u64)) -> Op
     let bytes: Vec<u8> = (0..length)
         .map(|i| log[((at + i) % size) as usize])
         .collect();
-    let crc = crate::image::vhdx::crc_with_zeroed_field(&bytes, 4);
+    let crc = crc_with_zeroed_field(&bytes, 4);
     if crc != le32(&bytes, 4) || &bytes[32..48] != guid {
         return None;
     }
@@ -217,6 +217,14 @@ fn active_sequence(log: &[u8], guid: &[u8; 16], forbidden: (u64, u64)) -> Vec<En
         start += PAGE;
     }
     best
+}
+
+/// CRC-32C of `buf` with its 4-byte checksum field at `at` counted as zero (every VHDX
+/// structure's checksum: headers, region tables, log entries).
+pub fn crc_with_zeroed_field(buf: &[u8], at: usize) -> u32 {
+    let c = crc32c::crc32c(&buf[..at]);
+    let c = crc32c::crc32c_append(c, &[0; 4]);
+    crc32c::crc32c_append(c, &buf[at + 4..])
 }
 
 /// A file with its VHDX log replayed over it, in memory.

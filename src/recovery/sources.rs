@@ -3,9 +3,9 @@
 //! ListChangedBlocks would give them.
 
 use super::overlay::check_points;
+use crate::bytes::is_zero;
 use crate::digest::{BLOCK_SIZE, ManifestBuilder, Sha256Digest, sha256};
 use crate::error::{Error, Result};
-use crate::export::is_zero;
 use crate::image::{DiskImage, bytes_at};
 use crate::journal::{Consistency, JournalInfo, JournalWriter, Marker, WriterOptions};
 use crate::progress::Progress;

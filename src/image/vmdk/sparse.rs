@@ -63,6 +63,10 @@ pub struct SparseExtent {
     /// present tables take memory, so a header that claims a huge capacity costs nothing
     /// until the file holds the tables.
     tables: BTreeMap<u64, Box<[u32]>>,
+    /// A stream without a directory: the file sector of each grain its markers name, by grain
+    /// index (a few bytes per grain found, so never more than a fraction of the file, where
+    /// one table per grain marker could cost up to 32 times the file).
+    scanned: BTreeMap<u64, u32>,
     source: TableSource,
     /// How many tables came from the redundant directory.
     redundant_tables: usize,
@@ -133,6 +137,7 @@ impl SparseExtent {
             file,
             header,
             tables: BTreeMap::new(),
+            scanned: BTreeMap::new(),
             source,
             redundant_tables: 0,
             uid: NEXT_UID.fetch_add(1, Ordering::Relaxed),
@@ -182,6 +187,12 @@ impl SparseExtent {
 
     /// What grain `g` is.
     pub fn grain(&self, g: u64) -> Grain {
+        if self.source == TableSource::Scan {
+            return self
+                .scanned
+                .get(&g)
+                .map_or(Grain::Unallocated, |&s| Grain::At(u64::from(s)));
+        }
         let per = u64::from(self.header.num_gtes_per_gt);
         let e = self
             .tables
@@ -202,6 +213,18 @@ impl SparseExtent {
         let per = u64::from(self.header.num_gtes_per_gt);
         let grains = self.header.grains();
         let mut next = 0u64; // the first grain not yet mapped
+        for &g in self.scanned.keys() {
+            if g > next {
+                crate::image::push_run(
+                    &mut out,
+                    next * gb,
+                    g * gb - next * gb,
+                    ExtentKind::Unallocated,
+                );
+            }
+            crate::image::push_run(&mut out, g * gb, self.needed(g), ExtentKind::Data);
+            next = g + 1;
+        }
         for (&t, table) in &self.tables {
             let first = t * per;
             if first > next {
@@ -287,6 +310,26 @@ impl SparseExtent {
         self.file.read_exact_at(&mut gd, at)?;
         let per = u64::from(self.header.num_gtes_per_gt);
         let gt_len = per * 4;
+        // The tables of one directory are distinct ranges of the file (VMware and qemu write
+        // them so). Two entries naming the same or overlapping tables would make a small file
+        // cost a table's memory and checks per entry (thousands of entries naming one table:
+        // gigabytes): such a directory is refused whole, so the tables kept never hold more
+        // than the file's own bytes.
+        let mut placed: Vec<(u64, u64)> = (0..n)
+            .filter_map(|t| {
+                let s = u32_at(&gd, (t * 4) as usize);
+                (s != 0).then_some((u64::from(s) * SECTOR, t))
+            })
+            .collect();
+        placed.sort_unstable();
+        if let Some(w) = placed.windows(2).find(|w| w[0].0 + gt_len > w[1].0) {
+            return Err(Error::invalid(format!(
+                "the grain directory at sector {sector} names overlapping grain tables: \
+                 table {} at file offset {} and table {} at file offset {} ({gt_len} bytes each)",
+                w[0].1, w[0].0, w[1].1, w[1].0
+            )));
+        }
+        drop(placed);
         let mut out = Vec::with_capacity(n as usize);
         let mut gt = vec![0u8; gt_len as usize];
         for t in 0..n {
@@ -386,8 +429,7 @@ impl SparseExtent {
             ));
         }
         let len = self.file.len();
-        let per = u64::from(h.num_gtes_per_gt);
-        let mut tables: BTreeMap<u64, Box<[u32]>> = BTreeMap::new();
+        let mut scanned: BTreeMap<u64, u32> = BTreeMap::new();
         // Grains start after the metadata the header counts (at least the header itself).
         let mut pos = h.overhead.max(1).saturating_mul(SECTOR);
         loop {
@@ -421,11 +463,7 @@ impl SparseExtent {
                         m.size
                     )));
                 }
-                let g = m.val / h.grain_size;
-                let t = tables
-                    .entry(g / per)
-                    .or_insert_with(|| vec![0u32; per as usize].into());
-                t[(g % per) as usize] = sector;
+                scanned.insert(m.val / h.grain_size, sector);
                 pos = end.div_ceil(SECTOR) * SECTOR;
                 continue;
             }
@@ -451,7 +489,7 @@ impl SparseExtent {
                 }
             }
         }
-        self.tables = tables;
+        self.scanned = scanned;
         Ok(())
     }
 
