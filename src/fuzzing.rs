@@ -312,15 +312,20 @@ pub fn vmdk_stream(data: &[u8]) {
     );
 }
 
-/// Arbitrary text as a VMDK descriptor: parsed, then opened with every named file being the
-/// input's last 64 KiB (or "missing"), so extent lines, sizes, offsets and delta chains run.
+/// Arbitrary text as a VMDK descriptor: parsed, then opened with every named file (but
+/// "missing") being the bytes after the input's first NUL (the descriptor parser stops there),
+/// or without a NUL the input's last 64 KiB; so extent lines, sizes, offsets, delta chains and
+/// SPARSE extents (a "KDMV" file after the NUL) run.
 pub fn vmdk_descriptor(data: &[u8]) {
     use crate::image::vmdk::descriptor;
     let _ = descriptor::looks_like_descriptor(data);
     if let Ok(d) = descriptor::parse(data) {
         let _ = d.capacity_bytes();
     }
-    let tail = data[data.len().saturating_sub(64 << 10)..].to_vec();
+    let tail = match data.iter().position(|&c| c == 0) {
+        Some(nul) => data[nul + 1..].to_vec(),
+        None => data[data.len().saturating_sub(64 << 10)..].to_vec(),
+    };
     let files = FuzzFiles(std::sync::Arc::new(MemImage::new(tail)));
     // Only the text goes in as the descriptor file (the reader refuses "KDMV" text here).
     if !data.starts_with(b"KDMV") && !data.starts_with(b"COWD") {

@@ -102,7 +102,11 @@ pub fn looks_like_descriptor(b: &[u8]) -> bool {
         return false;
     };
     let t = text.trim_start();
-    if t.len() >= 21 && t[..21].eq_ignore_ascii_case("# disk descriptorfile") {
+    // Bytes, not a str slice: byte 21 may fall inside a character.
+    if t.as_bytes()
+        .get(..21)
+        .is_some_and(|h| h.eq_ignore_ascii_case(b"# disk descriptorfile"))
+    {
         return true;
     }
     // Without the comment: every non-empty line up to createType is a comment or key=value.

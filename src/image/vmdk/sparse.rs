@@ -631,3 +631,64 @@ fn read_footer(file: &dyn DiskImage, head: &SparseHeader) -> Result<Option<Spars
     }
     Ok(Some(f))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::header::tests::header_bytes;
+    use super::super::header::{FLAG_COMPRESSED, FLAG_MARKERS, FLAG_ZERO_GRAIN};
+    use super::*;
+    use crate::image::MemImage;
+
+    /// A 2-table extent (128-sector grains, 512 entries a table) with its directory at
+    /// sector 1 naming tables at `gts`.
+    fn two_tables(gts: [u32; 2]) -> Vec<u8> {
+        let mut f = header_bytes(2 * 512 * 128, 1, 0, 0).to_vec();
+        f.extend_from_slice(&gts[0].to_le_bytes());
+        f.extend_from_slice(&gts[1].to_le_bytes());
+        let end = (gts[0].max(gts[1]) as usize + 4) * 512;
+        f.resize(end, 0);
+        f
+    }
+
+    #[test]
+    fn directory_entries_naming_one_table_are_refused() {
+        let open = |f: Vec<u8>| SparseExtent::open(Arc::new(MemImage::new(f)));
+        let e = open(two_tables([2, 2])).unwrap_err().to_string();
+        assert!(e.contains("overlapping grain tables"), "{e}");
+        let e = open(two_tables([2, 4])).unwrap_err().to_string();
+        assert!(e.contains("overlapping grain tables"), "{e}");
+        let ext = open(two_tables([2, 6])).unwrap();
+        assert_eq!(ext.tables.len(), 2);
+        assert_eq!(ext.runs(), vec![(0, ext.len(), ExtentKind::Unallocated)]);
+    }
+
+    #[test]
+    fn a_scanned_grain_at_sector_1_is_data_not_a_zero_grain() {
+        use std::io::Write;
+        let flags = FLAG_MARKERS | FLAG_COMPRESSED | FLAG_ZERO_GRAIN;
+        let mut f = header_bytes(256, GD_AT_END, 0, flags).to_vec();
+        f[64..72].copy_from_slice(&1u64.to_le_bytes()); // overhead: the header
+        f[77] = 1; // deflate
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+        z.write_all(&[7u8; 128 * 512]).unwrap();
+        let z = z.finish().unwrap();
+        f.extend_from_slice(&0u64.to_le_bytes());
+        f.extend_from_slice(&(z.len() as u32).to_le_bytes());
+        f.extend_from_slice(&z);
+        f.resize(f.len().div_ceil(512) * 512 + 512, 0); // then the end-of-stream marker
+        let ext = SparseExtent::open(Arc::new(MemImage::new(f))).unwrap();
+        assert_eq!(ext.source(), TableSource::Scan);
+        assert_eq!(ext.grain(0), Grain::At(1));
+        assert_eq!(ext.grain(1), Grain::Unallocated);
+        let mut b = [0u8; 512];
+        ext.read_stored(0, 1, 512, &mut b).unwrap();
+        assert!(b.iter().all(|&x| x == 7));
+        assert_eq!(
+            ext.runs(),
+            vec![
+                (0, 65536, ExtentKind::Data),
+                (65536, 65536, ExtentKind::Unallocated)
+            ]
+        );
+    }
+}
