@@ -319,6 +319,8 @@ fn convert_chunk(
     {
         m.record_digest(start / BLOCK_SIZE, crate::digest::sha256(buf));
     }
+    // Done with these bytes: a mapped input drops them from memory (RSS stays bounded).
+    src.release(start, len as u64);
     progress.advance(len as u64);
     Ok(())
 }
@@ -359,9 +361,21 @@ impl PendingOutput {
             f.sync_all()
                 .map_err(|e| Error::io("syncing the output", e).with_path(target))?;
         }
+        // Replacing a file frees its blocks and page cache inside rename(2), waiting for any
+        // write-back still in flight (an output just written with --no-sync: seconds). Keep the
+        // old file linked under a hidden name across the rename, and free it on a thread of its
+        // own, so the new file is in place without waiting for that.
+        let retired = retire_name(target).filter(|r| std::fs::hard_link(target, r).is_ok());
         self.tmp
             .persist(target)
             .map_err(|e| Error::io("renaming the output into place", e.error).with_path(target))?;
+        if let Some(r) = retired {
+            RETIRING.with_borrow_mut(|v| {
+                v.push(std::thread::spawn(move || {
+                    let _ = std::fs::remove_file(&r);
+                }))
+            });
+        }
         if sync && let Some(dir) = target.parent() {
             let dir = if dir.as_os_str().is_empty() {
                 Path::new(".")
@@ -374,6 +388,32 @@ impl PendingOutput {
             }
         }
         Ok(())
+    }
+}
+
+thread_local! {
+    /// Threads freeing replaced outputs (see [`PendingOutput::commit`]).
+    static RETIRING: std::cell::RefCell<Vec<std::thread::JoinHandle<()>>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A hidden name beside `target` to keep an existing regular file linked under while it is
+/// replaced, when there is one to replace.
+fn retire_name(target: &Path) -> Option<std::path::PathBuf> {
+    let meta = std::fs::symlink_metadata(target).ok()?;
+    if !meta.is_file() {
+        return None;
+    }
+    let name = target.file_name()?.to_string_lossy();
+    let mut r = [0u8; 6];
+    getrandom::fill(&mut r).ok()?;
+    Some(target.with_file_name(format!(".{name}.{}.replaced", hex::encode(r))))
+}
+
+/// Waits until every replaced output of this thread is freed.
+pub fn wait_for_replaced_outputs() {
+    for t in RETIRING.with_borrow_mut(std::mem::take) {
+        let _ = t.join();
     }
 }
 
@@ -744,5 +784,29 @@ mod tests {
             "{e}"
         );
         assert_eq!(read_file(&p).len() as u64, 2 * MIB + 512);
+    }
+
+    #[test]
+    fn replacing_an_output_leaves_only_the_new_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("o.raw");
+        let opts = ConvertOptions {
+            format: OutputFormat::Raw,
+            ..ConvertOptions::default()
+        };
+        convert(&MemImage::new(vec![1u8; 4096]), &out, &opts).unwrap();
+        // A second name for the old file: it must keep its bytes (it is replaced, not changed).
+        let other = dir.path().join("keep");
+        std::fs::hard_link(&out, &other).unwrap();
+        convert(&MemImage::new(vec![2u8; 8192]), &out, &opts).unwrap();
+        wait_for_replaced_outputs();
+        assert_eq!(read_file(&out), vec![2u8; 8192]);
+        assert_eq!(read_file(&other), vec![1u8; 4096]);
+        let mut names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["keep", "o.raw"], "no hidden file is left");
     }
 }

@@ -79,6 +79,14 @@ pub trait DiskImage: Send + Sync {
         None
     }
 
+    /// A hint that the bytes at `offset..offset + len` will not be read again soon: an image
+    /// that maps its file drops those pages from this process's memory (they stay in the page
+    /// cache), so resident memory does not grow with the input. Lent slices of the range must
+    /// no longer be in use; reading the range again later is still correct. No-op by default.
+    fn release(&self, offset: u64, len: u64) {
+        let _ = (offset, len);
+    }
+
     /// What the reader did or decided that a user should hear about (a VHDX log replayed in
     /// memory, a VMDK read through its redundant grain directory, a file read as raw for want of
     /// any signature); empty by default.
@@ -127,6 +135,9 @@ impl<T: DiskImage + ?Sized> DiskImage for Box<T> {
     }
     fn notes(&self) -> Vec<String> {
         (**self).notes()
+    }
+    fn release(&self, offset: u64, len: u64) {
+        (**self).release(offset, len)
     }
 }
 

@@ -209,6 +209,30 @@ impl DiskImage for RawImage {
         self.notes.clone()
     }
 
+    fn release(&self, offset: u64, len: u64) {
+        let Some(Some(map)) = self.map.get() else {
+            return;
+        };
+        // Whole pages inside the range only: a page shared with a neighbouring range may still
+        // be in use there.
+        const PAGE: u64 = 4096;
+        let start = offset.div_ceil(PAGE) * PAGE;
+        let end = offset.saturating_add(len).min(self.len) / PAGE * PAGE;
+        if end <= start {
+            return;
+        }
+        let (Ok(s), Ok(n)) = (usize::try_from(start), usize::try_from(end - start)) else {
+            return;
+        };
+        // SAFETY: the range lies inside our read-only, file-backed mapping; dropping its pages
+        // only makes a later access fault them in again from the file (the page cache), so no
+        // reader can see different bytes. The caller promises no lent slice of the range is in
+        // use; even if one were, it would read the same bytes again.
+        unsafe {
+            let _ = map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, s, n);
+        }
+    }
+
     fn as_slice(&self, offset: u64, len: usize) -> Option<&[u8]> {
         let map = self.map.get_or_init(|| {
             if !self.is_file

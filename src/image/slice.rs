@@ -81,6 +81,13 @@ impl DiskImage for Slice {
         }
         self.inner.as_slice(self.start + offset, len)
     }
+
+    fn release(&self, offset: u64, len: u64) {
+        if offset < self.len {
+            self.inner
+                .release(self.start + offset, len.min(self.len - offset));
+        }
+    }
 }
 
 #[cfg(test)]

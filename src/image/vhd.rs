@@ -569,6 +569,12 @@ impl<B: DiskImage> DiskImage for FixedVhd<B> {
         let end = offset.checked_add(len as u64)?;
         (end <= self.len()).then(|| self.inner.as_slice(offset, len))?
     }
+
+    fn release(&self, offset: u64, len: u64) {
+        if offset < self.len() {
+            self.inner.release(offset, len.min(self.len() - offset));
+        }
+    }
 }
 
 #[cfg(test)]

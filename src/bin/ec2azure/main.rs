@@ -326,7 +326,9 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     ec2azure::image::raw::set_mmap_enabled(!cli.no_mmap);
-    match run(cli) {
+    let result = run(cli);
+    ec2azure::export::wait_for_replaced_outputs();
+    match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e}");

@@ -84,7 +84,7 @@ enum PieceKind {
     /// A range of a file: `file` holds exactly the piece's bytes.
     Flat(Arc<dyn DiskImage>),
     Zero,
-    Sparse(Box<SparseExtent>),
+    Sparse(Arc<SparseExtent>),
 }
 
 struct Piece {
@@ -266,7 +266,7 @@ impl Vmdk {
             pieces: vec![Piece {
                 start: 0,
                 len: size,
-                kind: PieceKind::Sparse(Box::new(ext)),
+                kind: PieceKind::Sparse(Arc::new(ext)),
             }],
             parent: None,
             info,
@@ -280,6 +280,7 @@ impl Vmdk {
         let mut start = 0u64;
         let mut notes = Vec::new();
         let (mut grain_size, mut compressed) = (None, false);
+        let mut opened: std::collections::HashMap<String, Arc<SparseExtent>> = Default::default();
         for e in &d.extents {
             let at_line = |m: String| {
                 Error::invalid(format!("VMDK descriptor line {}: {m}", e.line)).with_path(path)
@@ -326,6 +327,20 @@ impl Vmdk {
                         PieceKind::Flat(Arc::new(crate::image::slice::Slice::new(f, from, len)?))
                     }
                 }
+                ExtentType::Sparse
+                    if opened.contains_key(e.file.as_deref().unwrap_or_default()) =>
+                {
+                    // The same file on another line: one opened extent (its tables held once).
+                    let ext = opened[e.file.as_deref().unwrap_or_default()].clone();
+                    if ext.header().capacity != e.sectors {
+                        return Err(at_line(format!(
+                            "the extent is {} sectors, but its file's capacity is {}",
+                            e.sectors,
+                            ext.header().capacity
+                        )));
+                    }
+                    PieceKind::Sparse(ext)
+                }
                 ExtentType::Sparse => {
                     let name = e.file.as_deref().unwrap_or_default();
                     let (f, fp) = resolver.open(name).path(path)?;
@@ -349,7 +364,9 @@ impl Vmdk {
                     grain_size.get_or_insert(ext.grain_bytes());
                     compressed |= ext.header().compressed;
                     note_tables(&ext, &fp, &mut notes);
-                    PieceKind::Sparse(Box::new(ext))
+                    let ext = Arc::new(ext);
+                    opened.insert(name.to_string(), ext.clone());
+                    PieceKind::Sparse(ext)
                 }
             };
             if len > 0 {
@@ -625,6 +642,21 @@ impl DiskImage for Vmdk {
                 f.as_slice(offset - p.start, len)
             }
             _ => None,
+        }
+    }
+
+    fn release(&self, offset: u64, len: u64) {
+        let end = offset.saturating_add(len).min(self.size);
+        let mut at = offset;
+        while at < end {
+            let Some(p) = self.piece(at) else { break };
+            let stop = (p.start + p.len).min(end);
+            match &p.kind {
+                PieceKind::Flat(f) => f.release(at - p.start, stop - at),
+                PieceKind::Sparse(ext) => ext.release(at - p.start, stop - at),
+                PieceKind::Zero => {}
+            }
+            at = stop;
         }
     }
 

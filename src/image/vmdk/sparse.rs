@@ -518,6 +518,36 @@ impl SparseExtent {
         })
     }
 
+    /// Drops from memory the stored bytes of the plain grains in `offset..offset + len` of the
+    /// extent (see [`DiskImage::release`]). Compressed grains release their bytes as soon as
+    /// they are inflated.
+    pub fn release(&self, offset: u64, len: u64) {
+        let gb = self.grain_bytes();
+        if len == 0 || self.header.compressed {
+            return;
+        }
+        let first = offset / gb;
+        let last = (offset.saturating_add(len) - 1) / gb;
+        let mut run: Option<(u64, u64)> = None; // adjacent stored grains in the file
+        for g in first..=last.min(self.header.grains().saturating_sub(1)) {
+            let Grain::At(s) = self.grain(g) else {
+                continue;
+            };
+            let at = s * SECTOR;
+            run = match run {
+                Some((a, e)) if e == at => Some((a, e + gb)),
+                Some((a, e)) => {
+                    self.file.release(a, e - a);
+                    Some((at, at + gb))
+                }
+                None => Some((at, at + gb)),
+            };
+        }
+        if let Some((a, e)) = run {
+            self.file.release(a, e - a);
+        }
+    }
+
     /// Inflates the compressed grain `g` stored at `at` into `out` (grain-sized), checking that
     /// it inflates to the grain size (at least `needed` bytes for the last grain).
     fn inflate(&self, g: u64, at: u64, out: &mut [u8], needed: usize) -> Result<()> {
@@ -551,7 +581,8 @@ impl SparseExtent {
         };
         let data_len = data_len as usize;
         SCRATCH.with_borrow_mut(|(scratch, dec)| {
-            let input: &[u8] = match self.file.as_slice(data_at, data_len) {
+            let lent = self.file.as_slice(data_at, data_len);
+            let input: &[u8] = match lent {
                 Some(s) => s,
                 None => {
                     scratch.resize(data_len, 0);
@@ -559,6 +590,12 @@ impl SparseExtent {
                     &scratch[..]
                 }
             };
+            let release = |_: &()| {
+                if lent.is_some() {
+                    self.file.release(data_at, data_len as u64);
+                }
+            };
+            let _guard = ReleaseOnDrop(&release);
             let d = dec.get_or_insert_with(|| flate2::Decompress::new(true));
             d.reset(true);
             let bad = |w: String| {
@@ -590,6 +627,15 @@ impl SparseExtent {
                 ))),
             }
         })
+    }
+}
+
+/// Calls its function when dropped: releases a grain's compressed bytes however inflating ends.
+struct ReleaseOnDrop<'a>(&'a dyn Fn(&()));
+
+impl Drop for ReleaseOnDrop<'_> {
+    fn drop(&mut self) {
+        (self.0)(&());
     }
 }
 
