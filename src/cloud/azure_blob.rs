@@ -1095,5 +1095,84 @@ mod tests {
         assert_eq!(sig, KNOWN_SIG);
     }
 
+    /// Every answer kind becomes the error kind a caller acts on, keeps the status and Azure's
+    /// code (from `x-ms-error-code` or the XML body), and only transient ones are retried.
+    #[test]
+    fn error_kinds_from_canned_answers() {
+        use crate::cloud::canned::{Answer, Canned, response};
+        use crate::cloud::retry::RetryPolicy;
+        use crate::error::ErrorKind;
+        let policy = RetryPolicy {
+            attempts: 3,
+            base_delay: std::time::Duration::from_millis(1),
+            max_delay: std::time::Duration::from_millis(2),
+        };
+        let xml = |code: &str| {
+            format!(
+                "\u{feff}<?xml version=\"1.0\" encoding=\"utf-8\"?><Error><Code>{code}</Code>\
+                 <Message>canned {code} for sig=SECRETSIG\nRequestId:1</Message></Error>"
+            )
+        };
+        let cases: [(u16, &str, bool, ErrorKind, bool); 6] = [
+            (
+                403,
+                "AuthorizationPermissionMismatch",
+                true,
+                ErrorKind::Denied,
+                false,
+            ),
+            (404, "BlobNotFound", false, ErrorKind::NotFound, false),
+            (409, "LeaseIdMissing", false, ErrorKind::Conflict, false),
+            (412, "ConditionNotMet", true, ErrorKind::Conflict, false),
+            (429, "TooManyRequests", false, ErrorKind::Cloud, true),
+            (500, "InternalError", false, ErrorKind::Cloud, true),
+        ];
+        let n = BlobName::new("c", "b");
+        for (status, code, header, kind, transient) in cases {
+            let body = xml(code);
+            let mut headers = vec![("Content-Type", "application/xml")];
+            if header {
+                headers.push(("x-ms-error-code", code));
+            }
+            let server = Canned::start(response(status, &headers, &body));
+            let client = Account::from_sas_url(&format!(
+                "{}/devstoreaccount1/c/b?sv=1&sig=SECRETSIG",
+                server.url()
+            ))
+            .unwrap()
+            .client(Timeouts::default());
+            let e = policy
+                .run("Put Page", || client.put_pages(&n, 0, &[1; 512]))
+                .unwrap_err();
+            assert_eq!(e.kind(), kind, "{status}: {e}");
+            let c = e.cloud().expect("a cloud error");
+            assert_eq!((c.service, c.status), ("blob", Some(status)), "{e}");
+            assert_eq!(c.code.as_deref(), Some(code), "{status}");
+            assert_eq!(e.is_transient(), transient, "{status}");
+            assert_eq!(server.hits(), if transient { 3 } else { 1 }, "{status}");
+            let chain = format!("{e} {:?}", std::error::Error::source(&e));
+            assert!(!chain.contains("SECRETSIG"), "{chain}");
+        }
+        // No answer in time: a transient cloud error without a status, retried.
+        let server = Canned::start(Answer::Hang(std::time::Duration::from_secs(3)));
+        let client = Account::from_sas_url(&format!(
+            "{}/devstoreaccount1/c/b?sv=1&sig=SECRETSIG",
+            server.url()
+        ))
+        .unwrap()
+        .client(Timeouts {
+            connect: std::time::Duration::from_secs(2),
+            request: std::time::Duration::from_millis(300),
+        });
+        let e = policy
+            .run("Put Page", || client.put_pages(&n, 0, &[1; 512]))
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Cloud, "{e}");
+        let c = e.cloud().expect("a cloud error");
+        assert_eq!((c.status, c.code.as_deref()), (None, Some("Timeout")));
+        assert!(e.is_transient());
+        assert_eq!(server.hits(), 3);
+    }
+
     const KNOWN_SIG: &str = "tYSxgDGurAseuvyfjof9/vJykrwDMsEiBeBbthrZSwg=";
 }

@@ -25,6 +25,10 @@ pub const BLOCK_SIZE: u64 = 512 * 1024;
 const GIB: u64 = 1 << 30;
 
 /// A failure of one EBS call.
+///
+/// The real client ([`AwsEbs`](super::aws_ebs::AwsEbs)) keeps what the service answered: its
+/// HTTP status and AWS error code ([`EbsError::Service`]); the short variants are what the
+/// in-process fake injects.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EbsError {
     /// ThrottlingException / RequestThrottledException: retry later.
@@ -35,29 +39,82 @@ pub enum EbsError {
     Server(String),
     /// The call timed out: retry.
     Timeout,
-    /// Anything else (access denied, validation): do not retry.
+    /// The service answered with an error: its HTTP status, its AWS error code (from
+    /// `x-amzn-errortype` or the body's `__type`), its message. Retried when the status or the
+    /// code says it is transient ([`EbsError::retryable`]).
+    Service {
+        /// The HTTP status.
+        status: u16,
+        /// The AWS error code (`AccessDeniedException`, ...), when the answer had one.
+        code: Option<String>,
+        /// The service's message.
+        message: String,
+    },
+    /// The request could not be sent, or the connection dropped before the whole answer came:
+    /// retry.
+    Connection(String),
+    /// Anything else (an answer that breaks the API's rules, a bad argument): do not retry.
     Fatal(String),
 }
 
 impl std::error::Error for EbsError {}
 
+/// AWS error codes that mean "try again later" whatever the HTTP status says.
+const TRANSIENT_CODES: &[&str] = &[
+    "ThrottlingException",
+    "RequestThrottledException",
+    "ConcurrentLimitExceededException",
+    "InternalServerException",
+    "InternalFailure",
+    "ServiceUnavailable",
+    "ServiceUnavailableException",
+    "RequestTimeout",
+    "RequestTimeoutException",
+    // A snapshot is not visible for a moment after it was created.
+    "ResourceNotFoundException",
+];
+
+impl EbsError {
+    /// `true` when the same call may succeed later: throttling, 5xx, timeouts, dropped
+    /// connections, and "not found" (a snapshot is not visible at once after it was created).
+    pub fn retryable(&self) -> bool {
+        match self {
+            EbsError::Throttled
+            | EbsError::NotFoundYet
+            | EbsError::Server(_)
+            | EbsError::Timeout
+            | EbsError::Connection(_) => true,
+            EbsError::Service { status, code, .. } => {
+                *status == 429
+                    || *status >= 500
+                    || code
+                        .as_deref()
+                        .is_some_and(|c| TRANSIENT_CODES.contains(&c))
+            }
+            EbsError::Fatal(_) => false,
+        }
+    }
+}
+
 impl Transient for EbsError {
     fn retryable(&self) -> bool {
-        !matches!(self, EbsError::Fatal(_))
+        EbsError::retryable(self)
     }
 
     fn cloud(&self) -> crate::CloudError {
         let (status, code) = match self {
-            EbsError::Throttled => (Some(429), "ThrottlingException"),
-            EbsError::NotFoundYet => (Some(404), "ResourceNotFoundException"),
-            EbsError::Server(_) => (Some(500), "InternalServerException"),
-            EbsError::Timeout => (None, "Timeout"),
-            EbsError::Fatal(_) => (None, "Fatal"),
+            EbsError::Throttled => (Some(429), Some("ThrottlingException".to_string())),
+            EbsError::NotFoundYet => (Some(404), Some("ResourceNotFoundException".to_string())),
+            EbsError::Server(_) => (Some(500), Some("InternalServerException".to_string())),
+            EbsError::Timeout => (None, Some("Timeout".to_string())),
+            EbsError::Service { status, code, .. } => (Some(*status), code.clone()),
+            EbsError::Connection(_) => (None, Some("ConnectionFailed".to_string())),
+            EbsError::Fatal(_) => (None, None),
         };
         crate::CloudError {
             service: "ebs",
             status,
-            code: Some(code.to_string()),
+            code,
             transient: self.retryable(),
         }
     }
@@ -70,6 +127,16 @@ impl std::fmt::Display for EbsError {
             EbsError::NotFoundYet => f.write_str("snapshot not found (yet)"),
             EbsError::Server(m) => write!(f, "server error: {m}"),
             EbsError::Timeout => f.write_str("timed out"),
+            EbsError::Service {
+                status,
+                code,
+                message,
+            } => write!(
+                f,
+                "HTTP {status} {}: {message}",
+                code.as_deref().unwrap_or("(no error code)")
+            ),
+            EbsError::Connection(m) => write!(f, "connection failed: {m}"),
             EbsError::Fatal(m) => f.write_str(m),
         }
     }

@@ -11,6 +11,8 @@
 
 pub mod aws_ebs;
 pub mod azure_blob;
+#[cfg(test)]
+pub(crate) mod canned;
 pub mod ebs;
 pub mod pageblob;
 pub mod retry;

@@ -599,9 +599,10 @@ pub fn upload(
             Err(e) if e.retryable() => {
                 sh.run("creating the page blob", || store.create(blob, blob_len))
             }
-            Err(e) => Err(Error::new(
-                ErrorKind::Io,
+            Err(e) => Err(Error::from_cloud(
                 format!("blob {blob}: creating the page blob of {blob_len} bytes: {e}"),
+                crate::cloud::retry::Transient::cloud(&e),
+                e,
             )),
             Ok(()) => Ok(()),
         }
@@ -841,15 +842,16 @@ pub fn upload(
         } else {
             String::new()
         };
-        return Err(Error::new(
-            ErrorKind::Io,
-            format!(
-                "blob {blob}: {n} range(s) failed; the blob is incomplete (run the upload again \
-                 to resume):\n  {}{more}",
-                list.join("\n  ")
-            ),
-        )
-        .with_offset(failures[0].0));
+        let offset = failures[0].0;
+        let message = format!(
+            "blob {blob}: {n} range(s) failed; the blob is incomplete (run the upload again \
+             to resume):\n  {}{more}",
+            list.join("\n  ")
+        );
+        return Err(
+            crate::cloud::retry::many_failed(message, failures.swap_remove(0).2)
+                .with_offset(offset),
+        );
     }
 
     let md5 = match md5_result.into_inner().unwrap_or_else(|p| p.into_inner()) {
@@ -934,7 +936,7 @@ fn verify(
         .run("getting the blob's properties", || {
             sh.store.properties(blob)
         })?
-        .ok_or_else(|| Error::new(ErrorKind::Io, format!("verify: blob {blob} is gone")))?;
+        .ok_or_else(|| Error::not_found(format!("verify: blob {blob} is gone")))?;
     if props.len != view.len() {
         return Err(Error::invalid(format!(
             "verify: blob {blob} is {} bytes, expected {}",
@@ -945,7 +947,7 @@ fn verify(
     if let Some(m) = md5
         && props.content_md5 != Some(m)
     {
-        return Err(Error::invalid(format!(
+        return Err(Error::checksum(format!(
             "verify: blob {blob}'s Content-MD5 is {}, expected {}",
             props.content_md5.map_or("unset".into(), hex::encode),
             hex::encode(m)
@@ -1033,7 +1035,7 @@ fn verify(
     problems.sort();
     let n = problems.len();
     problems.truncate(20);
-    Err(Error::invalid(format!(
+    Err(Error::checksum(format!(
         "verify: blob {blob} differs from the source in {n} place(s):\n  {}",
         problems.join("\n  ")
     )))
@@ -1188,13 +1190,14 @@ pub fn download(
             .take(50)
             .map(|(_, e)| e.to_string())
             .collect();
-        return Err(Error::new(
-            ErrorKind::Io,
-            format!(
-                "blob {blob}: {} range(s) could not be downloaded:\n  {}",
-                failures.len(),
-                list.join("\n  ")
-            ),
+        let message = format!(
+            "blob {blob}: {} range(s) could not be downloaded:\n  {}",
+            failures.len(),
+            list.join("\n  ")
+        );
+        return Err(crate::cloud::retry::many_failed(
+            message,
+            failures.swap_remove(0).1,
         ));
     }
     out.commit(output, opts.sync)?;
