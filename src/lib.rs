@@ -41,6 +41,7 @@ pub mod journal;
 pub mod progress;
 pub mod recovery;
 pub mod sample;
+pub mod transfer;
 
 pub use check::{CheckReport, Target, check_file};
 pub use compare::{Comparison, compare};

@@ -16,4 +16,3 @@ pub(crate) mod canned;
 pub mod ebs;
 pub mod pageblob;
 pub mod retry;
-pub mod upload;

@@ -18,11 +18,11 @@ use ec2azure::cloud::azure_blob::{
 };
 use ec2azure::cloud::ebs::RetryPolicy;
 use ec2azure::cloud::pageblob::{BlobName, PageBlobStore};
-use ec2azure::cloud::upload::{
+use ec2azure::image::Format;
+use ec2azure::transfer::{
     DownloadOptions, Source, UploadCounters, UploadOptions, UploadReport, download, open_source,
     upload,
 };
-use ec2azure::image::Format;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
 use std::path::PathBuf;

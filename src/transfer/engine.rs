@@ -1,0 +1,542 @@
+//! The upload engine: decides from the blob's state whether to create, resume, fill or overwrite
+//! it, then sends the source's 4 MiB windows with bounded parallelism (each window planned by
+//! [`plan`](super::plan)), retries every call, records progress in the blob's metadata and sets
+//! Content-MD5 at the end.
+
+use super::plan::{nonzero_runs, plan_window, window_requests};
+use super::verify::verify;
+use super::*;
+use crate::check::{MAX_MANAGED_DISK_UPLOAD, MAX_PAGE_BLOB, MIN_MANAGED_DISK_UPLOAD};
+use crate::cloud::pageblob::{BlobError, BlobName, PageBlobStore, RangeSet};
+use crate::digest::Manifest;
+use crate::error::ErrorKind;
+use crate::export::{MAX_VHD_SIZE, align_mib};
+use crate::image::vhd::{FOOTER_SIZE, checksum};
+use crate::image::{ExtentMap, bytes_at};
+use crate::progress::Progress;
+use md5::Digest;
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+
+pub(crate) struct Shared<'a> {
+    pub(crate) store: &'a dyn PageBlobStore,
+    pub(crate) blob: &'a BlobName,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) retries: AtomicU64,
+    pub(crate) progress: &'a dyn Progress,
+}
+
+impl Shared<'_> {
+    /// Runs `call` with retries; the error names the blob and `what`.
+    pub(crate) fn run<T>(
+        &self,
+        what: &str,
+        call: impl FnMut() -> Result<T, BlobError>,
+    ) -> Result<T> {
+        self.retry.run_with(
+            &format!("blob {}: {what}", self.blob),
+            &|| self.progress.cancelled(),
+            &|| {
+                self.retries.fetch_add(1, Relaxed);
+            },
+            call,
+        )
+    }
+}
+
+/// Reads a footer the blob already has at `vsize`, if it is a valid fixed footer for `vsize`.
+fn adopt_footer(sh: &Shared, vsize: u64, present: &RangeSet) -> Result<Option<[u8; 512]>> {
+    if !present.covers(vsize, vsize + FOOTER_SIZE) {
+        return Ok(None);
+    }
+    let mut b = [0u8; 512];
+    sh.run("reading the footer", || {
+        sh.store.read(sh.blob, vsize, &mut b)
+    })?;
+    let f = Footer::decode(&b);
+    Ok((f.cookie == *crate::image::vhd::COOKIE
+        && checksum(&b) == f.checksum
+        && f.disk_type == DiskType::Fixed
+        && f.current_size == vsize)
+        .then_some(b))
+}
+
+/// MD5 of `view`'s first `len` bytes, reading only data extents (holes hashed from zeros).
+fn md5_of(
+    view: &dyn DiskImage,
+    extents: &ExtentMap,
+    len: u64,
+    stop: &dyn Fn() -> bool,
+) -> Result<md5::Md5> {
+    let mut h = md5::Md5::new();
+    let zeros = vec![0u8; WINDOW as usize];
+    let mut buf = vec![0u8; WINDOW as usize];
+    let mut pos = 0;
+    while pos < len {
+        if stop() {
+            return Err(Error::cancelled());
+        }
+        let n = (len - pos).min(WINDOW) as usize;
+        if extents.has_data_in(pos, n as u64) {
+            h.update(bytes_at(view, extents, pos, &mut buf[..n])?);
+        } else {
+            h.update(&zeros[..n]);
+        }
+        pos += n as u64;
+    }
+    Ok(h)
+}
+
+/// Uploads `src` to the page blob `blob` in `store`. See the module documentation.
+///
+/// # Errors
+/// A source over the size limits, a blob made from another source (without `overwrite`), calls
+/// that keep failing (every failed range is listed), a cancellation, or a verification mismatch.
+pub fn upload(
+    src: Source,
+    store: &dyn PageBlobStore,
+    blob: &BlobName,
+    opts: &UploadOptions,
+) -> Result<UploadReport> {
+    let t0 = std::time::Instant::now();
+    let (disk, converted) = match src {
+        Source::Vhd(d) => (d, false),
+        Source::Disk(d) => (d, true),
+    };
+    // The virtual size and a provisional footer.
+    let (vsize, mut footer) = if converted {
+        let vsize = align_mib(disk.len());
+        if vsize > MAX_VHD_SIZE {
+            return Err(Error::limit(format!(
+                "a {}-byte disk is larger than the 32 TiB ({MAX_VHD_SIZE} bytes) that Azure \
+                 accepts for a managed disk",
+                disk.len()
+            )));
+        }
+        let f = crate::export::new_footer(vsize, opts.unique_id, opts.timestamp)?;
+        (vsize, f.encode())
+    } else {
+        let len = disk.len();
+        if len < FOOTER_SIZE {
+            return Err(Error::invalid(
+                "a VHD file shorter than its 512-byte footer",
+            ));
+        }
+        let mut f = [0u8; 512];
+        disk.read_exact_at(&mut f, len - FOOTER_SIZE)?;
+        (len - FOOTER_SIZE, f)
+    };
+    let blob_len = vsize + FOOTER_SIZE;
+    match opts.target {
+        Target::PageBlob if blob_len > MAX_PAGE_BLOB => {
+            return Err(Error::limit(format!(
+                "blob {blob}: a {blob_len}-byte VHD is larger than the largest page blob \
+                 ({MAX_PAGE_BLOB} bytes)"
+            )));
+        }
+        Target::ManagedDisk
+            if !(MIN_MANAGED_DISK_UPLOAD..=MAX_MANAGED_DISK_UPLOAD).contains(&blob_len) =>
+        {
+            return Err(Error::limit(format!(
+                "blob {blob}: a managed disk upload must be between {MIN_MANAGED_DISK_UPLOAD} \
+                 (20 MiB + 512) and {MAX_MANAGED_DISK_UPLOAD} (32 TiB + 512) bytes, but this VHD \
+                 is {blob_len} bytes (use --target page-blob for a plain page blob)"
+            )));
+        }
+        _ => {}
+    }
+    let sh = Shared {
+        store,
+        blob,
+        retry: opts.retry,
+        retries: AtomicU64::new(0),
+        progress: opts.progress,
+    };
+
+    // The source's identity: the manifest root of the disk's virtual bytes.
+    opts.progress.begin("hashing", 0);
+    let disk_view = VhdView::new(disk, vsize, footer)?;
+    let identity = {
+        struct Head<'a>(&'a VhdView<'a>);
+        impl DiskImage for Head<'_> {
+            fn len(&self) -> u64 {
+                self.0.vsize
+            }
+            fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<usize> {
+                let n = crate::image::readable(self.0.vsize, offset, buf.len());
+                self.0.read_at(&mut buf[..n], offset)
+            }
+            fn extents(&self) -> Result<ExtentMap> {
+                Ok(self.0.extents.with_len(self.0.vsize))
+            }
+            fn format(&self) -> Format {
+                Format::Raw
+            }
+            fn as_slice(&self, offset: u64, len: usize) -> Option<&[u8]> {
+                self.0.as_slice(offset, len)
+            }
+        }
+        Manifest::compute(&Head(&disk_view))?
+    };
+    opts.progress.finish();
+    if opts.progress.cancelled() {
+        return Err(Error::cancelled());
+    }
+    if let Some(want) = opts.expect_root
+        && want != identity.root
+    {
+        return Err(Error::invalid(format!(
+            "the disk to upload has root digest {}, expected {want}; nothing was sent",
+            identity.root
+        )));
+    }
+
+    // What is on the blob already.
+    let props = sh.run("getting the blob's properties", || store.properties(blob))?;
+    let mut present = RangeSet::new();
+    let mut present_is_ours = true;
+    // Replacing another source's pages: until it completes, a resume must not trust them; and
+    // the blob's Content-MD5 (the old file's) must be replaced.
+    let mut overwriting = false;
+    // A VHD sent as it is is the same source only with the same footer; a converted disk
+    // adopts the footer the blob has.
+    let file_footer = hex::encode(crate::digest::sha256(&footer));
+    let ours = |m: &BTreeMap<String, String>| {
+        m.get(META_ROOT) == Some(&identity.root)
+            && m.get(META_SIZE).map(String::as_str) == Some(&vsize.to_string())
+            && (converted || m.get(META_FOOTER) == Some(&file_footer))
+    };
+    let create = |sh: &Shared| -> Result<()> {
+        match store.create(blob, blob_len) {
+            Err(e) if e.code() == Some("ContainerNotFound") => {
+                sh.run("creating the container", || {
+                    store.create_container(&blob.container)
+                })?;
+                sh.run("creating the page blob", || store.create(blob, blob_len))
+            }
+            Err(e) if e.retryable() => {
+                sh.run("creating the page blob", || store.create(blob, blob_len))
+            }
+            Err(e) => Err(Error::from_cloud(
+                format!("blob {blob}: creating the page blob of {blob_len} bytes: {e}"),
+                crate::cloud::retry::Transient::cloud(&e),
+                e,
+            )),
+            Ok(()) => Ok(()),
+        }
+    };
+    let start = match &props {
+        None => {
+            create(&sh)?;
+            "created"
+        }
+        Some(p) if p.page_blob && p.len == blob_len && ours(&p.metadata) => {
+            present =
+                RangeSet::from_ranges(sh.run("listing page ranges", || store.page_ranges(blob))?);
+            if p.metadata.get(META_STATE).map(String::as_str) == Some(OVERWRITING) {
+                // An overwrite was interrupted: pages it did not reach still hold the old
+                // disk's bytes, so nothing on the blob can be trusted to be ours.
+                present_is_ours = false;
+                overwriting = true;
+            }
+            if converted && let Some(f) = adopt_footer(&sh, vsize, &present)? {
+                // The same disk, resumed: keep the footer the first run wrote, unless an id or
+                // time given explicitly differs from it (the footer page is then rewritten).
+                let had = Footer::decode(&f);
+                if opts.unique_id.is_none_or(|u| u == had.unique_id)
+                    && opts.timestamp.is_none_or(|t| t == had.timestamp)
+                {
+                    footer = f;
+                }
+            }
+            if converted
+                && p.metadata.get(META_FOOTER) != Some(&hex::encode(crate::digest::sha256(&footer)))
+            {
+                // The footer asked for is not the one on the blob: send its page again.
+                present.remove(vsize, vsize + FOOTER_SIZE);
+            }
+            "resumed"
+        }
+        Some(p) => {
+            let ranges = if p.page_blob && p.len == blob_len {
+                sh.run("listing page ranges", || store.page_ranges(blob))?
+            } else {
+                Vec::new()
+            };
+            let foreign_meta = p.metadata.contains_key(META_ROOT);
+            if p.page_blob && p.len == blob_len && ranges.is_empty() && !foreign_meta {
+                // An empty blob of the right size (a managed disk's upload URL): fill it.
+                "empty"
+            } else if !opts.overwrite {
+                let why = if !p.page_blob {
+                    "it is not a page blob".to_string()
+                } else if p.len != blob_len {
+                    format!("it is {} bytes, this VHD is {blob_len}", p.len)
+                } else if foreign_meta {
+                    format!(
+                        "it was made from another source or holds another VHD footer (root {}, virtual size {}); this \
+                         source's root is {}",
+                        p.metadata.get(META_ROOT).map_or("?", String::as_str),
+                        p.metadata.get(META_SIZE).map_or("?", String::as_str),
+                        identity.root
+                    )
+                } else {
+                    "it holds data that this tool did not write".to_string()
+                };
+                return Err(Error::argument(format!(
+                    "blob {blob} already exists and {why}; use --overwrite to replace it"
+                )));
+            } else if p.page_blob && p.len == blob_len {
+                present = RangeSet::from_ranges(ranges);
+                present_is_ours = false;
+                overwriting = true;
+                "overwritten"
+            } else {
+                create(&sh)?;
+                "recreated"
+            }
+        }
+    };
+
+    // The bytes to send, with the footer now decided.
+    let view = VhdView::new(disk, vsize, footer)?;
+    drop(disk_view);
+    let extents = view.extents()?;
+    let mut meta = BTreeMap::new();
+    meta.insert(
+        META_STATE.to_string(),
+        if overwriting {
+            OVERWRITING
+        } else {
+            "uploading"
+        }
+        .to_string(),
+    );
+    meta.insert(META_SIZE.to_string(), vsize.to_string());
+    meta.insert(META_ROOT.to_string(), identity.root.clone());
+    meta.insert(
+        META_FOOTER.to_string(),
+        hex::encode(crate::digest::sha256(&footer)),
+    );
+    let mut metadata_written = sh.run("setting metadata", || {
+        permitted(store.set_metadata(blob, &meta))
+    })?;
+
+    // MD5 of the whole VHD alongside the upload (one sequential reader).
+    let md5_result: Mutex<Option<Result<[u8; 16]>>> = Mutex::new(None);
+    let counters_local = UploadCounters::default();
+    let counters = opts.counters.unwrap_or(&counters_local);
+    let data_total = AtomicU64::new(0);
+    let already = AtomicU64::new(0);
+    let put_calls = AtomicU64::new(0);
+    let clear_calls = AtomicU64::new(0);
+    let failures: Mutex<Vec<(u64, u64, Error)>> = Mutex::new(Vec::new());
+    let cancelled = AtomicBool::new(false);
+    let next = AtomicU64::new(0);
+    let windows = blob_len.div_ceil(WINDOW);
+    let workers = if opts.naive {
+        1
+    } else {
+        opts.parallel.clamp(1, 64)
+    };
+    opts.progress.begin("uploading", blob_len);
+    std::thread::scope(|s| {
+        if opts.content_md5 || overwriting {
+            s.spawn(|| {
+                let stop = || cancelled.load(Relaxed) || opts.progress.cancelled();
+                let r = md5_of(&view, &extents, blob_len, &stop).map(|h| h.finalize().into());
+                *md5_result.lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
+            });
+        }
+        for _ in 0..workers {
+            s.spawn(|| {
+                let mut buf = vec![0u8; WINDOW as usize];
+                loop {
+                    let w = next.fetch_add(1, Relaxed);
+                    if w >= windows || cancelled.load(Relaxed) {
+                        break;
+                    }
+                    if opts.progress.cancelled() {
+                        cancelled.store(true, Relaxed);
+                        break;
+                    }
+                    let ws = w * WINDOW;
+                    let we = (ws + WINDOW).min(blob_len);
+                    let wlen = we - ws;
+                    let has_data = extents.has_data_in(ws, wlen);
+                    let has_present = present.overlapping(ws, we).next().is_some();
+                    if !has_data && !has_present && !opts.naive {
+                        counters.skipped.fetch_add(wlen, Relaxed);
+                        opts.progress.advance(wlen);
+                        continue;
+                    }
+                    let bytes = match bytes_at(&view, &extents, ws, &mut buf[..wlen as usize]) {
+                        Ok(b) => b,
+                        Err(e) => {
+                            lock(&failures).push((ws, wlen, e.with_offset(ws)));
+                            opts.progress.advance(wlen);
+                            continue;
+                        }
+                    };
+                    let nonzero = nonzero_runs(bytes, ws);
+                    data_total.fetch_add(nonzero.iter().map(|(s, e)| e - s).sum(), Relaxed);
+                    let (data, send, clear) = if opts.naive {
+                        let all = vec![(ws, we)];
+                        let (send, clear) = plan_window(&all, &present, (ws, we), false);
+                        (all, send, clear)
+                    } else {
+                        window_requests(
+                            nonzero,
+                            &present,
+                            (ws, we),
+                            present_is_ours,
+                            opts.merge_gap,
+                        )
+                    };
+                    let mut sent_here = 0;
+                    for (s, e) in send {
+                        let piece = &bytes[(s - ws) as usize..(e - ws) as usize];
+                        let what = format!("Put Page at offset {s} ({} bytes)", e - s);
+                        match sh.run(&what, || store.put_pages(blob, s, piece)) {
+                            Ok(()) => {
+                                sent_here += e - s;
+                                put_calls.fetch_add(1, Relaxed);
+                                counters.sent.fetch_add(e - s, Relaxed);
+                            }
+                            Err(e2) if e2.kind() == ErrorKind::Interrupted => {
+                                cancelled.store(true, Relaxed);
+                            }
+                            Err(e2) => lock(&failures).push((s, e - s, e2)),
+                        }
+                    }
+                    if present_is_ours {
+                        let there: u64 = data
+                            .iter()
+                            .map(|&(s, e)| {
+                                present.overlapping(s, e).map(|(a, b)| b - a).sum::<u64>()
+                            })
+                            .sum();
+                        already.fetch_add(there, Relaxed);
+                    }
+                    for (s, e) in clear {
+                        let what = format!("Clear Page at offset {s} ({} bytes)", e - s);
+                        match sh.run(&what, || store.clear_pages(blob, s, e - s)) {
+                            Ok(()) => {
+                                clear_calls.fetch_add(1, Relaxed);
+                                counters.cleared.fetch_add(e - s, Relaxed);
+                            }
+                            Err(e2) if e2.kind() == ErrorKind::Interrupted => {
+                                cancelled.store(true, Relaxed);
+                            }
+                            Err(e2) => lock(&failures).push((s, e - s, e2)),
+                        }
+                    }
+                    counters
+                        .skipped
+                        .fetch_add(wlen.saturating_sub(sent_here), Relaxed);
+                    opts.progress.advance(wlen);
+                }
+            });
+        }
+    });
+    opts.progress.finish();
+    let sent = counters.sent.load(Relaxed);
+    if cancelled.load(Relaxed) {
+        record_progress(&sh, &meta, sent);
+        return Err(Error::cancelled());
+    }
+    let mut failures = failures.into_inner().unwrap_or_else(|p| p.into_inner());
+    if !failures.is_empty() {
+        record_progress(&sh, &meta, sent);
+        failures.sort_by_key(|f| f.0);
+        let n = failures.len();
+        let list: Vec<String> = failures
+            .iter()
+            .take(50)
+            .map(|(o, l, e)| format!("offset {o} (0x{o:x}), {l} bytes: {}", e.message()))
+            .collect();
+        let more = if n > 50 {
+            format!("\n  … and {} more", n - 50)
+        } else {
+            String::new()
+        };
+        let offset = failures[0].0;
+        let message = format!(
+            "blob {blob}: {n} range(s) failed; the blob is incomplete (run the upload again \
+             to resume):\n  {}{more}",
+            list.join("\n  ")
+        );
+        return Err(
+            crate::cloud::retry::many_failed(message, failures.swap_remove(0).2)
+                .with_offset(offset),
+        );
+    }
+
+    let md5 = match md5_result.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        Some(r) => Some(r?),
+        None => None,
+    };
+    use base64::Engine;
+    let md5_b64 = md5.map(|m| base64::engine::general_purpose::STANDARD.encode(m));
+    if let Some(m) = &md5 {
+        metadata_written &= sh.run("setting Content-MD5", || {
+            permitted(store.set_content_md5(blob, m))
+        })?;
+    }
+    meta.insert(META_STATE.to_string(), "complete".to_string());
+    meta.insert(META_SENT.to_string(), sent.to_string());
+    if metadata_written {
+        metadata_written = sh.run("setting metadata", || {
+            permitted(store.set_metadata(blob, &meta))
+        })?;
+    }
+
+    let mut report = UploadReport {
+        blob: blob.to_string(),
+        blob_len,
+        virtual_size: vsize,
+        converted,
+        start: start.to_string(),
+        data_bytes: data_total.load(Relaxed),
+        bytes_sent: sent,
+        bytes_skipped: blob_len.saturating_sub(sent),
+        bytes_already_there: already.load(Relaxed),
+        bytes_cleared: counters.cleared.load(Relaxed),
+        put_calls: put_calls.load(Relaxed),
+        clear_calls: clear_calls.load(Relaxed),
+        retries: 0,
+        source_root: identity.root,
+        content_md5: md5_b64,
+        verified: false,
+        metadata_written,
+        seconds: 0.0,
+    };
+    if opts.verify {
+        verify(&sh, &view, &extents, md5.filter(|_| metadata_written), opts)?;
+        report.verified = true;
+    }
+    report.retries = sh.retries.load(Relaxed);
+    report.seconds = t0.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// `Ok(true)` when done, `Ok(false)` when the credentials do not allow it (403).
+fn permitted(r: Result<(), BlobError>) -> Result<bool, BlobError> {
+    match r {
+        Ok(()) => Ok(true),
+        Err(BlobError::Status { status: 403, .. }) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Best effort: records how far an interrupted upload got.
+fn record_progress(sh: &Shared, meta: &BTreeMap<String, String>, sent: u64) {
+    let mut m = meta.clone();
+    m.insert(META_SENT.to_string(), sent.to_string());
+    let _ = sh.store.set_metadata(sh.blob, &m);
+}
