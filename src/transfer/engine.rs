@@ -8,11 +8,11 @@ use super::verify::verify;
 use super::*;
 use crate::check::{MAX_MANAGED_DISK_UPLOAD, MAX_PAGE_BLOB, MIN_MANAGED_DISK_UPLOAD};
 use crate::cloud::pageblob::{BlobError, BlobName, PageBlobStore, RangeSet};
-use crate::digest::Manifest;
+use crate::digest::{BLOCK_SIZE, Manifest, ManifestBuilder};
 use crate::error::ErrorKind;
 use crate::export::{MAX_VHD_SIZE, align_mib};
+use crate::image::bytes_at;
 use crate::image::vhd::{FOOTER_SIZE, checksum};
-use crate::image::{ExtentMap, bytes_at};
 use crate::progress::Progress;
 use md5::Digest;
 use std::collections::BTreeMap;
@@ -62,30 +62,66 @@ fn adopt_footer(sh: &Shared, vsize: u64, present: &RangeSet) -> Result<Option<[u
         .then_some(b))
 }
 
-/// MD5 of `view`'s first `len` bytes, reading only data extents (holes hashed from zeros).
-fn md5_of(
-    view: &dyn DiskImage,
-    extents: &ExtentMap,
-    len: u64,
+/// The source's identity in one read of its data: the manifest of the disk's first `vsize`
+/// bytes (the VHD less its footer) and, when `want_md5`, the MD5 state after those bytes (the
+/// footer, decided later, is hashed last). Windows are read in parallel batches of `parallel`
+/// (holes are not read: they hash as zeros); the MD5 takes each batch in order.
+fn identity_pass(
+    view: &VhdView,
+    want_md5: bool,
+    parallel: usize,
     stop: &dyn Fn() -> bool,
-) -> Result<md5::Md5> {
-    let mut h = md5::Md5::new();
+) -> Result<(Manifest, Option<md5::Md5>)> {
+    use rayon::prelude::*;
+    let vsize = view.vsize;
+    let extents = view.extents.with_len(vsize);
+    let builder = ManifestBuilder::new(vsize);
+    let mut md5 = want_md5.then(md5::Md5::new);
+    let k = parallel.clamp(1, 64) as u64;
+    let mut bufs: Vec<Vec<u8>> = (0..k).map(|_| vec![0u8; WINDOW as usize]).collect();
     let zeros = vec![0u8; WINDOW as usize];
-    let mut buf = vec![0u8; WINDOW as usize];
-    let mut pos = 0;
-    while pos < len {
+    let windows = vsize.div_ceil(WINDOW);
+    let mut w = 0;
+    while w < windows {
         if stop() {
             return Err(Error::cancelled());
         }
-        let n = (len - pos).min(WINDOW) as usize;
-        if extents.has_data_in(pos, n as u64) {
-            h.update(bytes_at(view, extents, pos, &mut buf[..n])?);
-        } else {
-            h.update(&zeros[..n]);
+        let batch = (windows - w).min(k) as usize;
+        let read: Vec<Result<bool>> = bufs[..batch]
+            .par_iter_mut()
+            .enumerate()
+            .map(|(i, buf)| {
+                let ws = (w + i as u64) * WINDOW;
+                let n = (vsize - ws).min(WINDOW) as usize;
+                if !extents.has_data_in(ws, n as u64) {
+                    return Ok(false);
+                }
+                let own = buf.as_ptr();
+                let lent = {
+                    let bytes = bytes_at(view, &extents, ws, &mut buf[..n])?;
+                    for (j, block) in bytes.chunks(BLOCK_SIZE as usize).enumerate() {
+                        builder.record(ws / BLOCK_SIZE + j as u64, block);
+                    }
+                    // Bytes lent by the image (a mapped file) are copied for the MD5.
+                    (want_md5 && bytes.as_ptr() != own).then(|| bytes.to_vec())
+                };
+                if let Some(v) = lent {
+                    buf[..n].copy_from_slice(&v);
+                }
+                Ok(true)
+            })
+            .collect();
+        for (i, r) in read.into_iter().enumerate() {
+            let had_data = r?;
+            if let Some(h) = md5.as_mut() {
+                let ws = (w + i as u64) * WINDOW;
+                let n = (vsize - ws).min(WINDOW) as usize;
+                h.update(if had_data { &bufs[i][..n] } else { &zeros[..n] });
+            }
         }
-        pos += n as u64;
+        w += batch as u64;
     }
-    Ok(h)
+    Ok((builder.finish(), md5))
 }
 
 /// Uploads `src` to the page blob `blob` in `store`. See the module documentation.
@@ -157,28 +193,11 @@ pub fn upload(
     // The source's identity: the manifest root of the disk's virtual bytes.
     opts.progress.begin("hashing", 0);
     let disk_view = VhdView::new(disk, vsize, footer)?;
-    let identity = {
-        struct Head<'a>(&'a VhdView<'a>);
-        impl DiskImage for Head<'_> {
-            fn len(&self) -> u64 {
-                self.0.vsize
-            }
-            fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<usize> {
-                let n = crate::image::readable(self.0.vsize, offset, buf.len());
-                self.0.read_at(&mut buf[..n], offset)
-            }
-            fn extents(&self) -> Result<ExtentMap> {
-                Ok(self.0.extents.with_len(self.0.vsize))
-            }
-            fn format(&self) -> Format {
-                Format::Raw
-            }
-            fn as_slice(&self, offset: u64, len: usize) -> Option<&[u8]> {
-                self.0.as_slice(offset, len)
-            }
-        }
-        Manifest::compute(&Head(&disk_view))?
-    };
+    // The MD5 is needed for Content-MD5, and after an overwrite (the old file's is wrong).
+    let want_md5 = opts.content_md5 || opts.overwrite;
+    let (identity, md5_head) = identity_pass(&disk_view, want_md5, opts.parallel, &|| {
+        opts.progress.cancelled()
+    })?;
     opts.progress.finish();
     if opts.progress.cancelled() {
         return Err(Error::cancelled());
@@ -323,8 +342,6 @@ pub fn upload(
         permitted(store.set_metadata(blob, &meta))
     })?;
 
-    // MD5 of the whole VHD alongside the upload (one sequential reader).
-    let md5_result: Mutex<Option<Result<[u8; 16]>>> = Mutex::new(None);
     let counters_local = UploadCounters::default();
     let counters = opts.counters.unwrap_or(&counters_local);
     let data_total = AtomicU64::new(0);
@@ -342,13 +359,6 @@ pub fn upload(
     };
     opts.progress.begin("uploading", blob_len);
     std::thread::scope(|s| {
-        if opts.content_md5 || overwriting {
-            s.spawn(|| {
-                let stop = || cancelled.load(Relaxed) || opts.progress.cancelled();
-                let r = md5_of(&view, &extents, blob_len, &stop).map(|h| h.finalize().into());
-                *md5_result.lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
-            });
-        }
         for _ in 0..workers {
             s.spawn(|| {
                 let mut buf = vec![0u8; WINDOW as usize];
@@ -473,10 +483,14 @@ pub fn upload(
         );
     }
 
-    let md5 = match md5_result.into_inner().unwrap_or_else(|p| p.into_inner()) {
-        Some(r) => Some(r?),
-        None => None,
-    };
+    // The MD5 of the whole VHD: the disk's bytes hashed in the identity pass, then the footer.
+    let md5: Option<[u8; 16]> =
+        md5_head
+            .filter(|_| opts.content_md5 || overwriting)
+            .map(|mut h| {
+                h.update(footer);
+                h.finalize().into()
+            });
     use base64::Engine;
     let md5_b64 = md5.map(|m| base64::engine::general_purpose::STANDARD.encode(m));
     if let Some(m) = &md5 {
@@ -506,14 +520,21 @@ pub fn upload(
         put_calls: put_calls.load(Relaxed),
         clear_calls: clear_calls.load(Relaxed),
         retries: 0,
-        source_root: identity.root,
+        source_root: identity.root.clone(),
         content_md5: md5_b64,
         verified: false,
         metadata_written,
         seconds: 0.0,
     };
     if opts.verify {
-        verify(&sh, &view, &extents, md5.filter(|_| metadata_written), opts)?;
+        verify(
+            &sh,
+            vsize,
+            &footer,
+            &identity,
+            md5.filter(|_| metadata_written),
+            opts,
+        )?;
         report.verified = true;
     }
     report.retries = sh.retries.load(Relaxed);

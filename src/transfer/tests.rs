@@ -665,3 +665,50 @@ proptest! {
         prop_assert_eq!(got, pages);
     }
 }
+
+/// A disk that counts the bytes read from it (and lends no slices, so every byte is counted).
+struct Counting<'a>(&'a dyn DiskImage, std::sync::atomic::AtomicU64);
+
+impl DiskImage for Counting<'_> {
+    fn len(&self) -> u64 {
+        self.0.len()
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<usize> {
+        let n = self.0.read_at(buf, offset)?;
+        self.1
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(n)
+    }
+    fn extents(&self) -> Result<ExtentMap> {
+        self.0.extents()
+    }
+    fn format(&self) -> Format {
+        self.0.format()
+    }
+}
+
+/// Bytes read from the source per byte sent, for a fresh upload with Content-MD5 and verify
+/// (the most reading an upload does): the source's data is read once to learn its identity
+/// (manifest root and MD5, from the same bytes) and once to send it; verify reads the blob.
+#[test]
+fn the_source_is_read_twice_at_most_and_verify_reads_only_the_blob() {
+    let d = sample();
+    let c = Counting(&d, Default::default());
+    let f = FakePageBlobs::new();
+    let o = UploadOptions {
+        verify: true,
+        ..opts()
+    };
+    let r = upload(Source::Disk(&c), &f, &name(), &o).unwrap();
+    let read = c.1.load(std::sync::atomic::Ordering::Relaxed);
+    let ratio = read as f64 / r.bytes_sent as f64;
+    let data = d.extents().unwrap().totals().0;
+    let passes = read as f64 / data as f64;
+    eprintln!(
+        "read {read} bytes from the source ({data} bytes of data extents) for {} sent: \
+         {ratio:.2} per byte sent, {passes:.2} passes over the source's data",
+        r.bytes_sent
+    );
+    assert!(r.verified);
+    assert!(passes <= 2.0 + 0.01, "{passes}");
+}

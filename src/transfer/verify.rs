@@ -1,19 +1,66 @@
-//! Read-back verification of an upload: the blob's length and Content-MD5, every non-zero page
-//! of the source present, and every page range's bytes equal to the source's.
+//! Read-back verification of an upload, reading the blob and not the source again: the blob's
+//! length and Content-MD5, its footer, and the manifest of its disk part (every page range read
+//! back, holes as zeros) block by block against the manifest the upload computed from the
+//! source's bytes.
 
-use super::engine::{Shared, lock};
+use super::engine::Shared;
 use super::*;
 use crate::cloud::pageblob::RangeSet;
-use crate::image::{ExtentMap, bytes_at};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use crate::digest::{BLOCK_SIZE, Manifest};
+use crate::image::vhd::FOOTER_SIZE;
+use crate::image::{ExtentKind, ExtentMap};
 
-/// Reads the blob back and compares it with `view`: the length, Content-MD5, every non-zero
-/// page of the source present, and every page range's bytes equal to the source's.
+/// The blob's first `len` bytes as a disk: its page ranges are data, the rest zeros.
+struct BlobDisk<'a, 's> {
+    sh: &'a Shared<'s>,
+    len: u64,
+    ranges: &'a RangeSet,
+}
+
+impl DiskImage for BlobDisk<'_, '_> {
+    fn len(&self) -> u64 {
+        self.len
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<usize> {
+        let n = crate::image::readable(self.len, offset, buf.len());
+        let buf = &mut buf[..n];
+        buf.fill(0);
+        let end = offset + n as u64;
+        for (s, e) in self.ranges.overlapping(offset, end) {
+            let (a, b) = (s.max(offset), e.min(end));
+            let piece = &mut buf[(a - offset) as usize..(b - offset) as usize];
+            self.sh
+                .run(&format!("reading {} bytes at offset {a}", b - a), || {
+                    self.sh.store.read(self.sh.blob, a, piece)
+                })?;
+            self.sh.progress.advance(b - a);
+        }
+        Ok(n)
+    }
+
+    fn extents(&self) -> Result<ExtentMap> {
+        let mut runs = Vec::new();
+        for (s, e) in self.ranges.overlapping(0, self.len) {
+            let (a, b) = (s, e.min(self.len));
+            crate::image::push_run(&mut runs, a, b - a, ExtentKind::Data);
+        }
+        Ok(ExtentMap::from_ranges(self.len, runs))
+    }
+
+    fn format(&self) -> Format {
+        Format::Raw
+    }
+}
+
+/// Reads the blob back and checks it against what the upload computed from the source: the
+/// length (`vsize` + footer), Content-MD5 (when `md5`), the footer bytes, and the manifest of
+/// the blob's first `vsize` bytes against `identity`, naming every 512 KiB block that differs.
 pub(crate) fn verify(
     sh: &Shared,
-    view: &VhdView,
-    extents: &ExtentMap,
+    vsize: u64,
+    footer: &[u8; 512],
+    identity: &Manifest,
     md5: Option<[u8; 16]>,
     opts: &UploadOptions,
 ) -> Result<()> {
@@ -23,11 +70,11 @@ pub(crate) fn verify(
             sh.store.properties(blob)
         })?
         .ok_or_else(|| Error::not_found(format!("verify: blob {blob} is gone")))?;
-    if props.len != view.len() {
+    if props.len != vsize + FOOTER_SIZE {
         return Err(Error::invalid(format!(
             "verify: blob {blob} is {} bytes, expected {}",
             props.len,
-            view.len()
+            vsize + FOOTER_SIZE
         )));
     }
     if let Some(m) = md5
@@ -41,84 +88,51 @@ pub(crate) fn verify(
     }
     let ranges =
         RangeSet::from_ranges(sh.run("listing page ranges", || sh.store.page_ranges(blob))?);
-    let mut pieces: Vec<(u64, u64)> = Vec::new();
-    for (s, e) in ranges.iter() {
-        let mut p = s;
-        while p < e {
-            let q = (p + WINDOW).min(e);
-            pieces.push((p, q));
-            p = q;
-        }
-    }
-    // Windows of the source with data must be covered wherever they are non-zero.
-    let windows: Vec<u64> = extents.data_chunks(WINDOW).collect();
     opts.progress.begin("verifying", ranges.total());
-    let problems: Mutex<Vec<String>> = Mutex::new(Vec::new());
-    let next = AtomicU64::new(0);
-    let total = (pieces.len() + windows.len()) as u64;
-    std::thread::scope(|s| {
-        for _ in 0..opts.parallel.clamp(1, 64) {
-            s.spawn(|| {
-                let mut src = vec![0u8; WINDOW as usize];
-                let mut got = vec![0u8; WINDOW as usize];
-                loop {
-                    let i = next.fetch_add(1, Relaxed);
-                    if i >= total || opts.progress.cancelled() {
-                        break;
-                    }
-                    let r = if let Some(&(a, b)) = pieces.get(i as usize) {
-                        let n = (b - a) as usize;
-                        (|| -> Result<Option<String>> {
-                            let want = bytes_at(view, extents, a, &mut src[..n])?;
-                            sh.run(&format!("reading {n} bytes at offset {a}"), || {
-                                sh.store.read(blob, a, &mut got[..n])
-                            })?;
-                            opts.progress.advance(n as u64);
-                            Ok(want.iter().zip(&got[..n]).position(|(x, y)| x != y).map(|k| {
-                                let o = a + k as u64;
-                                format!(
-                                    "offset {o} (0x{o:x}): blob has 0x{:02x}, source has 0x{:02x}",
-                                    got[k], want[k]
-                                )
-                            }))
-                        })()
-                    } else {
-                        let w = windows[i as usize - pieces.len()];
-                        let a = w * WINDOW;
-                        let n = (view.len() - a).min(WINDOW) as usize;
-                        (|| -> Result<Option<String>> {
-                            let want = bytes_at(view, extents, a, &mut src[..n])?;
-                            Ok(nonzero_runs(want, a)
-                                .into_iter()
-                                .flat_map(|(s, e)| ranges.missing(s, e))
-                                .next()
-                                .map(|(s, e)| {
-                                    format!(
-                                        "offset {s} (0x{s:x}): {} bytes of data are not on the \
-                                         blob (no page range)",
-                                        e - s
-                                    )
-                                }))
-                        })()
-                    };
-                    match r {
-                        Ok(None) => {}
-                        Ok(Some(m)) => lock(&problems).push(m),
-                        Err(e) => lock(&problems).push(e.to_string()),
-                    }
-                }
-            });
-        }
-    });
-    opts.progress.finish();
-    if opts.progress.cancelled() {
-        return Err(Error::cancelled());
+    let mut problems = Vec::new();
+    let disk = BlobDisk {
+        sh,
+        len: vsize + FOOTER_SIZE,
+        ranges: &ranges,
+    };
+    let mut tail = [0u8; 512];
+    disk.read_exact_at(&mut tail, vsize)?;
+    if tail != *footer {
+        problems.push(format!(
+            "offset {vsize} (0x{vsize:x}): the footer differs from the one sent"
+        ));
     }
-    let mut problems = problems.into_inner().unwrap_or_else(|p| p.into_inner());
+    let head = BlobDisk {
+        sh,
+        len: vsize,
+        ranges: &ranges,
+    };
+    let got = Manifest::compute(&head)?;
+    opts.progress.finish();
+    if got.root != identity.root {
+        for (i, (a, b)) in got.blocks.iter().zip(&identity.blocks).enumerate() {
+            if a != b {
+                let o = i as u64 * BLOCK_SIZE;
+                problems.push(format!(
+                    "offset {o} (0x{o:x}): the 512 KiB block there {}",
+                    match (a, b) {
+                        (None, _) => "is zeros on the blob, data in the source",
+                        (_, None) => "holds data on the blob, zeros in the source",
+                        _ => "holds other bytes than the source's",
+                    }
+                ));
+            }
+        }
+        if problems.is_empty() {
+            problems.push(format!(
+                "the blob's root digest is {}, the source's {}",
+                got.root, identity.root
+            ));
+        }
+    }
     if problems.is_empty() {
         return Ok(());
     }
-    problems.sort();
     let n = problems.len();
     problems.truncate(20);
     Err(Error::checksum(format!(
