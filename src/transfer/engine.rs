@@ -11,8 +11,8 @@ use crate::cloud::pageblob::{BlobError, BlobName, PageBlobStore, RangeSet};
 use crate::digest::{BLOCK_SIZE, Manifest, ManifestBuilder};
 use crate::error::ErrorKind;
 use crate::export::{MAX_VHD_SIZE, align_mib};
-use crate::image::bytes_at;
 use crate::image::vhd::{FOOTER_SIZE, checksum};
+use crate::image::{ExtentMap, bytes_at};
 use crate::progress::Progress;
 use md5::Digest;
 use std::collections::BTreeMap;
@@ -124,24 +124,16 @@ fn identity_pass(
     Ok((builder.finish(), md5))
 }
 
-/// Uploads `src` to the page blob `blob` in `store`. See the module documentation.
-///
-/// # Errors
-/// A source over the size limits, a blob made from another source (without `overwrite`), calls
-/// that keep failing (every failed range is listed), a cancellation, or a verification mismatch.
-pub fn upload(
-    src: Source,
-    store: &dyn PageBlobStore,
+/// The VHD's virtual size and a provisional footer (a converted disk's own, or the footer of a
+/// VHD sent as it is), checked against the size limits of `opts.target`.
+fn vhd_layout(
+    disk: &dyn DiskImage,
+    converted: bool,
     blob: &BlobName,
     opts: &UploadOptions,
-) -> Result<UploadReport> {
-    let t0 = std::time::Instant::now();
-    let (disk, converted) = match src {
-        Source::Vhd(d) => (d, false),
-        Source::Disk(d) => (d, true),
-    };
+) -> Result<(u64, [u8; 512])> {
     // The virtual size and a provisional footer.
-    let (vsize, mut footer) = if converted {
+    let (vsize, footer) = if converted {
         let vsize = align_mib(disk.len());
         if vsize > MAX_VHD_SIZE {
             return Err(Error::limit(format!(
@@ -182,36 +174,37 @@ pub fn upload(
         }
         _ => {}
     }
-    let sh = Shared {
-        store,
-        blob,
-        retry: opts.retry,
-        retries: AtomicU64::new(0),
-        progress: opts.progress,
-    };
+    Ok((vsize, footer))
+}
 
-    // The source's identity: the manifest root of the disk's virtual bytes.
-    opts.progress.begin("hashing", 0);
-    let disk_view = VhdView::new(disk, vsize, footer)?;
-    // The MD5 is needed for Content-MD5, and after an overwrite (the old file's is wrong).
-    let want_md5 = opts.content_md5 || opts.overwrite;
-    let (identity, md5_head) = identity_pass(&disk_view, want_md5, opts.parallel, &|| {
-        opts.progress.cancelled()
-    })?;
-    opts.progress.finish();
-    if opts.progress.cancelled() {
-        return Err(Error::cancelled());
-    }
-    if let Some(want) = opts.expect_root
-        && want != identity.root
-    {
-        return Err(Error::invalid(format!(
-            "the disk to upload has root digest {}, expected {want}; nothing was sent",
-            identity.root
-        )));
-    }
+/// How the upload found the blob, and what that means for sending.
+struct Start {
+    /// "created", "resumed", "empty", "overwritten", "recreated".
+    how: &'static str,
+    /// The pages the blob holds.
+    present: RangeSet,
+    /// `true` when those pages hold this source's bytes (a resume of this source).
+    present_is_ours: bool,
+    /// `true` while another source's pages are being replaced: a resume must not trust them,
+    /// and the old Content-MD5 must be replaced.
+    overwriting: bool,
+    /// The footer to send (on a resume, the one the first run wrote).
+    footer: [u8; 512],
+}
 
-    // What is on the blob already.
+/// Looks at the blob and decides: create it, resume this source's upload, fill an empty blob of
+/// the right length, or (with `overwrite`) replace another source's; anything else is refused.
+fn blob_start(
+    sh: &Shared,
+    vsize: u64,
+    converted: bool,
+    footer: [u8; 512],
+    root: &str,
+    opts: &UploadOptions,
+) -> Result<Start> {
+    let (store, blob) = (sh.store, sh.blob);
+    let blob_len = vsize + FOOTER_SIZE;
+    let mut footer = footer;
     let props = sh.run("getting the blob's properties", || store.properties(blob))?;
     let mut present = RangeSet::new();
     let mut present_is_ours = true;
@@ -222,7 +215,7 @@ pub fn upload(
     // adopts the footer the blob has.
     let file_footer = hex::encode(crate::digest::sha256(&footer));
     let ours = |m: &BTreeMap<String, String>| {
-        m.get(META_ROOT) == Some(&identity.root)
+        m.get(META_ROOT).map(String::as_str) == Some(root)
             && m.get(META_SIZE).map(String::as_str) == Some(&vsize.to_string())
             && (converted || m.get(META_FOOTER) == Some(&file_footer))
     };
@@ -247,7 +240,7 @@ pub fn upload(
     };
     let start = match &props {
         None => {
-            create(&sh)?;
+            create(sh)?;
             "created"
         }
         Some(p) if p.page_blob && p.len == blob_len && ours(&p.metadata) => {
@@ -259,7 +252,7 @@ pub fn upload(
                 present_is_ours = false;
                 overwriting = true;
             }
-            if converted && let Some(f) = adopt_footer(&sh, vsize, &present)? {
+            if converted && let Some(f) = adopt_footer(sh, vsize, &present)? {
                 // The same disk, resumed: keep the footer the first run wrote, unless an id or
                 // time given explicitly differs from it (the footer page is then rewritten).
                 let had = Footer::decode(&f);
@@ -298,7 +291,7 @@ pub fn upload(
                          source's root is {}",
                         p.metadata.get(META_ROOT).map_or("?", String::as_str),
                         p.metadata.get(META_SIZE).map_or("?", String::as_str),
-                        identity.root
+                        root
                     )
                 } else {
                     "it holds data that this tool did not write".to_string()
@@ -312,44 +305,61 @@ pub fn upload(
                 overwriting = true;
                 "overwritten"
             } else {
-                create(&sh)?;
+                create(sh)?;
                 "recreated"
             }
         }
     };
+    Ok(Start {
+        how: start,
+        present,
+        present_is_ours,
+        overwriting,
+        footer,
+    })
+}
 
-    // The bytes to send, with the footer now decided.
-    let view = VhdView::new(disk, vsize, footer)?;
-    drop(disk_view);
-    let extents = view.extents()?;
-    let mut meta = BTreeMap::new();
-    meta.insert(
-        META_STATE.to_string(),
-        if overwriting {
-            OVERWRITING
-        } else {
-            "uploading"
-        }
-        .to_string(),
-    );
-    meta.insert(META_SIZE.to_string(), vsize.to_string());
-    meta.insert(META_ROOT.to_string(), identity.root.clone());
-    meta.insert(
-        META_FOOTER.to_string(),
-        hex::encode(crate::digest::sha256(&footer)),
-    );
-    let mut metadata_written = sh.run("setting metadata", || {
-        permitted(store.set_metadata(blob, &meta))
-    })?;
+/// What sending the windows did.
+#[derive(Default)]
+struct Tally {
+    /// Non-zero bytes of the VHD seen.
+    data_total: AtomicU64,
+    /// Bytes already on the blob from an earlier run.
+    already: AtomicU64,
+    /// Successful Put Page (update) calls.
+    put_calls: AtomicU64,
+    /// Successful Put Page (clear) calls.
+    clear_calls: AtomicU64,
+    /// Every range that failed: offset, length, why.
+    failures: Mutex<Vec<(u64, u64, Error)>>,
+    /// Stopped on request.
+    cancelled: AtomicBool,
+}
 
-    let counters_local = UploadCounters::default();
-    let counters = opts.counters.unwrap_or(&counters_local);
-    let data_total = AtomicU64::new(0);
-    let already = AtomicU64::new(0);
-    let put_calls = AtomicU64::new(0);
-    let clear_calls = AtomicU64::new(0);
-    let failures: Mutex<Vec<(u64, u64, Error)>> = Mutex::new(Vec::new());
-    let cancelled = AtomicBool::new(false);
+/// Sends `view`'s 4 MiB windows with bounded parallelism: each window is read once (if it has
+/// data or the blob holds pages in it), planned ([`window_requests`]) and sent; pages the blob
+/// holds where the source has zeros are cleared. Every window is attempted; failures are
+/// collected, not fatal.
+fn send_windows(
+    sh: &Shared,
+    view: &VhdView,
+    extents: &ExtentMap,
+    present: &RangeSet,
+    present_is_ours: bool,
+    counters: &UploadCounters,
+    opts: &UploadOptions,
+) -> Tally {
+    let (store, blob) = (sh.store, sh.blob);
+    let blob_len = view.len();
+    let tally = Tally::default();
+    let Tally {
+        data_total,
+        already,
+        put_calls,
+        clear_calls,
+        failures,
+        cancelled,
+    } = &tally;
     let next = AtomicU64::new(0);
     let windows = blob_len.div_ceil(WINDOW);
     let workers = if opts.naive {
@@ -381,10 +391,10 @@ pub fn upload(
                         opts.progress.advance(wlen);
                         continue;
                     }
-                    let bytes = match bytes_at(&view, &extents, ws, &mut buf[..wlen as usize]) {
+                    let bytes = match bytes_at(view, extents, ws, &mut buf[..wlen as usize]) {
                         Ok(b) => b,
                         Err(e) => {
-                            lock(&failures).push((ws, wlen, e.with_offset(ws)));
+                            lock(failures).push((ws, wlen, e.with_offset(ws)));
                             opts.progress.advance(wlen);
                             continue;
                         }
@@ -393,16 +403,10 @@ pub fn upload(
                     data_total.fetch_add(nonzero.iter().map(|(s, e)| e - s).sum(), Relaxed);
                     let (data, send, clear) = if opts.naive {
                         let all = vec![(ws, we)];
-                        let (send, clear) = plan_window(&all, &present, (ws, we), false);
+                        let (send, clear) = plan_window(&all, present, (ws, we), false);
                         (all, send, clear)
                     } else {
-                        window_requests(
-                            nonzero,
-                            &present,
-                            (ws, we),
-                            present_is_ours,
-                            opts.merge_gap,
-                        )
+                        window_requests(nonzero, present, (ws, we), present_is_ours, opts.merge_gap)
                     };
                     let mut sent_here = 0;
                     for (s, e) in send {
@@ -417,7 +421,7 @@ pub fn upload(
                             Err(e2) if e2.kind() == ErrorKind::Interrupted => {
                                 cancelled.store(true, Relaxed);
                             }
-                            Err(e2) => lock(&failures).push((s, e - s, e2)),
+                            Err(e2) => lock(failures).push((s, e - s, e2)),
                         }
                     }
                     if present_is_ours {
@@ -439,7 +443,7 @@ pub fn upload(
                             Err(e2) if e2.kind() == ErrorKind::Interrupted => {
                                 cancelled.store(true, Relaxed);
                             }
-                            Err(e2) => lock(&failures).push((s, e - s, e2)),
+                            Err(e2) => lock(failures).push((s, e - s, e2)),
                         }
                     }
                     counters
@@ -450,13 +454,110 @@ pub fn upload(
             });
         }
     });
+    tally
+}
+
+/// Uploads `src` to the page blob `blob` in `store`. See the module documentation.
+///
+/// # Errors
+/// A source over the size limits, a blob made from another source (without `overwrite`), calls
+/// that keep failing (every failed range is listed), a cancellation, or a verification mismatch.
+pub fn upload(
+    src: Source,
+    store: &dyn PageBlobStore,
+    blob: &BlobName,
+    opts: &UploadOptions,
+) -> Result<UploadReport> {
+    let t0 = std::time::Instant::now();
+    let (disk, converted) = match src {
+        Source::Vhd(d) => (d, false),
+        Source::Disk(d) => (d, true),
+    };
+    let (vsize, footer) = vhd_layout(disk, converted, blob, opts)?;
+    let blob_len = vsize + FOOTER_SIZE;
+    let sh = Shared {
+        store,
+        blob,
+        retry: opts.retry,
+        retries: AtomicU64::new(0),
+        progress: opts.progress,
+    };
+
+    // The source's identity: the manifest root of the disk's virtual bytes.
+    opts.progress.begin("hashing", 0);
+    let disk_view = VhdView::new(disk, vsize, footer)?;
+    // The MD5 is needed for Content-MD5, and after an overwrite (the old file's is wrong).
+    let want_md5 = opts.content_md5 || opts.overwrite;
+    let (identity, md5_head) = identity_pass(&disk_view, want_md5, opts.parallel, &|| {
+        opts.progress.cancelled()
+    })?;
+    opts.progress.finish();
+    if opts.progress.cancelled() {
+        return Err(Error::cancelled());
+    }
+    if let Some(want) = opts.expect_root
+        && want != identity.root
+    {
+        return Err(Error::invalid(format!(
+            "the disk to upload has root digest {}, expected {want}; nothing was sent",
+            identity.root
+        )));
+    }
+
+    // What is on the blob already, and so where to start.
+    let Start {
+        how: start,
+        present,
+        present_is_ours,
+        overwriting,
+        footer,
+    } = blob_start(&sh, vsize, converted, footer, &identity.root, opts)?;
+
+    // The bytes to send, with the footer now decided.
+    let view = VhdView::new(disk, vsize, footer)?;
+    drop(disk_view);
+    let extents = view.extents()?;
+    let mut meta = BTreeMap::new();
+    meta.insert(
+        META_STATE.to_string(),
+        if overwriting {
+            OVERWRITING
+        } else {
+            "uploading"
+        }
+        .to_string(),
+    );
+    meta.insert(META_SIZE.to_string(), vsize.to_string());
+    meta.insert(META_ROOT.to_string(), identity.root.clone());
+    meta.insert(
+        META_FOOTER.to_string(),
+        hex::encode(crate::digest::sha256(&footer)),
+    );
+    let mut metadata_written = sh.run("setting metadata", || {
+        permitted(store.set_metadata(blob, &meta))
+    })?;
+
+    let counters_local = UploadCounters::default();
+    let counters = opts.counters.unwrap_or(&counters_local);
+    let tally = send_windows(
+        &sh,
+        &view,
+        &extents,
+        &present,
+        present_is_ours,
+        counters,
+        opts,
+    );
     opts.progress.finish();
     let sent = counters.sent.load(Relaxed);
-    if cancelled.load(Relaxed) {
+    if tally.cancelled.load(Relaxed) {
         record_progress(&sh, &meta, sent);
         return Err(Error::cancelled());
     }
-    let mut failures = failures.into_inner().unwrap_or_else(|p| p.into_inner());
+    let mut failures = tally
+        .failures
+        .into_inner()
+        .unwrap_or_else(|p| p.into_inner());
     if !failures.is_empty() {
         record_progress(&sh, &meta, sent);
         failures.sort_by_key(|f| f.0);
@@ -512,13 +613,13 @@ pub fn upload(
         virtual_size: vsize,
         converted,
         start: start.to_string(),
-        data_bytes: data_total.load(Relaxed),
+        data_bytes: tally.data_total.load(Relaxed),
         bytes_sent: sent,
         bytes_skipped: blob_len.saturating_sub(sent),
-        bytes_already_there: already.load(Relaxed),
+        bytes_already_there: tally.already.load(Relaxed),
         bytes_cleared: counters.cleared.load(Relaxed),
-        put_calls: put_calls.load(Relaxed),
-        clear_calls: clear_calls.load(Relaxed),
+        put_calls: tally.put_calls.load(Relaxed),
+        clear_calls: tally.clear_calls.load(Relaxed),
         retries: 0,
         source_root: identity.root.clone(),
         content_md5: md5_b64,
