@@ -3,9 +3,10 @@
 //! The EBS direct APIs expose a snapshot as 512 KiB blocks: `ListSnapshotBlocks` (paginated,
 //! each block with an index and a token), `GetSnapshotBlock` (the data and a base64 SHA-256 of
 //! it), and `ListChangedBlocks` between two snapshots. Blocks that are not listed read as zeros;
-//! volumes are whole GiB. [`EbsApi`] is that narrow surface; [`FakeEbs`] implements it in-process
-//! like the service (parent snapshots, pagination, checksums) with injectable faults, and a
-//! client for the real service (aws-sdk-ebs, tested against moto) is to implement it next.
+//! volumes are whole GiB. [`EbsApi`] is that narrow surface and [`EbsError`] its failures (the
+//! service's status and error code kept); the real client is
+//! [`AwsEbs`](super::aws_ebs::AwsEbs), the in-process fake [`FakeEbs`]
+//! ([`fake::ebs`](super::fake::ebs)).
 //!
 //! [`EbsSnapshot`] reads a snapshot: the block list is fetched once (all pages); every block read
 //! is checked against its SHA-256 before a byte is used; throttling, server errors, timeouts and
@@ -350,7 +351,7 @@ impl<A: EbsApi> EbsSnapshot<A> {
         }
         let got = base64::engine::general_purpose::STANDARD.encode(crate::digest::sha256(&b.data));
         if got != b.checksum {
-            return Err(Error::invalid(format!(
+            return Err(Error::checksum(format!(
                 "{what}: checksum mismatch: the service says {}, the data hashes to {got}",
                 b.checksum
             ))
