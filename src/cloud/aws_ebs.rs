@@ -35,39 +35,34 @@ impl std::fmt::Debug for AwsEbs {
     }
 }
 
-/// Maps an SDK error onto what the retry policy needs to know.
+/// Maps an SDK error onto an [`EbsError`] that keeps what the service answered: the HTTP status
+/// and the AWS error code (the SDK reads it from `x-amzn-errortype` or the body's `__type`).
 fn classify<E>(e: SdkError<E, aws_sdk_ebs::config::http::HttpResponse>) -> EbsError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
+    let cause = || {
+        std::error::Error::source(&e)
+            .map(|s| s.to_string())
+            .unwrap_or_default()
+    };
     match &e {
         SdkError::TimeoutError(_) => EbsError::Timeout,
         SdkError::DispatchFailure(d) if d.is_timeout() => EbsError::Timeout,
-        SdkError::ResponseError(r) => EbsError::Server(format!(
-            "HTTP {} with a body that is not an EBS answer",
-            r.raw().status().as_u16()
-        )),
-        SdkError::DispatchFailure(_) => EbsError::Server(format!(
-            "the request could not be sent: {}",
-            std::error::Error::source(&e)
-                .map(|s| s.to_string())
-                .unwrap_or_default()
-        )),
-        SdkError::ServiceError(se) => {
-            let code = se.err().code().unwrap_or("");
-            let msg = se.err().message().unwrap_or("");
-            match code {
-                "ThrottlingException"
-                | "RequestThrottledException"
-                | "ConcurrentLimitExceededException" => EbsError::Throttled,
-                "ResourceNotFoundException" => EbsError::NotFoundYet,
-                "InternalServerException" | "InternalFailure" | "ServiceUnavailable" => {
-                    EbsError::Server(format!("{code}: {msg}"))
-                }
-                _ => EbsError::Fatal(format!("{code}: {msg}")),
-            }
+        SdkError::DispatchFailure(_) => {
+            EbsError::Connection(format!("the request could not be sent: {}", cause()))
         }
-        _ => EbsError::Fatal(e.to_string()),
+        SdkError::ResponseError(r) => EbsError::Service {
+            status: r.raw().status().as_u16(),
+            code: None,
+            message: "a body that is not an EBS answer".into(),
+        },
+        SdkError::ServiceError(se) => EbsError::Service {
+            status: se.raw().status().as_u16(),
+            code: se.err().code().map(str::to_string),
+            message: se.err().message().unwrap_or("").to_string(),
+        },
+        _ => EbsError::Fatal(format!("{e}: {}", cause())),
     }
 }
 
@@ -77,6 +72,17 @@ impl AwsEbs {
     /// # Errors
     /// The async runtime cannot start.
     pub fn new(endpoint: Option<&str>, region: Option<&str>) -> Result<Self> {
+        Self::build(endpoint, region, CALL_TIMEOUT, None)
+    }
+
+    /// As [`AwsEbs::new`], with `timeout` per call attempt and, when given, these static
+    /// credentials instead of the usual AWS settings.
+    fn build(
+        endpoint: Option<&str>,
+        region: Option<&str>,
+        timeout: Duration,
+        credentials: Option<aws_sdk_ebs::config::Credentials>,
+    ) -> Result<Self> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -90,10 +96,13 @@ impl AwsEbs {
             if let Some(e) = endpoint {
                 loader = loader.endpoint_url(e);
             }
+            if let Some(c) = credentials {
+                loader = loader.credentials_provider(c);
+            }
             loader
                 .timeout_config(
                     aws_config::timeout::TimeoutConfig::builder()
-                        .operation_attempt_timeout(CALL_TIMEOUT)
+                        .operation_attempt_timeout(timeout)
                         .connect_timeout(Duration::from_secs(10))
                         .build(),
                 )
@@ -181,20 +190,20 @@ impl AwsEbs {
                     failures
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
-                        .push(e.to_string());
+                        .push((index, e));
                 }
             },
         );
-        let failures = failures.into_inner().unwrap_or_else(|p| p.into_inner());
+        let mut failures = failures.into_inner().unwrap_or_else(|p| p.into_inner());
         if !failures.is_empty() {
-            return Err(Error::new(
-                crate::ErrorKind::Io,
-                format!(
-                    "snapshot {id}: {} block(s) failed, the snapshot was not completed:\n  {}",
-                    failures.len(),
-                    failures.join("\n  ")
-                ),
-            ));
+            failures.sort_by_key(|f| f.0);
+            let list: Vec<String> = failures.iter().map(|(_, e)| e.to_string()).collect();
+            let message = format!(
+                "snapshot {id}: {} block(s) failed, the snapshot was not completed:\n  {}",
+                failures.len(),
+                list.join("\n  ")
+            );
+            return Err(super::retry::many_failed(message, failures.remove(0).1));
         }
         let mut digests = digests.into_inner().unwrap_or_else(|p| p.into_inner());
         digests.sort_by_key(|d| d.0);
@@ -307,7 +316,7 @@ impl EbsApi for AwsEbs {
                 .block_data
                 .collect()
                 .await
-                .map_err(|e| EbsError::Server(format!("reading the block body: {e}")))?
+                .map_err(|e| EbsError::Connection(format!("reading the block body: {e}")))?
                 .into_bytes()
                 .to_vec();
             Ok(BlockData {
@@ -349,5 +358,93 @@ impl EbsApi for AwsEbs {
                 .filter(|t| !t.is_empty())
                 .map(str::to_string),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cloud::canned::{Answer, Canned, response};
+    use crate::cloud::ebs::EbsSnapshot;
+    use crate::error::ErrorKind;
+
+    fn client(url: &str, timeout: Duration) -> AwsEbs {
+        let creds = aws_sdk_ebs::config::Credentials::new(
+            "AKIDCANNEDTEST",
+            "CANNEDSECRETKEY",
+            None,
+            None,
+            "test",
+        );
+        AwsEbs::build(Some(url), Some("us-east-1"), timeout, Some(creds)).unwrap()
+    }
+
+    /// Every answer kind becomes the error kind a caller acts on, keeps the HTTP status and the
+    /// AWS error code (from `x-amzn-errortype` or the body's `__type`), and only transient ones
+    /// are retried. EBS answers 404 for a snapshot that is not visible yet: retried.
+    #[test]
+    fn error_kinds_from_canned_answers() {
+        let policy = RetryPolicy {
+            attempts: 3,
+            base_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(2),
+        };
+        let cases: [(u16, &str, bool, ErrorKind, bool); 6] = [
+            (403, "AccessDeniedException", true, ErrorKind::Denied, false),
+            (
+                404,
+                "ResourceNotFoundException",
+                false,
+                ErrorKind::NotFound,
+                true,
+            ),
+            (409, "ConflictException", true, ErrorKind::Conflict, false),
+            (412, "PreconditionFailed", false, ErrorKind::Conflict, false),
+            (429, "ThrottlingException", true, ErrorKind::Cloud, true),
+            (
+                500,
+                "InternalServerException",
+                false,
+                ErrorKind::Cloud,
+                true,
+            ),
+        ];
+        for (status, code, header, kind, transient) in cases {
+            let body = if header {
+                format!(r#"{{"message":"canned {code}"}}"#)
+            } else {
+                format!(r#"{{"__type":"{code}","message":"canned {code}"}}"#)
+            };
+            let typed = format!("{code}:http://internal.amazon.com/coral/com.amazonaws.ebs/");
+            let mut headers = vec![("Content-Type", "application/json")];
+            if header {
+                headers.push(("x-amzn-errortype", typed.as_str()));
+            }
+            let server = Canned::start(response(status, &headers, &body));
+            let api = client(&server.url(), Duration::from_secs(10));
+            let e = EbsSnapshot::open(api, "snap-0123456789abcdef0", policy).unwrap_err();
+            assert_eq!(e.kind(), kind, "{status}: {e}");
+            let c = e.cloud().expect("a cloud error");
+            assert_eq!((c.service, c.status), ("ebs", Some(status)), "{e}");
+            assert_eq!(c.code.as_deref(), Some(code), "{status}");
+            assert_eq!(e.is_transient(), transient, "{status}");
+            assert_eq!(server.hits(), if transient { 3 } else { 1 }, "{status}");
+            assert!(e.to_string().contains("snap-0123456789abcdef0"), "{e}");
+            let chain = format!("{e} {e:?}");
+            assert!(!chain.contains("CANNEDSECRETKEY"), "{chain}");
+        }
+        // No answer in time: a transient cloud error without a status, retried.
+        let server = Canned::start(Answer::Hang(Duration::from_secs(3)));
+        let api = client(&server.url(), Duration::from_millis(300));
+        let e = EbsSnapshot::open(api, "snap-0123456789abcdef0", policy).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Cloud, "{e}");
+        let c = e.cloud().expect("a cloud error");
+        assert_eq!(
+            (c.status, c.code.as_deref()),
+            (None, Some("Timeout")),
+            "{e}"
+        );
+        assert!(e.is_transient());
+        assert_eq!(server.hits(), 3);
     }
 }

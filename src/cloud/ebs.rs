@@ -3,28 +3,33 @@
 //! The EBS direct APIs expose a snapshot as 512 KiB blocks: `ListSnapshotBlocks` (paginated,
 //! each block with an index and a token), `GetSnapshotBlock` (the data and a base64 SHA-256 of
 //! it), and `ListChangedBlocks` between two snapshots. Blocks that are not listed read as zeros;
-//! volumes are whole GiB. [`EbsApi`] is that narrow surface; [`FakeEbs`] implements it in-process
-//! like the service (parent snapshots, pagination, checksums) with injectable faults, and a
-//! client for the real service (aws-sdk-ebs, tested against moto) is to implement it next.
+//! volumes are whole GiB. [`EbsApi`] is that narrow surface and [`EbsError`] its failures (the
+//! service's status and error code kept); the real client is
+//! [`AwsEbs`](super::aws_ebs::AwsEbs), the in-process fake [`FakeEbs`]
+//! ([`fake::ebs`](super::fake::ebs)).
 //!
 //! [`EbsSnapshot`] reads a snapshot: the block list is fetched once (all pages); every block read
 //! is checked against its SHA-256 before a byte is used; throttling, server errors, timeouts and
 //! "snapshot not found yet" are retried with exponential backoff a bounded number of times; every
 //! error names the snapshot and the block index.
 
+pub use super::fake::ebs::{FakeEbs, Fault};
 pub use super::retry::RetryPolicy;
 use super::retry::Transient;
 use crate::error::{Error, Result};
 use crate::image::{DiskImage, ExtentKind, ExtentMap, Format};
 use base64::Engine;
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::Mutex;
+use std::collections::BTreeMap;
 
 /// The EBS direct APIs' block size.
 pub const BLOCK_SIZE: u64 = 512 * 1024;
 const GIB: u64 = 1 << 30;
 
 /// A failure of one EBS call.
+///
+/// The real client ([`AwsEbs`](super::aws_ebs::AwsEbs)) keeps what the service answered: its
+/// HTTP status and AWS error code ([`EbsError::Service`]); the short variants are what the
+/// in-process fake injects.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EbsError {
     /// ThrottlingException / RequestThrottledException: retry later.
@@ -35,29 +40,82 @@ pub enum EbsError {
     Server(String),
     /// The call timed out: retry.
     Timeout,
-    /// Anything else (access denied, validation): do not retry.
+    /// The service answered with an error: its HTTP status, its AWS error code (from
+    /// `x-amzn-errortype` or the body's `__type`), its message. Retried when the status or the
+    /// code says it is transient ([`EbsError::retryable`]).
+    Service {
+        /// The HTTP status.
+        status: u16,
+        /// The AWS error code (`AccessDeniedException`, ...), when the answer had one.
+        code: Option<String>,
+        /// The service's message.
+        message: String,
+    },
+    /// The request could not be sent, or the connection dropped before the whole answer came:
+    /// retry.
+    Connection(String),
+    /// Anything else (an answer that breaks the API's rules, a bad argument): do not retry.
     Fatal(String),
 }
 
 impl std::error::Error for EbsError {}
 
+/// AWS error codes that mean "try again later" whatever the HTTP status says.
+const TRANSIENT_CODES: &[&str] = &[
+    "ThrottlingException",
+    "RequestThrottledException",
+    "ConcurrentLimitExceededException",
+    "InternalServerException",
+    "InternalFailure",
+    "ServiceUnavailable",
+    "ServiceUnavailableException",
+    "RequestTimeout",
+    "RequestTimeoutException",
+    // A snapshot is not visible for a moment after it was created.
+    "ResourceNotFoundException",
+];
+
+impl EbsError {
+    /// `true` when the same call may succeed later: throttling, 5xx, timeouts, dropped
+    /// connections, and "not found" (a snapshot is not visible at once after it was created).
+    pub fn retryable(&self) -> bool {
+        match self {
+            EbsError::Throttled
+            | EbsError::NotFoundYet
+            | EbsError::Server(_)
+            | EbsError::Timeout
+            | EbsError::Connection(_) => true,
+            EbsError::Service { status, code, .. } => {
+                *status == 429
+                    || *status >= 500
+                    || code
+                        .as_deref()
+                        .is_some_and(|c| TRANSIENT_CODES.contains(&c))
+            }
+            EbsError::Fatal(_) => false,
+        }
+    }
+}
+
 impl Transient for EbsError {
     fn retryable(&self) -> bool {
-        !matches!(self, EbsError::Fatal(_))
+        EbsError::retryable(self)
     }
 
     fn cloud(&self) -> crate::CloudError {
         let (status, code) = match self {
-            EbsError::Throttled => (Some(429), "ThrottlingException"),
-            EbsError::NotFoundYet => (Some(404), "ResourceNotFoundException"),
-            EbsError::Server(_) => (Some(500), "InternalServerException"),
-            EbsError::Timeout => (None, "Timeout"),
-            EbsError::Fatal(_) => (None, "Fatal"),
+            EbsError::Throttled => (Some(429), Some("ThrottlingException".to_string())),
+            EbsError::NotFoundYet => (Some(404), Some("ResourceNotFoundException".to_string())),
+            EbsError::Server(_) => (Some(500), Some("InternalServerException".to_string())),
+            EbsError::Timeout => (None, Some("Timeout".to_string())),
+            EbsError::Service { status, code, .. } => (Some(*status), code.clone()),
+            EbsError::Connection(_) => (None, Some("ConnectionFailed".to_string())),
+            EbsError::Fatal(_) => (None, None),
         };
         crate::CloudError {
             service: "ebs",
             status,
-            code: Some(code.to_string()),
+            code,
             transient: self.retryable(),
         }
     }
@@ -70,6 +128,16 @@ impl std::fmt::Display for EbsError {
             EbsError::NotFoundYet => f.write_str("snapshot not found (yet)"),
             EbsError::Server(m) => write!(f, "server error: {m}"),
             EbsError::Timeout => f.write_str("timed out"),
+            EbsError::Service {
+                status,
+                code,
+                message,
+            } => write!(
+                f,
+                "HTTP {status} {}: {message}",
+                code.as_deref().unwrap_or("(no error code)")
+            ),
+            EbsError::Connection(m) => write!(f, "connection failed: {m}"),
             EbsError::Fatal(m) => f.write_str(m),
         }
     }
@@ -153,14 +221,6 @@ fn next_page(what: &str, asked: &Option<String>, got: Option<String>) -> Result<
         }
         got => Ok(got),
     }
-}
-
-/// The first block index of the page a fake's token names (0 for the first page).
-fn fake_page_start(next: Option<&str>) -> Result<u64, EbsError> {
-    next.map_or(Ok(0), |t| {
-        t.parse()
-            .map_err(|_| EbsError::Fatal(format!("bad page token {t:?}")))
-    })
 }
 
 /// Every block index that differs between `first` and `second` (all pages), ascending.
@@ -291,7 +351,7 @@ impl<A: EbsApi> EbsSnapshot<A> {
         }
         let got = base64::engine::general_purpose::STANDARD.encode(crate::digest::sha256(&b.data));
         if got != b.checksum {
-            return Err(Error::invalid(format!(
+            return Err(Error::checksum(format!(
                 "{what}: checksum mismatch: the service says {}, the data hashes to {got}",
                 b.checksum
             ))
@@ -341,223 +401,6 @@ impl<A: EbsApi> DiskImage for EbsSnapshot<A> {
     }
 }
 
-/// A fault the fake service injects.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Fault {
-    /// The next call answers with this error.
-    Next(EbsError),
-    /// Block `index` answers with data that does not match its checksum.
-    CorruptBlock(u64),
-    /// Block `index` is listed but GetSnapshotBlock fails fatally for it.
-    MissingBlock(u64),
-}
-
-#[derive(Debug, Clone)]
-struct FakeSnapshot {
-    parent: Option<String>,
-    volume_size_gib: u64,
-    blocks: BTreeMap<u64, Vec<u8>>,
-}
-
-/// An in-process EBS direct API: deterministic, with parent snapshots, pagination, checksums
-/// and injectable faults. A snapshot lists its own blocks and every block of its ancestors it
-/// does not override, as the service does.
-#[derive(Debug, Default)]
-pub struct FakeEbs {
-    snapshots: Mutex<HashMap<String, FakeSnapshot>>,
-    faults: Mutex<VecDeque<Fault>>,
-    sticky: Mutex<Vec<Fault>>,
-    page_size: usize,
-    calls: Mutex<u64>,
-}
-
-impl FakeEbs {
-    /// A fake whose ListSnapshotBlocks pages hold `page_size` blocks.
-    pub fn new(page_size: usize) -> Self {
-        FakeEbs {
-            page_size: page_size.max(1),
-            ..Default::default()
-        }
-    }
-
-    /// Adds a snapshot of `volume_size_gib` GiB holding `blocks` (index → data, at most 512 KiB
-    /// each) on top of `parent`.
-    pub fn add_snapshot(
-        &self,
-        id: &str,
-        parent: Option<&str>,
-        volume_size_gib: u64,
-        blocks: BTreeMap<u64, Vec<u8>>,
-    ) {
-        let mut s = self.snapshots.lock().unwrap_or_else(|p| p.into_inner());
-        s.insert(
-            id.to_string(),
-            FakeSnapshot {
-                parent: parent.map(str::to_string),
-                volume_size_gib,
-                blocks,
-            },
-        );
-    }
-
-    /// Queues a fault: `Next` faults fire once, in order; block faults stay.
-    pub fn inject(&self, fault: Fault) {
-        match fault {
-            Fault::Next(_) => self
-                .faults
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push_back(fault),
-            f => self
-                .sticky
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(f),
-        }
-    }
-
-    /// Calls answered so far (faults included).
-    pub fn calls(&self) -> u64 {
-        *self.calls.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn next_fault(&self) -> Result<(), EbsError> {
-        *self.calls.lock().unwrap_or_else(|p| p.into_inner()) += 1;
-        match self
-            .faults
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .pop_front()
-        {
-            Some(Fault::Next(e)) => Err(e),
-            _ => Ok(()),
-        }
-    }
-
-    /// Block `index` of `id`: its own, or the nearest ancestor's (only that block is copied).
-    fn find_block(&self, id: &str, index: u64) -> Result<Option<Vec<u8>>, EbsError> {
-        let s = self.snapshots.lock().unwrap_or_else(|p| p.into_inner());
-        let mut cur = Some(id.to_string());
-        let mut depth = 0;
-        while let Some(c) = cur {
-            let snap = s.get(&c).ok_or(EbsError::NotFoundYet)?;
-            if let Some(d) = snap.blocks.get(&index) {
-                return Ok(Some(d.clone()));
-            }
-            depth += 1;
-            if depth > 64 {
-                return Err(EbsError::Fatal("snapshot chain too deep".into()));
-            }
-            cur = snap.parent.clone();
-        }
-        Ok(None)
-    }
-
-    /// Every block of `id` with its ancestors' blocks underneath.
-    fn resolved(&self, id: &str) -> Result<(u64, BTreeMap<u64, Vec<u8>>), EbsError> {
-        let s = self.snapshots.lock().unwrap_or_else(|p| p.into_inner());
-        let mut chain = Vec::new();
-        let mut cur = Some(id.to_string());
-        while let Some(c) = cur {
-            let snap = s.get(&c).ok_or(EbsError::NotFoundYet)?;
-            if chain.len() > 64 {
-                return Err(EbsError::Fatal("snapshot chain too deep".into()));
-            }
-            chain.push(snap.clone());
-            cur = snap.parent.clone();
-        }
-        let size = chain[0].volume_size_gib;
-        let mut blocks = BTreeMap::new();
-        for snap in chain.iter().rev() {
-            blocks.extend(snap.blocks.iter().map(|(k, v)| (*k, v.clone())));
-        }
-        Ok((size, blocks))
-    }
-}
-
-impl EbsApi for FakeEbs {
-    fn list_snapshot_blocks(
-        &self,
-        snapshot: &str,
-        next: Option<&str>,
-    ) -> Result<BlockPage, EbsError> {
-        self.next_fault()?;
-        let (size, blocks) = self.resolved(snapshot)?;
-        let start = fake_page_start(next)?;
-        let page: Vec<(u64, String)> = blocks
-            .range(start..)
-            .take(self.page_size + 1)
-            .map(|(i, d)| (*i, format!("{snapshot}/{i}/{}", d.len())))
-            .collect();
-        let more = page.len() > self.page_size;
-        let next = more.then(|| page[self.page_size].0.to_string());
-        Ok(BlockPage {
-            blocks: page.into_iter().take(self.page_size).collect(),
-            next,
-            volume_size_gib: size,
-            block_size: BLOCK_SIZE,
-        })
-    }
-
-    fn get_snapshot_block(
-        &self,
-        snapshot: &str,
-        index: u64,
-        token: &str,
-    ) -> Result<BlockData, EbsError> {
-        self.next_fault()?;
-        if !token.starts_with(&format!("{snapshot}/{index}/")) {
-            return Err(EbsError::Fatal(format!(
-                "ValidationException: bad block token {token:?}"
-            )));
-        }
-        let sticky = self
-            .sticky
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        if sticky.contains(&Fault::MissingBlock(index)) {
-            return Err(EbsError::Fatal(format!(
-                "ResourceNotFoundException: block {index}"
-            )));
-        }
-        let data = self
-            .find_block(snapshot, index)?
-            .ok_or_else(|| EbsError::Fatal(format!("ResourceNotFoundException: block {index}")))?;
-        let mut checksum =
-            base64::engine::general_purpose::STANDARD.encode(crate::digest::sha256(&data));
-        if sticky.contains(&Fault::CorruptBlock(index)) {
-            checksum = base64::engine::general_purpose::STANDARD.encode([0u8; 32]);
-        }
-        Ok(BlockData {
-            data,
-            checksum,
-            algorithm: "SHA256".into(),
-        })
-    }
-
-    fn list_changed_blocks(
-        &self,
-        first: &str,
-        second: &str,
-        next: Option<&str>,
-    ) -> Result<ChangedPage, EbsError> {
-        self.next_fault()?;
-        let all = self.diff(first, second)?;
-        let start = fake_page_start(next)?;
-        let page: Vec<u64> = all
-            .into_iter()
-            .filter(|&i| i >= start)
-            .take(self.page_size + 1)
-            .collect();
-        let next = (page.len() > self.page_size).then(|| page[self.page_size].to_string());
-        Ok(ChangedPage {
-            blocks: page.into_iter().take(self.page_size).collect(),
-            next,
-        })
-    }
-}
-
 impl<T: EbsApi + ?Sized> EbsApi for std::sync::Arc<T> {
     fn list_snapshot_blocks(
         &self,
@@ -581,18 +424,6 @@ impl<T: EbsApi + ?Sized> EbsApi for std::sync::Arc<T> {
         next: Option<&str>,
     ) -> Result<ChangedPage, EbsError> {
         (**self).list_changed_blocks(first, second, next)
-    }
-}
-
-impl FakeEbs {
-    /// Indices whose blocks differ between two snapshots (present in one only, or different).
-    fn diff(&self, first: &str, second: &str) -> Result<Vec<u64>, EbsError> {
-        let (_, a) = self.resolved(first)?;
-        let (_, b) = self.resolved(second)?;
-        let mut idx: Vec<u64> = a.keys().chain(b.keys()).copied().collect();
-        idx.sort_unstable();
-        idx.dedup();
-        Ok(idx.into_iter().filter(|i| a.get(i) != b.get(i)).collect())
     }
 }
 

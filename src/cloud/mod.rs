@@ -1,17 +1,29 @@
 //! The clouds this tool talks to, each behind a narrow trait with an in-process fake that can be
 //! told to misbehave, and a real HTTP client tested against an emulator on 127.0.0.1.
 //!
-//! - [`ebs`]: EBS direct APIs (snapshot blocks), read as a `DiskImage`; the in-process fake.
+//! - [`ebs`]: EBS direct APIs (snapshot blocks): the trait, a snapshot read as a `DiskImage`.
 //! - [`aws_ebs`]: the real service over HTTP (aws-sdk-ebs), also for emulators such as moto.
-//! - [`pageblob`]: Azure page blobs: the store trait and its in-process fake.
-//! - [`azure_blob`]: the Blob REST API client (SharedKey or SAS), also for Azurite.
+//! - [`pageblob`]: Azure page blobs: the store trait, names, answers and errors.
+//! - [`range_set`]: ordered, merged byte ranges ("which pages hold data").
+//! - [`azure`]: the Blob REST API (credentials, SharedKey signing, the client, XML answers),
+//!   also for Azurite.
+//! - [`fake`]: the in-process fakes of EBS and page blobs.
 //! - [`retry`]: bounded retries with backoff, shared by the clients above.
-//! - [`upload`]: any disk to a page blob (converted on the fly), resumable and verified; and
-//!   a page blob back to a sparse file.
+//!
+//! Every failure of a call reaches the caller as an [`Error`](crate::Error) whose kind follows
+//! the service's answer (not found, conflict, denied, cloud) with the status, the service's error
+//! code and whether it is transient kept as data ([`Error::cloud`](crate::Error::cloud)).
+//! Uploads and downloads over these stores are in [`transfer`](crate::transfer).
 
 pub mod aws_ebs;
-pub mod azure_blob;
+pub mod azure;
+#[cfg(test)]
+pub(crate) mod canned;
 pub mod ebs;
+pub mod fake;
 pub mod pageblob;
+pub mod range_set;
 pub mod retry;
-pub mod upload;
+
+/// The Blob REST API client under its former name.
+pub use azure as azure_blob;

@@ -95,3 +95,13 @@ impl RetryPolicy {
         }
     }
 }
+
+/// One error for a job of many calls of which some failed: `message` lists them all; the kind,
+/// the cloud answer and the source are those of `first`, so a caller can still tell a 403 from
+/// a 503.
+pub(crate) fn many_failed(message: String, first: Error) -> Error {
+    match first.cloud().cloned() {
+        Some(cloud) => Error::from_cloud(message, cloud, first),
+        None => Error::new(first.kind(), message).with_source(first),
+    }
+}

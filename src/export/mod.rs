@@ -12,6 +12,8 @@
 //! [`convert_in_place`] turns a raw file into a fixed VHD by growing it to a whole MiB and
 //! appending the footer: no data is copied.
 
+pub mod vhd_view;
+
 use crate::digest::{BLOCK_SIZE, Manifest, ManifestBuilder};
 use crate::error::{Error, Result, ResultExt};
 use crate::image::Detected;

@@ -11,8 +11,8 @@ use ec2azure::cloud::azure_blob::{
     Account, AzureBlobClient, DEV_ACCOUNT, DEV_ACCOUNT_KEY, Timeouts,
 };
 use ec2azure::cloud::pageblob::{BlobName, Op, PageBlobStore};
-use ec2azure::cloud::upload::{Source, UploadOptions, upload};
 use ec2azure::image::MemImage;
+use ec2azure::transfer::{Source, UploadOptions, upload};
 use std::path::Path;
 use std::process::{Child, Command};
 

@@ -9,20 +9,18 @@
 //! printed.
 
 use crate::{human, term};
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use ec2azure::Progress;
 use ec2azure::check::Target;
-use ec2azure::cloud::azure_blob::{
-    Account, AzureBlobClient, Timeouts, check_blob_name, check_container_name,
-};
+use ec2azure::cloud::azure::{Account, AzureBlobClient, CredentialChain, Timeouts};
 use ec2azure::cloud::ebs::RetryPolicy;
 use ec2azure::cloud::pageblob::{BlobName, PageBlobStore};
-use ec2azure::cloud::upload::{
+use ec2azure::image::Format;
+use ec2azure::transfer::{
     DownloadOptions, Source, UploadCounters, UploadOptions, UploadReport, download, open_source,
     upload,
 };
-use ec2azure::image::Format;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -63,77 +61,27 @@ pub struct AzureArgs {
     timeout: u64,
 }
 
-fn env(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.is_empty())
-}
-
 impl AzureArgs {
-    /// The store and the blob.
+    /// The store and the blob: the library's credential chain (flags, then the environment).
     fn connect(&self) -> Result<(AzureBlobClient, BlobName)> {
-        let account = if let Some(s) = &self.sas {
-            Account::from_sas_url(s)?
-        } else if let Some(c) = &self.connection_string {
-            if c.contains("AccountKey=")
-                && !c.contains(
-                    "AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq",
-                )
-            {
-                // Not the public development key: other users can read argv (`ps`).
-                eprintln!(
-                    "warning: an account key on the command line can be read by other users of \
-                     this machine; prefer $AZURE_STORAGE_CONNECTION_STRING"
-                );
-            }
-            Account::from_connection_string(c)?
-        } else if let Some(u) = &self.account_url {
-            self.with_key(u)?
-        } else if let Some(s) = env("AZURE_STORAGE_SAS_URL") {
-            Account::from_sas_url(&s).context("$AZURE_STORAGE_SAS_URL")?
-        } else if let Some(c) = env("AZURE_STORAGE_CONNECTION_STRING") {
-            Account::from_connection_string(&c).context("$AZURE_STORAGE_CONNECTION_STRING")?
-        } else if let Some(u) = env("AZURE_STORAGE_ACCOUNT_URL") {
-            self.with_key(&u)?
-        } else {
-            bail!(
-                "no Azure storage account given: use --sas, --connection-string or --account-url \
-                 (key in ${}), or set AZURE_STORAGE_SAS_URL, AZURE_STORAGE_CONNECTION_STRING or \
-                 AZURE_STORAGE_ACCOUNT_URL",
-                self.account_key_env
-            );
+        let chain = CredentialChain {
+            sas_url: self.sas.clone(),
+            connection_string: self.connection_string.clone(),
+            account_url: self.account_url.clone(),
+            account_key_env: self.account_key_env.clone(),
         };
-        let container = match (&self.container, &account.container) {
-            (Some(a), Some(b)) if a != b => {
-                bail!("--container {a} differs from the SAS URL's container {b}")
-            }
-            (Some(a), _) | (None, Some(a)) => a.clone(),
-            (None, None) => bail!("--container is required"),
-        };
-        let blob = match (&self.blob, &account.blob) {
-            (Some(a), Some(b)) if a != b => bail!("--blob {a} differs from the SAS URL's blob {b}"),
-            (Some(a), _) | (None, Some(a)) => a.clone(),
-            (None, None) => bail!("--blob is required"),
-        };
-        check_container_name(&container)?;
-        check_blob_name(&blob)?;
-        let client = account.client(Timeouts {
+        let found = chain.resolve()?;
+        for w in &found.warnings {
+            eprintln!("warning: {w}");
+        }
+        let blob = found
+            .account
+            .blob_name(self.container.as_deref(), self.blob.as_deref())?;
+        let client = found.account.client(Timeouts {
             connect: Duration::from_secs(10),
             request: Duration::from_secs(self.timeout.max(1)),
         });
-        Ok((client, BlobName::new(container, blob)))
-    }
-
-    fn with_key(&self, url: &str) -> Result<Account> {
-        let key = env(&self.account_key_env).with_context(|| {
-            format!(
-                "--account-url needs the account key in ${} (see --account-key-env)",
-                self.account_key_env
-            )
-        })?;
-        let name = match env("AZURE_STORAGE_ACCOUNT") {
-            Some(n) => n,
-            None => Account::account_from_url(url)?,
-        };
-        Ok(Account::shared_key(url, &name, &key)?)
+        Ok((client, blob))
     }
 }
 

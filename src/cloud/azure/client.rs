@@ -1,25 +1,22 @@
-//! The Azure Blob REST API for page blobs, over HTTP(S): a small client of our own (ureq, no
-//! async stack) implementing [`PageBlobStore`], tested against Azurite.
+//! The Blob REST API client for page blobs, over HTTP(S): a small client of our own (ureq, no
+//! async stack) implementing [`PageBlobStore`], tested against Azurite and against canned
+//! answers. The API version is pinned ([`API_VERSION`]); every call has timeouts.
 //!
-//! Credentials: an account key (SharedKey: HMAC-SHA256 of the canonical request, as the
-//! service's "Authorize with Shared Key" document defines it), or a SAS token (a query string
-//! appended to every request). They come from a connection string, an account URL plus key, or
-//! a SAS URL. The API version is pinned ([`API_VERSION`]). Every call has timeouts.
-//!
-//! Secrets never leave this module: `Debug` prints no key or token, and every error message
-//! passes through [`redact`] (which removes `sig=` values and the key itself) before it is
-//! returned. The client refuses, before sending, any `Put Page` that is not 512-aligned or is
-//! larger than 4 MiB (Azurite would accept it; Azure would not), and logs every request it
-//! sends so tests can check that.
+//! Every answer that is not a success becomes a [`BlobError::Status`] with the HTTP status and
+//! Azure's error code (the `x-ms-error-code` header, else the XML body's `Code`). Every error
+//! message passes through [`redact`] (which removes `sig=` values and the key itself) before it
+//! is returned. The client refuses, before sending, any `Put Page` that is not 512-aligned or is
+//! larger than 4 MiB (Azurite would accept it; Azure would not), and logs every request it sends
+//! when asked, so tests can check that.
 
-use super::pageblob::{
+use super::credentials::{Account, Auth, decode, redact};
+use super::xml::{parse_error_body, parse_page_list};
+use crate::cloud::pageblob::{
     BlobError, BlobName, BlobProperties, MAX_PUT, Op, PAGE, PageBlobStore, Request,
-    parse_error_body, parse_page_list,
 };
 use crate::error::{Error, Result};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use hmac::{KeyInit, Mac};
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::sync::Mutex;
@@ -27,22 +24,8 @@ use std::time::Duration;
 
 /// The Blob service API version every request asks for (one Azurite 3.35 knows).
 pub const API_VERSION: &str = "2025-01-05";
-/// Azurite's well-known development account.
-pub const DEV_ACCOUNT: &str = "devstoreaccount1";
-/// Azurite's well-known development account key (public, documented by Microsoft).
-pub const DEV_ACCOUNT_KEY: &str =
-    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
 /// The largest answer body we read into memory (a page list of a very fragmented blob).
 const MAX_BODY: u64 = 256 << 20;
-
-/// How a request proves who it is.
-#[derive(Clone)]
-enum Auth {
-    /// SharedKey with the account's key (decoded).
-    SharedKey(Vec<u8>),
-    /// A SAS token: the query string, without the leading `?`.
-    Sas(String),
-}
 
 /// Timeouts of one client.
 #[derive(Debug, Clone, Copy)]
@@ -91,238 +74,7 @@ impl std::fmt::Debug for AzureBlobClient {
     }
 }
 
-/// Where to connect and how, parsed from the user's settings.
-#[derive(Clone)]
-pub struct Account {
-    endpoint: String,
-    account: String,
-    auth: Auth,
-    /// A container named by a SAS URL.
-    pub container: Option<String>,
-    /// A blob named by a SAS URL.
-    pub blob: Option<String>,
-}
-
-impl std::fmt::Debug for Account {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Account")
-            .field("endpoint", &self.endpoint)
-            .field("account", &self.account)
-            .field("container", &self.container)
-            .field("blob", &self.blob)
-            .finish_non_exhaustive()
-    }
-}
-
-/// Removes secrets from `text`: the value of every `sig=` parameter, and each of `secrets`.
-pub fn redact(text: &str, secrets: &[&str]) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(i) = rest.to_ascii_lowercase().find("sig=") {
-        out.push_str(&rest[..i + 4]);
-        out.push_str("REDACTED");
-        let after = &rest[i + 4..];
-        let end = after
-            .find(|c: char| c == '&' || c == '\'' || c == '"' || c.is_whitespace())
-            .unwrap_or(after.len());
-        rest = &after[end..];
-    }
-    out.push_str(rest);
-    for s in secrets.iter().filter(|s| s.len() >= 8) {
-        out = out.replace(s, "REDACTED");
-    }
-    out
-}
-
-fn is_path_style(host: &str) -> bool {
-    let h = host.split(':').next().unwrap_or(host);
-    h == "localhost" || h.parse::<std::net::Ipv4Addr>().is_ok() || host.starts_with('[')
-}
-
-/// Splits `scheme://host/path?query` into (scheme://host, path without leading '/', query).
-fn split_url(url: &str) -> Result<(String, String, Option<String>)> {
-    let bad = || {
-        Error::argument(format!(
-            "{}: expected an http:// or https:// URL",
-            redact(url, &[])
-        ))
-    };
-    let (scheme, rest) = url.split_once("://").ok_or_else(bad)?;
-    if scheme != "http" && scheme != "https" {
-        return Err(bad());
-    }
-    let (before_q, query) = match rest.split_once('?') {
-        Some((a, q)) => (a, Some(q.to_string())),
-        None => (rest, None),
-    };
-    let (host, path) = before_q.split_once('/').unwrap_or((before_q, ""));
-    if host.is_empty() {
-        return Err(bad());
-    }
-    Ok((
-        format!("{scheme}://{host}"),
-        path.trim_matches('/').to_string(),
-        query,
-    ))
-}
-
 impl Account {
-    /// From an Azure Storage connection string (`AccountName=…;AccountKey=…;BlobEndpoint=…`,
-    /// `DefaultEndpointsProtocol`, `EndpointSuffix`, `SharedAccessSignature`, or
-    /// `UseDevelopmentStorage=true` for Azurite on its default port).
-    ///
-    /// # Errors
-    /// A string that names no account, no credentials, or a bad key.
-    pub fn from_connection_string(s: &str) -> Result<Self> {
-        let mut kv: BTreeMap<String, String> = BTreeMap::new();
-        for part in s.split(';').map(str::trim).filter(|p| !p.is_empty()) {
-            let (k, v) = part.split_once('=').ok_or_else(|| {
-                Error::argument("connection string: expected Key=Value pairs separated by ';'")
-            })?;
-            kv.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
-        }
-        if kv
-            .get("usedevelopmentstorage")
-            .is_some_and(|v| v.eq_ignore_ascii_case("true"))
-        {
-            return Account::shared_key(
-                &format!("http://127.0.0.1:10000/{DEV_ACCOUNT}"),
-                DEV_ACCOUNT,
-                DEV_ACCOUNT_KEY,
-            );
-        }
-        let name = kv.get("accountname").cloned();
-        let endpoint = match (kv.get("blobendpoint"), &name) {
-            (Some(e), _) => e.trim_end_matches('/').to_string(),
-            (None, Some(n)) => format!(
-                "{}://{n}.blob.{}",
-                kv.get("defaultendpointsprotocol")
-                    .map_or("https", String::as_str),
-                kv.get("endpointsuffix")
-                    .map_or("core.windows.net", String::as_str)
-            ),
-            (None, None) => {
-                return Err(Error::argument(
-                    "connection string: neither AccountName nor BlobEndpoint is given",
-                ));
-            }
-        };
-        if let Some(key) = kv.get("accountkey") {
-            let name = name.ok_or_else(|| {
-                Error::argument("connection string: AccountKey without AccountName")
-            })?;
-            return Account::shared_key(&endpoint, &name, key);
-        }
-        if let Some(sas) = kv.get("sharedaccesssignature") {
-            let (_, _, _) = split_url(&endpoint)?;
-            return Ok(Account {
-                account: name.unwrap_or_default(),
-                endpoint,
-                auth: Auth::Sas(sas.trim_start_matches('?').to_string()),
-                container: None,
-                blob: None,
-            });
-        }
-        Err(Error::argument(
-            "connection string: no AccountKey and no SharedAccessSignature",
-        ))
-    }
-
-    /// An account at `endpoint` (its blob service URL) with SharedKey credentials.
-    ///
-    /// # Errors
-    /// A bad URL or a key that is not base64.
-    pub fn shared_key(endpoint: &str, account: &str, key_base64: &str) -> Result<Self> {
-        let key = B64
-            .decode(key_base64.trim())
-            .map_err(|_| Error::argument("the account key is not valid base64"))?;
-        if key.is_empty() {
-            return Err(Error::argument("the account key is empty"));
-        }
-        if account.is_empty() {
-            return Err(Error::argument("the account name is empty"));
-        }
-        let (base, path, query) = split_url(endpoint)?;
-        if query.is_some() {
-            return Err(Error::argument(
-                "the account URL must not have a query string (use --sas for a SAS URL)",
-            ));
-        }
-        Ok(Account {
-            endpoint: if path.is_empty() {
-                base
-            } else {
-                format!("{base}/{path}")
-            },
-            account: account.to_string(),
-            auth: Auth::SharedKey(key),
-            container: None,
-            blob: None,
-        })
-    }
-
-    /// The account name an account URL implies: the first label of
-    /// `https://NAME.blob.core.windows.net`, or the first path segment of a path-style URL
-    /// (`http://127.0.0.1:10000/NAME`, as Azurite serves).
-    ///
-    /// # Errors
-    /// A URL that names no account.
-    pub fn account_from_url(url: &str) -> Result<String> {
-        let (base, path, _) = split_url(url)?;
-        let host = base.split("://").nth(1).unwrap_or("");
-        let name = if is_path_style(host) {
-            path.split('/').next().unwrap_or("").to_string()
-        } else {
-            host.split('.').next().unwrap_or("").to_string()
-        };
-        if name.is_empty() {
-            return Err(Error::argument(format!(
-                "{}: cannot tell the storage account from this URL",
-                redact(url, &[])
-            )));
-        }
-        Ok(name)
-    }
-
-    /// From a SAS URL of a container or a blob
-    /// (`https://acct.blob.core.windows.net/container[/blob]?sv=…&sig=…`; path-style for
-    /// 127.0.0.1 and localhost).
-    ///
-    /// # Errors
-    /// A URL without a query string or without a container.
-    pub fn from_sas_url(url: &str) -> Result<Self> {
-        let (base, path, query) = split_url(url)?;
-        let query = query
-            .filter(|q| !q.is_empty())
-            .ok_or_else(|| Error::argument("the SAS URL has no query string (no token)"))?;
-        let host = base.split("://").nth(1).unwrap_or("");
-        let mut segs = path.splitn(if is_path_style(host) { 3 } else { 2 }, '/');
-        let (endpoint, account) = if is_path_style(host) {
-            let acct = segs.next().unwrap_or("").to_string();
-            (format!("{base}/{acct}"), acct)
-        } else {
-            (
-                base.clone(),
-                host.split('.').next().unwrap_or("").to_string(),
-            )
-        };
-        let container = segs.next().filter(|s| !s.is_empty()).map(decode);
-        let blob = segs.next().filter(|s| !s.is_empty()).map(decode);
-        if container.is_none() {
-            return Err(Error::argument(
-                "the SAS URL names no container: expected https://ACCOUNT.blob.core.windows.net/\
-                 CONTAINER[/BLOB]?TOKEN",
-            ));
-        }
-        Ok(Account {
-            endpoint,
-            account,
-            auth: Auth::Sas(query),
-            container,
-            blob,
-        })
-    }
-
     /// A client for this account.
     pub fn client(&self, timeouts: Timeouts) -> AzureBlobClient {
         let config = ureq::Agent::config_builder()
@@ -339,12 +91,6 @@ impl Account {
             log: None,
         }
     }
-}
-
-fn decode(s: &str) -> String {
-    percent_encoding::percent_decode_str(s)
-        .decode_utf8_lossy()
-        .into_owned()
 }
 
 /// Characters left as they are in a blob path (RFC 3986 unreserved, plus '/').
@@ -481,59 +227,19 @@ impl AzureBlobClient {
 
     /// The SharedKey signature of a request.
     fn sign(&self, key: &[u8], c: &Call, url_path: &str, headers: &[(String, String)]) -> String {
-        let get = |name: &str| {
-            headers
-                .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case(name))
-                .map_or("", |(_, v)| v.as_str())
-        };
-        let len = c.body.map_or(0, <[u8]>::len);
-        let content_length = if len == 0 {
-            String::new()
-        } else {
-            len.to_string()
-        };
-        let mut ms: Vec<(String, &str)> = headers
-            .iter()
-            .filter(|(k, _)| k.to_ascii_lowercase().starts_with("x-ms-"))
-            .map(|(k, v)| (k.to_ascii_lowercase(), v.trim()))
-            .collect();
-        ms.sort();
-        let mut s = format!(
-            "{}\n\n\n{content_length}\n{}\n{}\n\n\n\n\n\n{}\n",
-            c.method,
-            get("content-md5"),
-            get("content-type"),
-            get("range"),
-        );
-        for (k, v) in ms {
-            s.push_str(&format!("{k}:{v}\n"));
-        }
-        // The resource: /account + the URL's path (which, path-style, repeats the account).
-        let endpoint_path = self
-            .endpoint
-            .split("://")
-            .nth(1)
-            .and_then(|h| h.split_once('/'))
-            .map(|(_, p)| format!("/{p}"))
+        let endpoint_path = url::Url::parse(&self.endpoint)
+            .map(|u| u.path().trim_end_matches('/').to_string())
             .unwrap_or_default();
-        s.push_str(&format!("/{}{endpoint_path}{url_path}", self.account));
-        let mut q: Vec<(String, String)> = c
-            .query
-            .iter()
-            .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
-            .collect();
-        q.sort();
-        for (k, v) in q {
-            s.push_str(&format!("\n{k}:{v}"));
-        }
-        let mut mac = match hmac::Hmac::<sha2::Sha256>::new_from_slice(key) {
-            Ok(m) => m,
-            // HMAC takes keys of any length; this cannot happen.
-            Err(_) => return String::new(),
-        };
-        mac.update(s.as_bytes());
-        B64.encode(mac.finalize().into_bytes())
+        super::signing::sign(
+            key,
+            &super::signing::Canonical {
+                method: c.method,
+                content_length: c.body.map_or(0, <[u8]>::len),
+                headers,
+                resource: &format!("/{}{endpoint_path}{url_path}", self.account),
+                query: &c.query,
+            },
+        )
     }
 
     fn send(&self, c: Call) -> Result<ureq::http::Response<ureq::Body>, BlobError> {
@@ -916,6 +622,7 @@ impl PageBlobStore for AzureBlobClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cloud::azure::credentials::{DEV_ACCOUNT, DEV_ACCOUNT_KEY};
 
     #[test]
     fn connection_strings_parse() {
@@ -1093,6 +800,85 @@ mod tests {
         };
         let sig = client.sign(key, &c, "/c1/b.vhd", &headers);
         assert_eq!(sig, KNOWN_SIG);
+    }
+
+    /// Every answer kind becomes the error kind a caller acts on, keeps the status and Azure's
+    /// code (from `x-ms-error-code` or the XML body), and only transient ones are retried.
+    #[test]
+    fn error_kinds_from_canned_answers() {
+        use crate::cloud::canned::{Answer, Canned, response};
+        use crate::cloud::retry::RetryPolicy;
+        use crate::error::ErrorKind;
+        let policy = RetryPolicy {
+            attempts: 3,
+            base_delay: std::time::Duration::from_millis(1),
+            max_delay: std::time::Duration::from_millis(2),
+        };
+        let xml = |code: &str| {
+            format!(
+                "\u{feff}<?xml version=\"1.0\" encoding=\"utf-8\"?><Error><Code>{code}</Code>\
+                 <Message>canned {code} for sig=SECRETSIG\nRequestId:1</Message></Error>"
+            )
+        };
+        let cases: [(u16, &str, bool, ErrorKind, bool); 6] = [
+            (
+                403,
+                "AuthorizationPermissionMismatch",
+                true,
+                ErrorKind::Denied,
+                false,
+            ),
+            (404, "BlobNotFound", false, ErrorKind::NotFound, false),
+            (409, "LeaseIdMissing", false, ErrorKind::Conflict, false),
+            (412, "ConditionNotMet", true, ErrorKind::Conflict, false),
+            (429, "TooManyRequests", false, ErrorKind::Cloud, true),
+            (500, "InternalError", false, ErrorKind::Cloud, true),
+        ];
+        let n = BlobName::new("c", "b");
+        for (status, code, header, kind, transient) in cases {
+            let body = xml(code);
+            let mut headers = vec![("Content-Type", "application/xml")];
+            if header {
+                headers.push(("x-ms-error-code", code));
+            }
+            let server = Canned::start(response(status, &headers, &body));
+            let client = Account::from_sas_url(&format!(
+                "{}/devstoreaccount1/c/b?sv=1&sig=SECRETSIG",
+                server.url()
+            ))
+            .unwrap()
+            .client(Timeouts::default());
+            let e = policy
+                .run("Put Page", || client.put_pages(&n, 0, &[1; 512]))
+                .unwrap_err();
+            assert_eq!(e.kind(), kind, "{status}: {e}");
+            let c = e.cloud().expect("a cloud error");
+            assert_eq!((c.service, c.status), ("blob", Some(status)), "{e}");
+            assert_eq!(c.code.as_deref(), Some(code), "{status}");
+            assert_eq!(e.is_transient(), transient, "{status}");
+            assert_eq!(server.hits(), if transient { 3 } else { 1 }, "{status}");
+            let chain = format!("{e} {:?}", std::error::Error::source(&e));
+            assert!(!chain.contains("SECRETSIG"), "{chain}");
+        }
+        // No answer in time: a transient cloud error without a status, retried.
+        let server = Canned::start(Answer::Hang(std::time::Duration::from_secs(3)));
+        let client = Account::from_sas_url(&format!(
+            "{}/devstoreaccount1/c/b?sv=1&sig=SECRETSIG",
+            server.url()
+        ))
+        .unwrap()
+        .client(Timeouts {
+            connect: std::time::Duration::from_secs(2),
+            request: std::time::Duration::from_millis(300),
+        });
+        let e = policy
+            .run("Put Page", || client.put_pages(&n, 0, &[1; 512]))
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Cloud, "{e}");
+        let c = e.cloud().expect("a cloud error");
+        assert_eq!((c.status, c.code.as_deref()), (None, Some("Timeout")));
+        assert!(e.is_transient());
+        assert_eq!(server.hits(), 3);
     }
 
     const KNOWN_SIG: &str = "tYSxgDGurAseuvyfjof9/vJykrwDMsEiBeBbthrZSwg=";
