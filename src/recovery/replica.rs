@@ -9,6 +9,7 @@
 //! REPLICA/segments/seg-*.e2j  received segments not yet folded into the base
 //! ```
 
+use super::build::convert_verified;
 use super::catalog::{Catalog, PointInfo, PointSpec, Policy};
 use super::overlay::PointImage;
 use crate::error::{Error, Result, ResultExt};
@@ -408,7 +409,9 @@ impl Replica {
             let base = self.base()?;
             let img = PointImage::new(&base, &journal, s)?;
             let name = format!("base-{s}.raw");
-            let report = convert(
+            // The new base takes its name only once its root matches the marker's digest.
+            let mut root = String::new();
+            convert_verified(
                 &img,
                 &self.dir.join(&name),
                 &ConvertOptions {
@@ -417,21 +420,25 @@ impl Replica {
                     progress,
                     ..ConvertOptions::default()
                 },
+                |report| {
+                    root = report
+                        .manifest
+                        .as_ref()
+                        .map(|m| m.root.clone())
+                        .unwrap_or_default();
+                    match expected {
+                        Some(want) if hex::encode(want) != root => Err(Error::invalid(format!(
+                            "compaction: the new base (point rp-{s}) has root {root}, its \
+                             marker records {}; the replica is unchanged",
+                            hex::encode(want)
+                        ))
+                        .with_path(&self.dir)),
+                        _ => Ok(()),
+                    }
+                },
             )?;
             drop(img);
             drop(base);
-            let root = report.manifest.map(|m| m.root).unwrap_or_default();
-            if let Some(want) = expected
-                && hex::encode(want) != root
-            {
-                let _ = std::fs::remove_file(self.dir.join(&name));
-                return Err(Error::invalid(format!(
-                    "compaction: the new base (point rp-{s}) has root {root}, its marker records \
-                     {}; the replica is unchanged",
-                    hex::encode(want)
-                ))
-                .with_path(&self.dir));
-            }
             let old = std::mem::replace(&mut self.state.base_file, name);
             self.state.base_seq = s;
             self.state.base_root = root;
