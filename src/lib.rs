@@ -29,6 +29,7 @@
 //! ```
 
 pub mod check;
+pub mod clock;
 pub mod cloud;
 pub mod compare;
 pub mod digest;

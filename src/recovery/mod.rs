@@ -9,6 +9,7 @@
 
 mod build;
 mod catalog;
+mod group;
 mod overlay;
 mod replica;
 mod sources;
@@ -16,7 +17,10 @@ mod sources;
 mod tests;
 
 pub use build::{BuildReport, build_point, convert_verified};
-pub use catalog::{Catalog, Gap, PointInfo, PointSpec, Policy, PolicyReport, resolve_multi_vm};
+pub use catalog::{Catalog, Gap, PointChoice, PointInfo, Policy, PolicyReport, resolve_multi_vm};
+pub use group::{
+    DiskProcessing, GroupReport, LostPoints, Pick, ProtectedDisk, ReplicationGroup, Resolution,
+};
 pub use overlay::{
     Overlay, PointCheck, PointImage, block_digests, check_base_size, check_points, root_of,
 };

@@ -10,7 +10,7 @@
 //! ```
 
 use super::build::convert_verified;
-use super::catalog::{Catalog, PointInfo, PointSpec, Policy};
+use super::catalog::{Catalog, PointChoice, PointInfo, Policy};
 use super::overlay::PointImage;
 use crate::error::{Error, Result, ResultExt};
 use crate::export::{ConvertOptions, OutputFormat, convert, write_file_atomic};
@@ -271,7 +271,13 @@ impl Replica {
 
     /// The catalog of the received journal under the replica's policy.
     pub fn catalog(&self, journal: &Journal) -> Catalog {
-        let mut c = Catalog::new(journal, &self.state.policy, Some(self.state.processed_seq));
+        self.catalog_under(journal, &self.state.policy)
+    }
+
+    /// The catalog of the received journal under `policy` (a failover may look at the points
+    /// with another retention than the replica keeps); a defect processing found caps it.
+    pub fn catalog_under(&self, journal: &Journal, policy: &Policy) -> Catalog {
+        let mut c = Catalog::new(journal, policy, Some(self.state.processed_seq));
         if let Some(d) = &self.state.defect {
             c.cap(self.state.processed_seq, d);
         }
@@ -519,8 +525,8 @@ impl Replica {
         }
         let journal = self.journal(false)?;
         let catalog = self.catalog(&journal);
-        let latest = catalog.resolve(PointSpec::Latest).ok().cloned();
-        let latest_processed = catalog.resolve(PointSpec::LatestProcessed).ok().cloned();
+        let latest = catalog.resolve(PointChoice::Latest).ok().cloned();
+        let latest_processed = catalog.resolve(PointChoice::LatestProcessed).ok().cloned();
         let processed_lag = match (&latest, &latest_processed) {
             (Some(a), Some(b)) => Some(format_duration(a.time_ms - b.time_ms)),
             _ => None,

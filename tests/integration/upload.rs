@@ -279,7 +279,7 @@ fn the_client_sends_only_legal_pages_and_an_interrupted_upload_resumes() {
         },
     )
     .unwrap_err();
-    assert_eq!(e.kind(), ec2azure::ErrorKind::Cancelled, "{e}");
+    assert_eq!(e.kind(), ec2azure::ErrorKind::Interrupted, "{e}");
     let first: Vec<(u64, u64)> = client
         .requests()
         .iter()
