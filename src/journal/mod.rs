@@ -109,7 +109,7 @@ pub use reader::{
 pub use writer::{JournalWriter, WriterOptions};
 
 pub use crate::clock::{format_duration, format_time, parse_duration, parse_time};
-use crate::digest::Sha256Digest;
+use crate::digest::Digest;
 use serde::Serialize;
 
 /// The file name of segment `n`.
@@ -136,7 +136,7 @@ pub struct JournalInfo {
     /// The disk's sector size: 512 or 4096.
     pub sector_size: u32,
     /// Manifest root digest of the base image.
-    pub base_root: Sha256Digest,
+    pub base_root: Digest,
 }
 
 /// Crash- or app-consistent.
@@ -155,7 +155,7 @@ pub struct Marker {
     /// Crash- or app-consistent.
     pub consistency: Consistency,
     /// The root digest the whole disk must have at this point.
-    pub digest: Option<Sha256Digest>,
+    pub digest: Option<Digest>,
     /// Multi-VM point: the replication group's id and the point's tag.
     pub group: Option<([u8; 16], u64)>,
     /// A free-form label (at most 32 bytes of UTF-8).

@@ -8,7 +8,7 @@
 //! an error or a crash, only the private folder is left behind (removed when the error unwinds).
 
 use super::overlay::{PointImage, block_digests, root_of};
-use crate::digest::{BLOCK_SIZE, Manifest};
+use crate::digest::{BLOCK_SIZE, Digest, Manifest};
 use crate::error::{Error, Result};
 use crate::export::{ConvertOptions, ConvertReport, convert};
 use crate::image::DiskImage;
@@ -27,7 +27,7 @@ pub struct BuildReport {
     pub convert: ConvertReport,
     /// The root digest of the built disk (computed when the marker carries a digest to check,
     /// or a manifest was asked for).
-    pub root: Option<String>,
+    pub root: Option<Digest>,
     /// Whether it matches the marker's digest (`None`: the marker has none).
     pub verified: Option<bool>,
 }
@@ -97,12 +97,11 @@ pub fn build_point(
         };
         let r = disk_root(&img, report, manifest)?;
         if let Some(want) = p.marker.digest
-            && hex::encode(want) != r
+            && want != r
         {
-            return Err(Error::invalid(format!(
-                "point rp-{seq}: the built disk has root digest {r}, the marker records {}; \
-                 nothing was written under the output's name",
-                hex::encode(want)
+            return Err(Error::checksum(format!(
+                "point rp-{seq}: the built disk has root digest {r}, the marker records \
+                 {want}; nothing was written under the output's name"
             ))
             .with_path(journal.dir()));
         }
@@ -122,12 +121,12 @@ pub fn build_point(
 /// The root digest of the disk `img` itself, from the manifest of its output: the manifest
 /// covers the output's virtual size (a VHD is padded to a whole MiB), so when padded the root
 /// is recomputed from the disk's own blocks.
-fn disk_root(img: &dyn DiskImage, report: &ConvertReport, manifest: &Manifest) -> Result<String> {
+fn disk_root(img: &dyn DiskImage, report: &ConvertReport, manifest: &Manifest) -> Result<Digest> {
     let len = img.len();
     if report.virtual_size == len {
-        return Ok(manifest.root.clone());
+        return manifest.root_digest();
     }
-    let mut d = block_digests(manifest)?;
+    let mut d = block_digests(manifest);
     d.truncate(Manifest::block_count(len) as usize);
     if let Some(last) = d.last_mut()
         && !len.is_multiple_of(BLOCK_SIZE)
@@ -136,9 +135,9 @@ fn disk_root(img: &dyn DiskImage, report: &ConvertReport, manifest: &Manifest) -
         let off = len / BLOCK_SIZE * BLOCK_SIZE;
         let mut buf = vec![0u8; (len - off) as usize];
         img.read_exact_at(&mut buf, off)?;
-        *last = crate::digest::sha256(&buf);
+        *last = crate::digest::Digest::of(&buf);
     }
-    Ok(hex::encode(root_of(&d)))
+    Ok(root_of(&d))
 }
 
 #[cfg(test)]
@@ -157,7 +156,7 @@ mod tests {
 
     /// A journal over a `DISK`-byte base with one write and a marker carrying `digest` (the
     /// point's true root when `None`).
-    fn journal(dir: &Path, digest: Option<[u8; 32]>) -> (MemImage, Journal, u64) {
+    fn journal(dir: &Path, digest: Option<Digest>) -> (MemImage, Journal, u64) {
         let mut base = vec![0u8; DISK as usize];
         base[..4096].fill(7);
         let base_root = super::super::base_digests(&MemImage::new(base.clone()))
@@ -274,7 +273,7 @@ mod tests {
     #[test]
     fn a_mismatching_point_never_appears_under_the_targets_name() {
         let d = tempfile::tempdir().unwrap();
-        let (base, j, seq) = journal(d.path(), Some([0xEE; 32]));
+        let (base, j, seq) = journal(d.path(), Some(Digest([0xEE; 32])));
         let out_dir = d.path().join("out");
         std::fs::create_dir(&out_dir).unwrap();
         let watch = Watch::new(&out_dir);
@@ -299,7 +298,7 @@ mod tests {
     #[test]
     fn a_mismatch_leaves_an_existing_target_intact() {
         let d = tempfile::tempdir().unwrap();
-        let (base, j, seq) = journal(d.path(), Some([0xEE; 32]));
+        let (base, j, seq) = journal(d.path(), Some(Digest([0xEE; 32])));
         let target = d.path().join("disk.raw");
         std::fs::write(&target, b"the old output").unwrap();
         assert!(build_point(&base, &j, seq, &target, &opts()).is_err());

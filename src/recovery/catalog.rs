@@ -1,6 +1,7 @@
 //! The replication policy and the recovery-point catalog: which points exist, which the policy
 //! keeps, how a failover's choice of point resolves, and where the policy was not met.
 
+use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::journal::{
     Consistency, Journal, PointId, UnavailablePoint, format_duration, format_time, parse_duration,
@@ -113,7 +114,7 @@ pub struct PointInfo {
     /// Multi-VM point: `GROUP/TAG` in hex and decimal.
     pub multi_vm: Option<String>,
     /// The root digest the marker records, if any.
-    pub digest: Option<String>,
+    pub digest: Option<Digest>,
     /// Whether the point lies within the processed horizon.
     pub processed: bool,
     /// The marker's label.
@@ -262,7 +263,7 @@ impl Catalog {
                     .marker
                     .group
                     .map(|(g, t)| format!("{}/{t}", hex::encode(g))),
-                digest: p.marker.digest.map(hex::encode),
+                digest: p.marker.digest,
                 processed: p.seq <= processed_seq,
                 label: p.marker.label.clone(),
                 group: p.marker.group,

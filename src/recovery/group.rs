@@ -12,7 +12,7 @@
 use super::catalog::{Catalog, PointChoice, PointInfo, Policy, resolve_multi_vm};
 use super::overlay::{PointImage, check_base_size};
 use super::replica::{ProcessReport, Replica};
-use crate::digest::Sha256Digest;
+use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::image::DiskImage;
 use crate::journal::{Journal, PointId, ScanOptions, format_duration};
@@ -26,9 +26,9 @@ pub struct ProtectedDisk {
     name: String,
     base: Box<dyn DiskImage>,
     /// The root the base must have: the replica's recorded base root, or the journal's base.
-    base_root: Sha256Digest,
+    base_root: Digest,
     /// The base's block digests, computed (and checked against `base_root`) once, on demand.
-    base_digests: OnceLock<Vec<Sha256Digest>>,
+    base_digests: OnceLock<Vec<Digest>>,
     journal: Journal,
     policy: Policy,
     replica: Option<Replica>,
@@ -38,7 +38,7 @@ impl std::fmt::Debug for ProtectedDisk {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ProtectedDisk")
             .field("name", &self.name)
-            .field("base_root", &hex::encode(self.base_root))
+            .field("base_root", &self.base_root)
             .field("policy", &self.policy)
             .field("replica", &self.replica.as_ref().map(Replica::dir))
             .finish_non_exhaustive()
@@ -63,16 +63,15 @@ impl ProtectedDisk {
         let replica = Replica::open(dir)?;
         let journal = replica.journal(verify_payloads)?;
         let state = replica.state();
-        let origin = decode_root(&state.origin_root, "origin_root", dir)?;
-        if journal.info().base_root != origin {
+        if journal.info().base_root != state.origin_root {
             return Err(Error::invalid(format!(
                 "the segments apply to base {}, the replica was made from base {}",
-                hex::encode(journal.info().base_root),
+                journal.info().base_root,
                 state.origin_root
             ))
             .with_path(dir));
         }
-        let base_root = decode_root(&state.base_root, "base_root", dir)?;
+        let base_root = state.base_root;
         Ok(ProtectedDisk {
             name: folder_name(dir),
             base: Box::new(replica.base()?),
@@ -166,7 +165,7 @@ impl ProtectedDisk {
     ///
     /// # Errors
     /// The base cannot be read, or has another root: the wrong base.
-    pub fn base_digests(&self) -> Result<&[Sha256Digest]> {
+    pub fn base_digests(&self) -> Result<&[Digest]> {
         if let Some(d) = self.base_digests.get() {
             return Ok(d);
         }
@@ -174,9 +173,7 @@ impl ProtectedDisk {
         if root != self.base_root {
             return Err(Error::invalid(format!(
                 "{}: the base has root digest {}, expected {}: wrong base",
-                self.name,
-                hex::encode(root),
-                hex::encode(self.base_root)
+                self.name, root, self.base_root
             )));
         }
         Ok(self.base_digests.get_or_init(|| d))
@@ -213,24 +210,12 @@ impl ProtectedDisk {
             return Ok(None);
         };
         let report = r.process(progress)?;
-        let dir = r.dir().to_path_buf();
         self.journal = r.journal(false)?;
-        self.base_root = decode_root(&r.state().base_root, "base_root", &dir)?;
+        self.base_root = r.state().base_root;
         self.base = Box::new(r.base()?);
         self.base_digests = OnceLock::new();
         Ok(Some(report))
     }
-}
-
-fn decode_root(hex_root: &str, field: &str, dir: &Path) -> Result<Sha256Digest> {
-    let mut d = [0u8; 32];
-    hex::decode_to_slice(hex_root, &mut d).map_err(|_| {
-        Error::invalid(format!(
-            "replica state: {field} {hex_root:?} is not 64 hex digits"
-        ))
-        .with_path(dir)
-    })?;
-    Ok(d)
 }
 
 /// The disks a failover recovers together.

@@ -27,7 +27,7 @@ pub use overlay::{
 pub use replica::{ProcessReport, Replica, ReplicaState, ReplicaStatus};
 pub use sources::{DiffReport, SimReport, SimSpec, diff, group_id, simulate};
 
-use crate::digest::{Manifest, Sha256Digest};
+use crate::digest::{Digest, Manifest};
 use crate::error::{Error, Result};
 use crate::image::DiskImage;
 use crate::journal::{Journal, PointRecord};
@@ -36,9 +36,9 @@ use crate::journal::{Journal, PointRecord};
 ///
 /// # Errors
 /// The base cannot be read.
-pub fn base_digests(base: &dyn DiskImage) -> Result<(Vec<Sha256Digest>, Sha256Digest)> {
+pub fn base_digests(base: &dyn DiskImage) -> Result<(Vec<Digest>, Digest)> {
     let m = Manifest::compute(base)?;
-    let d = block_digests(&m)?;
+    let d = block_digests(&m);
     let root = root_of(&d);
     Ok((d, root))
 }

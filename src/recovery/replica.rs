@@ -12,6 +12,7 @@
 use super::build::convert_verified;
 use super::catalog::{Catalog, PointChoice, PointInfo, Policy};
 use super::overlay::PointImage;
+use crate::digest::Digest;
 use crate::error::{Error, Result, ResultExt};
 use crate::export::{ConvertOptions, OutputFormat, convert, write_file_atomic};
 use crate::image::{DiskImage, RawImage};
@@ -36,13 +37,13 @@ pub struct ReplicaState {
     /// The disk's id, set by the first segment received.
     pub disk_id: Option<String>,
     /// Root digest of the base the journals apply to (hex).
-    pub origin_root: String,
+    pub origin_root: Digest,
     /// The base file's name.
     pub base_file: String,
     /// Records before this sequence number are in the base file.
     pub base_seq: u64,
     /// Root digest of the base file (hex).
-    pub base_root: String,
+    pub base_root: Digest,
     /// Segments up to this number were folded into the base and removed.
     pub folded_segments: u32,
     /// Points folded into the base so far.
@@ -170,14 +171,17 @@ impl Replica {
                 ..ConvertOptions::default()
             },
         )?;
-        let root = report.manifest.map(|m| m.root).unwrap_or_default();
+        let root = report
+            .manifest
+            .ok_or_else(|| Error::invalid("the base's manifest was not computed"))?
+            .root_digest()?;
         let r = Replica {
             dir: dir.to_path_buf(),
             state: ReplicaState {
                 version: 1,
                 disk_size: base.len(),
                 disk_id: None,
-                origin_root: root.clone(),
+                origin_root: root,
                 base_file,
                 base_seq: 1,
                 base_root: root,
@@ -301,13 +305,11 @@ impl Replica {
         for (n, path) in list {
             let (info, _) = segment_info(&path, n)?;
             let id = hex::encode(info.disk_id);
-            if hex::encode(info.base_root) != self.state.origin_root
-                || info.disk_size != self.state.disk_size
-            {
+            if info.base_root != self.state.origin_root || info.disk_size != self.state.disk_size {
                 return Err(Error::invalid(format!(
                     "the segment applies to a {}-byte disk on base {}, the replica is a {}-byte disk on base {}",
                     info.disk_size,
-                    hex::encode(info.base_root),
+                    info.base_root,
                     self.state.disk_size,
                     self.state.origin_root
                 ))
@@ -416,7 +418,7 @@ impl Replica {
             let img = PointImage::new(&base, &journal, s)?;
             let name = format!("base-{s}.raw");
             // The new base takes its name only once its root matches the marker's digest.
-            let mut root = String::new();
+            let mut root = Digest::default();
             convert_verified(
                 &img,
                 &self.dir.join(&name),
@@ -430,13 +432,12 @@ impl Replica {
                     root = report
                         .manifest
                         .as_ref()
-                        .map(|m| m.root.clone())
-                        .unwrap_or_default();
+                        .ok_or_else(|| Error::invalid("the new base's manifest was not computed"))?
+                        .root_digest()?;
                     match expected {
-                        Some(want) if hex::encode(want) != root => Err(Error::invalid(format!(
+                        Some(want) if want != root => Err(Error::invalid(format!(
                             "compaction: the new base (point rp-{s}) has root {root}, its \
-                             marker records {}; the replica is unchanged",
-                            hex::encode(want)
+                             marker records {want}; the replica is unchanged"
                         ))
                         .with_path(&self.dir)),
                         _ => Ok(()),

@@ -3,7 +3,7 @@
 //! ListChangedBlocks would give them.
 
 use super::overlay::check_points;
-use crate::digest::{BLOCK_SIZE, ManifestBuilder, Sha256Digest, sha256};
+use crate::digest::{BLOCK_SIZE, Digest, ManifestBuilder, sha256};
 use crate::error::{Error, Result};
 use crate::export::is_zero;
 use crate::image::{DiskImage, bytes_at};
@@ -77,14 +77,14 @@ pub struct SimReport {
     /// Bytes of journal files.
     pub journal_bytes: u64,
     /// The base's root digest.
-    pub base_root: String,
+    pub base_root: Digest,
 }
 
 /// The id of the disk a journal is made for: derived from the base and a seed, so the same
 /// inputs give the same journal.
-fn derive_disk_id(base_root: &Sha256Digest, seed: u64) -> [u8; 16] {
+fn derive_disk_id(base_root: &Digest, seed: u64) -> [u8; 16] {
     let mut v = b"ec2azure disk".to_vec();
-    v.extend_from_slice(base_root);
+    v.extend_from_slice(base_root.as_bytes());
     v.extend_from_slice(&seed.to_le_bytes());
     let d = sha256(&v);
     let mut id = [0u8; 16];
@@ -114,7 +114,7 @@ pub fn group_id(name: &str) -> [u8; 16] {
 /// fails.
 pub fn simulate(
     base: &dyn DiskImage,
-    base_digests: &[Sha256Digest],
+    base_digests: &[Digest],
     out: &Path,
     spec: &SimSpec,
     progress: &dyn Progress,
@@ -159,7 +159,7 @@ pub fn simulate(
     let intervals = spec.duration_ms / spec.crash_interval_ms;
     let budget = spec.write_rate.saturating_mul(spec.crash_interval_ms) / 1000;
     let mut report = SimReport {
-        base_root: hex::encode(base_root),
+        base_root,
         ..SimReport::default()
     };
     let mut buf = vec![0u8; (max_units * align) as usize];
@@ -235,9 +235,7 @@ pub fn simulate(
         let checks = check_points(base, base_digests, &journal, &|_| true, progress)?;
         drop(journal);
         for c in checks {
-            let mut d = [0u8; 32];
-            hex::decode_to_slice(&c.root, &mut d).map_err(|_| Error::invalid("root digest"))?;
-            w.set_marker_digest(c.seq, d)?;
+            w.set_marker_digest(c.seq, c.root)?;
         }
     }
     report.journal_bytes = w.finish()?;
@@ -252,9 +250,9 @@ pub struct DiffReport {
     /// Blocks that differ and are zero in the new image.
     pub zeroed_blocks: u64,
     /// Root digest of the old image: the journal's base.
-    pub base_root: String,
+    pub base_root: Digest,
     /// Root digest of the new image: the marker's digest.
-    pub root: String,
+    pub root: Digest,
     /// Bytes of journal files.
     pub journal_bytes: u64,
 }
@@ -317,10 +315,7 @@ pub fn diff(
     progress.finish();
     changed.sort_unstable();
     let (mo, mn) = (mo.finish(), mn.finish());
-    let mut base_root = [0u8; 32];
-    let mut root = [0u8; 32];
-    hex::decode_to_slice(&mo.root, &mut base_root).map_err(|_| Error::invalid("root"))?;
-    hex::decode_to_slice(&mn.root, &mut root).map_err(|_| Error::invalid("root"))?;
+    let (base_root, root) = (mo.root_digest()?, mn.root_digest()?);
     let info = JournalInfo {
         disk_id: derive_disk_id(&base_root, 0),
         disk_size: size,
@@ -336,8 +331,8 @@ pub fn diff(
         },
     )?;
     let mut report = DiffReport {
-        base_root: mo.root,
-        root: mn.root,
+        base_root,
+        root,
         ..DiffReport::default()
     };
     let mut buf = vec![0u8; BLOCK_SIZE as usize];

@@ -832,10 +832,7 @@ fn points_build(a: BuildArgs, quiet: bool) -> Result<ExitCode> {
                 kind_str(p),
                 out.display(),
                 human(r.convert.bytes_written),
-                r.root
-                    .as_deref()
-                    .map(|x| format!(", root {x}"))
-                    .unwrap_or_default(),
+                r.root.map(|x| format!(", root {x}")).unwrap_or_default(),
                 match r.verified {
                     Some(true) => ", matches the marker's digest",
                     Some(false) => ", DOES NOT match",
@@ -924,7 +921,7 @@ fn points_verify(a: VerifyArgs, quiet: bool) -> Result<ExitCode> {
                     point_id(c.seq),
                     format_time(c.time_ms),
                     c.root,
-                    c.expected.as_deref().unwrap_or("-")
+                    c.expected.map_or("-".into(), |d| d.to_string())
                 );
             }
             if let Some(def) = &cat.defect {

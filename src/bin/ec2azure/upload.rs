@@ -285,12 +285,14 @@ pub fn upload_cmd(a: UploadArgs, quiet: bool) -> Result<ExitCode> {
             // The marker's digest covers the disk; the upload's identity covers the VHD's
             // virtual size, the same bytes when the disk is a whole MiB.
             let whole_mib = img.len() % (1 << 20) == 0;
-            let expect = p.digest.as_deref().filter(|_| whole_mib);
-            if let Some(want) = p.digest.as_deref().filter(|_| !whole_mib) {
+            // (The upload engine keeps the identity as hex, as blob metadata holds it.)
+            let expect = p.digest.filter(|_| whole_mib).map(|d| d.to_string());
+            let expect = expect.as_deref();
+            if let Some(want) = p.digest.filter(|_| !whole_mib) {
                 // The upload's identity covers the padded VHD, not the disk the marker's digest
                 // covers: prove the disk itself first (one more read of the point), so nothing
                 // unverified is ever sent.
-                let root = ec2azure::Manifest::compute(img)?.root;
+                let root = ec2azure::Manifest::compute(img)?.root_digest()?;
                 if root != want {
                     bail!(
                         "{}: the point's disk has root digest {root}, its marker records {want}; \
