@@ -25,7 +25,7 @@ pub use overlay::{
     Overlay, PointCheck, PointImage, block_digests, check_base_size, check_points, root_of,
 };
 pub use replica::{ProcessReport, Replica, ReplicaState, ReplicaStatus};
-pub use sources::{DiffReport, SimReport, SimSpec, diff, group_id, simulate};
+pub use sources::{DiffReport, SimReport, SimSpec, diff, diff_changed, group_id, simulate};
 
 use crate::digest::{Digest, Manifest};
 use crate::error::{Error, Result};

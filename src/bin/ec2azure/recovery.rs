@@ -40,9 +40,14 @@ pub struct DiffArgs {
     new: PathBuf,
     /// The journal directory to write (must not exist, or be empty).
     journal: PathBuf,
-    /// The records' time (RFC 3339 UTC); now by default.
+    /// The records' time (RFC 3339); now by default.
     #[arg(long)]
     time: Option<String>,
+    /// OLD's block manifest (`convert --manifest`): with two ebs:// snapshots of one lineage,
+    /// ListChangedBlocks names the blocks that may differ and only those are read from NEW;
+    /// OLD is not read at all.
+    #[arg(long, value_name = "FILE")]
+    old_manifest: Option<PathBuf>,
     /// Print a JSON report.
     #[arg(long)]
     json: bool,
@@ -398,14 +403,41 @@ fn print_damage(torn: Option<&str>, defect: Option<&str>) {
 
 fn journal_diff(a: DiffArgs, quiet: bool) -> Result<ExitCode> {
     term::install_interrupt_handler();
-    let old = ec2azure::open(&a.old, None)?;
-    let new = ec2azure::open(&a.new, None)?;
     let time = match &a.time {
         Some(t) => parse_time(t).context("--time")?,
         None => ec2azure::clock::SystemClock.now_ms(),
     };
     let progress = term::progress(quiet || a.json);
-    let r = recovery::diff(&*old, &*new, &a.journal, time, &progress)?;
+    let r = match &a.old_manifest {
+        Some(m) => {
+            let snap = |p: &std::path::Path| {
+                p.to_str()
+                    .and_then(|s| s.strip_prefix("ebs://"))
+                    .map(str::to_string)
+            };
+            let (Some(old_id), Some(new_id)) = (snap(&a.old), snap(&a.new)) else {
+                bail!("--old-manifest: OLD and NEW must both be ebs://snap-… snapshots");
+            };
+            let text =
+                std::fs::read_to_string(m).with_context(|| format!("reading {}", m.display()))?;
+            let manifest = ec2azure::Manifest::from_json(&text)
+                .with_context(|| format!("reading {}", m.display()))?;
+            let api = ec2azure::cloud::aws_ebs::AwsEbs::new(None, None)?;
+            let changed = ec2azure::cloud::ebs::changed_blocks(
+                &api,
+                &old_id,
+                &new_id,
+                ec2azure::cloud::ebs::RetryPolicy::default(),
+            )?;
+            let new = ec2azure::open(&a.new, None)?;
+            recovery::diff_changed(&manifest, &*new, &changed, &a.journal, time, &progress)?
+        }
+        None => {
+            let old = ec2azure::open(&a.old, None)?;
+            let new = ec2azure::open(&a.new, None)?;
+            recovery::diff(&*old, &*new, &a.journal, time, &progress)?
+        }
+    };
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else if !quiet {
