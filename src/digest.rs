@@ -14,14 +14,101 @@ use crate::error::{Error, Result};
 use crate::image::{DiskImage, bytes_at};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use sha2::{Digest as _, Sha256};
 use std::sync::Mutex;
 
 /// The manifest block size: 512 KiB, the EBS direct APIs' block size.
 pub const BLOCK_SIZE: u64 = 512 * 1024;
 
-/// A SHA-256 digest.
+/// The raw bytes of a SHA-256, as the hash function gives them (checksums sent to and checked
+/// from clouds); a digest that names a disk or a block is a [`Digest`].
 pub type Sha256Digest = [u8; 32];
+
+/// A SHA-256 digest that names something: a block of a disk, a disk's manifest root, a base a
+/// journal applies to, the disk a marker vouches for. 32 bytes inside the library; 64 lower-case
+/// hex digits at the edges (JSON, CLI, file formats), through `Display`, `FromStr` and serde.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct Digest(pub [u8; 32]);
+
+impl Digest {
+    /// The digest of `data`.
+    pub fn of(data: &[u8]) -> Digest {
+        Digest(sha256(data))
+    }
+
+    /// Its bytes.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// Parses 64 hex digits.
+    ///
+    /// # Errors
+    /// Not 64 hex digits.
+    pub fn from_hex(s: &str) -> Result<Digest> {
+        let mut d = [0u8; 32];
+        hex::decode_to_slice(s, &mut d)
+            .map_err(|_| Error::invalid(format!("digest {s:?}: expected 64 hex digits")))?;
+        Ok(Digest(d))
+    }
+}
+
+impl From<[u8; 32]> for Digest {
+    fn from(d: [u8; 32]) -> Digest {
+        Digest(d)
+    }
+}
+
+impl From<Digest> for [u8; 32] {
+    fn from(d: Digest) -> [u8; 32] {
+        d.0
+    }
+}
+
+impl AsRef<[u8]> for Digest {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Digest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl std::fmt::Debug for Digest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Digest({self})")
+    }
+}
+
+impl std::str::FromStr for Digest {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Digest> {
+        Digest::from_hex(s)
+    }
+}
+
+impl PartialEq<str> for Digest {
+    fn eq(&self, other: &str) -> bool {
+        Digest::from_hex(other).is_ok_and(|o| o == *self)
+    }
+}
+
+impl Serialize for Digest {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Digest {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Digest::from_hex(&s).map_err(serde::de::Error::custom)
+    }
+}
 
 /// SHA-256 of `data`.
 pub fn sha256(data: &[u8]) -> Sha256Digest {
@@ -50,15 +137,24 @@ pub struct Manifest {
     pub block_size: u64,
     /// Disk size in bytes.
     pub size: u64,
-    /// Root digest, hex.
+    /// Root digest, hex (a string, as the upload engine keeps it in blob metadata; see
+    /// [`Manifest::root_digest`]).
     pub root: String,
     /// Number of all-zero blocks.
     pub zero_blocks: u64,
-    /// Per block: the hex SHA-256, or `null` for an all-zero block.
-    pub blocks: Vec<Option<String>>,
+    /// Per block: the SHA-256 (hex in the JSON), or `null` for an all-zero block.
+    pub blocks: Vec<Option<Digest>>,
 }
 
 impl Manifest {
+    /// The root digest.
+    ///
+    /// # Errors
+    /// `root` is not 64 hex digits (a manifest built by this crate always is).
+    pub fn root_digest(&self) -> Result<Digest> {
+        Digest::from_hex(&self.root)
+    }
+
     /// Number of blocks in a disk of `size` bytes.
     pub fn block_count(size: u64) -> u64 {
         size.div_ceil(BLOCK_SIZE)
@@ -112,14 +208,8 @@ impl Manifest {
         }
         let builder = ManifestBuilder::new(m.size);
         for (i, b) in m.blocks.iter().enumerate() {
-            if let Some(h) = b {
-                let mut d = [0u8; 32];
-                hex::decode_to_slice(h, &mut d).map_err(|_| {
-                    Error::invalid(format!(
-                        "manifest block {i}: expected 64 hex digits, found {h:?}"
-                    ))
-                })?;
-                builder.record_digest(i as u64, d);
+            if let Some(d) = b {
+                builder.record_digest(i as u64, d.0);
             }
         }
         let again = builder.finish();
@@ -191,7 +281,7 @@ impl ManifestBuilder {
             .map(|(i, d)| match d {
                 Some(d) => {
                     root.update(d);
-                    Some(hex::encode(d))
+                    Some(Digest(*d))
                 }
                 None => {
                     zero_blocks += 1;
@@ -235,17 +325,26 @@ mod tests {
         assert_eq!(m.zero_blocks, 2);
         assert!(m.blocks[0].is_none() && m.blocks[2].is_none());
         assert_eq!(
-            m.blocks[1].as_deref(),
-            Some(hex::encode(sha256(&data[BLOCK_SIZE as usize..2 * BLOCK_SIZE as usize])).as_str())
+            m.blocks[1],
+            Some(Digest::of(
+                &data[BLOCK_SIZE as usize..2 * BLOCK_SIZE as usize]
+            ))
         );
         assert_eq!(m.root, naive_root(&data));
         let json = serde_json::to_string(&m).unwrap();
         assert_eq!(Manifest::from_json(&json).unwrap(), m);
-        let tampered = json.replacen(&m.blocks[1].clone().unwrap(), &"0".repeat(64), 1);
+        let b1 = m.blocks[1].unwrap().to_string();
+        let tampered = json.replacen(&b1, &"0".repeat(64), 1);
         let e = Manifest::from_json(&tampered).unwrap_err();
         assert!(e.to_string().contains("the blocks give root"), "{e}");
-        let bad_hex = json.replacen(&m.blocks[1].clone().unwrap(), "xyz", 1);
-        assert!(Manifest::from_json(&bad_hex).is_err());
+        let bad_hex = json.replacen(&b1, "xyz", 1);
+        let e = Manifest::from_json(&bad_hex).unwrap_err();
+        assert!(e.to_string().contains("expected 64 hex digits"), "{e}");
+        // The JSON keeps its shape: hex strings and nulls.
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(v["blocks"][1], serde_json::json!(b1));
+        assert!(v["blocks"][0].is_null());
+        assert_eq!(v["root"], serde_json::json!(m.root));
     }
 
     #[test]

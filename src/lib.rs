@@ -23,7 +23,7 @@
 //!   export     the fixed VHD / raw writer, in-place conversion          (digest, image)
 //!   digest     per-block SHA-256 manifest and root                      (image)
 //!   image      DiskImage, ExtentMap, every file format; no cloud        (error, bytes)
-//!   error, bytes, progress
+//!   error, bytes, progress, clock (time through jiff; the Clock trait)
 //! ```
 //!
 //! - [`image`]: the [`DiskImage`] abstraction (size, positional reads, extent map), the formats
@@ -34,7 +34,10 @@
 //! - [`cloud`]: the EBS direct APIs and Azure page blobs, real clients and fakes; upload.
 //! - [`journal`]: change journals (the replicated write stream of a disk), format and reader.
 //! - [`recovery`]: recovery points — policy, catalog, a point as a [`DiskImage`], one-pass
-//!   verification of every point, the replica a process server keeps.
+//!   verification of every point, the replica a process server keeps, replication groups (a
+//!   point choice resolved to one pick per disk), builds verified before they are renamed.
+//! - [`transfer`]: page-blob upload (planned, resumable, verified) and download.
+//! - [`clock`]: timestamps and durations (jiff), and the [`clock::Clock`] a simulator sets.
 //!
 //! ```no_run
 //! use ec2azure::{open, convert, ConvertOptions};
@@ -51,6 +54,7 @@
 
 pub mod bytes;
 pub mod check;
+pub mod clock;
 pub mod cloud;
 pub mod compare;
 pub mod digest;
@@ -81,20 +85,21 @@ pub use source::{open, open_with};
 #[cfg(test)]
 const LAYERS: &[(&str, u8)] = &[
     ("error", 0),
-    ("bytes", 0),
-    ("progress", 0),
-    ("image", 1),
-    ("digest", 2),
-    ("export", 3),
-    ("sample", 4),
-    ("check", 4),
-    ("compare", 4),
-    ("cloud", 5),
-    ("source", 6),
-    ("transfer", 7),
-    ("journal", 7),
-    ("recovery", 8),
-    ("fuzzing", 9),
+    ("bytes", 1),
+    ("progress", 1),
+    ("clock", 1),
+    ("image", 2),
+    ("digest", 3),
+    ("export", 4),
+    ("sample", 5),
+    ("check", 5),
+    ("compare", 5),
+    ("cloud", 6),
+    ("source", 7),
+    ("transfer", 8),
+    ("journal", 8),
+    ("recovery", 9),
+    ("fuzzing", 10),
 ];
 
 #[cfg(test)]

@@ -108,7 +108,8 @@ pub use reader::{
 };
 pub use writer::{JournalWriter, WriterOptions};
 
-use crate::digest::Sha256Digest;
+pub use crate::clock::{format_duration, format_time, parse_duration, parse_time};
+use crate::digest::Digest;
 use serde::Serialize;
 
 /// The file name of segment `n`.
@@ -135,7 +136,7 @@ pub struct JournalInfo {
     /// The disk's sector size: 512 or 4096.
     pub sector_size: u32,
     /// Manifest root digest of the base image.
-    pub base_root: Sha256Digest,
+    pub base_root: Digest,
 }
 
 /// Crash- or app-consistent.
@@ -154,7 +155,7 @@ pub struct Marker {
     /// Crash- or app-consistent.
     pub consistency: Consistency,
     /// The root digest the whole disk must have at this point.
-    pub digest: Option<Sha256Digest>,
+    pub digest: Option<Digest>,
     /// Multi-VM point: the replication group's id and the point's tag.
     pub group: Option<([u8; 16], u64)>,
     /// A free-form label (at most 32 bytes of UTF-8).
@@ -208,175 +209,58 @@ pub struct PointRecord {
 
 /// The text form of a point id: `rp-` and the marker's sequence number.
 pub fn point_id(seq: u64) -> String {
-    format!("rp-{seq}")
+    PointId(seq).to_string()
 }
 
-/// Formats milliseconds since the Unix epoch as RFC 3339 UTC (`2026-11-22T06:00:00Z`, with
-/// `.mmm` when not a whole second).
-pub fn format_time(ms: u64) -> String {
-    let secs = ms / 1000;
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let (y, m, d) = civil_from_days(days);
-    let base = format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    );
-    match ms % 1000 {
-        0 => format!("{base}Z"),
-        f => format!("{base}.{f:03}Z"),
+/// A recovery point's id: its marker's sequence number, written `rp-N` at the edges (CLI,
+/// JSON).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PointId(pub u64);
+
+impl PointId {
+    /// The marker's sequence number.
+    pub fn seq(self) -> u64 {
+        self.0
     }
 }
 
-/// Parses an RFC 3339 UTC time (`YYYY-MM-DDTHH:MM:SS[.fff]Z`, or a `+00:00` offset) into
-/// milliseconds since the Unix epoch.
-pub fn parse_time(s: &str) -> Option<u64> {
-    let s = s
-        .strip_suffix('Z')
-        .or_else(|| s.strip_suffix("+00:00"))
-        .unwrap_or(s);
-    let (date, time) = s.split_once(['T', ' '])?;
-    let mut dp = date.split('-');
-    let y: i64 = dp.next()?.parse().ok()?;
-    let mo: u32 = dp.next()?.parse().ok()?;
-    let d: u32 = dp.next()?.parse().ok()?;
-    if dp.next().is_some()
-        || !(1..=12).contains(&mo)
-        || !(1..=31).contains(&d)
-        || !(1970..=9999).contains(&y)
-    {
-        return None;
+impl std::fmt::Display for PointId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "rp-{}", self.0)
     }
-    let (hms, frac) = match time.split_once('.') {
-        Some((a, b)) => (a, Some(b)),
-        None => (time, None),
-    };
-    let mut tp = hms.split(':');
-    let h: u64 = tp.next()?.parse().ok()?;
-    let mi: u64 = tp.next()?.parse().ok()?;
-    let sec: u64 = tp.next().unwrap_or("0").parse().ok()?;
-    if tp.next().is_some() || h > 23 || mi > 59 || sec > 60 {
-        return None;
-    }
-    let ms: u64 = match frac {
-        None => 0,
-        Some(f) if !f.is_empty() && f.len() <= 3 && f.bytes().all(|b| b.is_ascii_digit()) => {
-            f.parse::<u64>().ok()? * 10u64.pow(3 - f.len() as u32)
-        }
-        Some(_) => return None,
-    };
-    let days = days_from_civil(y, mo, d);
-    if days < 0 {
-        return None;
-    }
-    Some(((days as u64 * 86_400) + h * 3600 + mi * 60 + sec) * 1000 + ms)
 }
 
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m as i64 + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d as i64 - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+impl std::str::FromStr for PointId {
+    type Err = crate::error::Error;
+    fn from_str(s: &str) -> crate::error::Result<PointId> {
+        s.strip_prefix("rp-")
+            .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|n| n.parse().ok())
+            .map(PointId)
+            .ok_or_else(|| {
+                crate::error::Error::argument(format!(
+                    "point id {s:?}: expected rp- and a marker's sequence number (rp-42)"
+                ))
+            })
+    }
 }
 
-/// The date of `days` since 1970-01-01.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
+impl Serialize for PointId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
 }
 
-/// Parses a duration such as `90s`, `5m`, `6h`, `15d`, `1h30m` into milliseconds.
-pub fn parse_duration(s: &str) -> Option<u64> {
-    let mut total: u64 = 0;
-    let mut num = String::new();
-    let mut any = false;
-    for c in s.trim().chars() {
-        if c.is_ascii_digit() {
-            num.push(c);
-            continue;
-        }
-        let n: u64 = num.parse().ok()?;
-        num.clear();
-        let unit = match c {
-            's' => 1000,
-            'm' => 60_000,
-            'h' => 3_600_000,
-            'd' => 86_400_000,
-            _ => return None,
-        };
-        total = total.checked_add(n.checked_mul(unit)?)?;
-        any = true;
+impl<'de> serde::Deserialize<'de> for PointId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
     }
-    if !num.is_empty() || !any {
-        return None;
-    }
-    Some(total)
-}
-
-/// Formats milliseconds as a short duration (`1h30m`, `5m`, `42s`, `0s`).
-pub fn format_duration(ms: u64) -> String {
-    let s = ms / 1000;
-    let (d, h, m, sec) = (s / 86_400, s / 3600 % 24, s / 60 % 60, s % 60);
-    let mut out = String::new();
-    for (v, u) in [(d, 'd'), (h, 'h'), (m, 'm'), (sec, 's')] {
-        if v > 0 {
-            out.push_str(&format!("{v}{u}"));
-        }
-    }
-    if out.is_empty() {
-        out.push_str("0s");
-    }
-    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn times_round_trip() {
-        assert_eq!(parse_time("1970-01-01T00:00:00Z"), Some(0));
-        assert_eq!(parse_time("2000-01-01T00:00:00Z"), Some(946_684_800_000));
-        assert_eq!(
-            parse_time("2026-11-22T06:30:15.5Z"),
-            Some(1_795_329_015_500)
-        );
-        for ms in [0, 946_684_800_000, 1_795_329_015_500, 4_102_444_800_123] {
-            assert_eq!(
-                parse_time(&format_time(ms)),
-                Some(ms),
-                "{}",
-                format_time(ms)
-            );
-        }
-        assert_eq!(parse_time("2026-13-01T00:00:00Z"), None);
-        assert_eq!(parse_time("yesterday"), None);
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("6h"), Some(6 * 3_600_000));
-        assert_eq!(parse_duration("1h30m"), Some(5_400_000));
-        assert_eq!(parse_duration("15d"), Some(15 * 86_400_000));
-        assert_eq!(parse_duration("5"), None);
-        assert_eq!(parse_duration("h"), None);
-        assert_eq!(format_duration(5_400_000), "1h30m");
-        assert_eq!(format_duration(0), "0s");
-    }
 
     #[test]
     fn segment_names() {

@@ -6,6 +6,7 @@ use super::format::*;
 use super::{
     Consistency, JournalInfo, Marker, PointRecord, Record, RecordKind, parse_segment_file_name,
 };
+use crate::digest::Digest;
 use crate::error::{Error, Result};
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -180,7 +181,7 @@ fn info_of(h: &SegmentHeader) -> JournalInfo {
         disk_id: h.disk_id,
         disk_size: h.disk_size.get(),
         sector_size: h.sector_size.get(),
-        base_root: h.base_root,
+        base_root: Digest(h.base_root),
     }
 }
 
@@ -304,7 +305,7 @@ fn parse_marker(p: &[u8]) -> std::result::Result<Marker, String> {
         ));
     }
     let digest = if m.flags & FLAG_DIGEST != 0 {
-        Some(m.digest)
+        Some(Digest(m.digest))
     } else if m.digest != [0; 32] {
         return Err("marker digest: present but not flagged".into());
     } else {

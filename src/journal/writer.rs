@@ -3,7 +3,7 @@
 
 use super::format::*;
 use super::{Consistency, JournalInfo, Marker, segment_file_name};
-use crate::digest::Sha256Digest;
+use crate::digest::Digest;
 use crate::error::{Error, Result};
 use std::collections::HashMap;
 use std::fs::File;
@@ -135,7 +135,7 @@ impl JournalWriter {
             sector_size: self.info.sector_size.into(),
             segment: self.segment.into(),
             first_seq: self.next_seq.into(),
-            base_root: self.info.base_root,
+            base_root: self.info.base_root.0,
             created_ms: self.opts.created_ms.into(),
             reserved: [0; 28],
             crc: 0.into(),
@@ -252,7 +252,7 @@ impl JournalWriter {
     ///
     /// # Errors
     /// There is no such marker, or the segment cannot be rewritten.
-    pub fn set_marker_digest(&mut self, seq: u64, digest: Sha256Digest) -> Result<()> {
+    pub fn set_marker_digest(&mut self, seq: u64, digest: Digest) -> Result<()> {
         self.flush()?;
         let Some(&(segment, at)) = self.markers.get(&seq) else {
             return Err(Error::argument(format!(
@@ -273,7 +273,7 @@ impl JournalWriter {
         let mut m = MarkerPayload::read_from_bytes(rest)
             .map_err(|_| Error::invalid("marker payload").with_path(&path))?;
         m.flags |= FLAG_DIGEST;
-        m.digest = digest;
+        m.digest = digest.0;
         h.payload_crc = crc32c::crc32c(m.as_bytes()).into();
         h.header_crc = h.compute_crc().into();
         buf[..RECORD_HEADER_LEN].copy_from_slice(h.as_bytes());
@@ -347,7 +347,7 @@ fn encode_marker(m: &Marker) -> Result<MarkerPayload> {
     let digest = match m.digest {
         Some(d) => {
             flags |= FLAG_DIGEST;
-            d
+            d.0
         }
         None => [0; 32],
     };

@@ -1,9 +1,10 @@
 //! The replication policy and the recovery-point catalog: which points exist, which the policy
 //! keeps, how a failover's choice of point resolves, and where the policy was not met.
 
+use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::journal::{
-    Consistency, Journal, UnavailablePoint, format_duration, format_time, parse_duration,
+    Consistency, Journal, PointId, UnavailablePoint, format_duration, format_time, parse_duration,
     parse_time, point_id,
 };
 use serde::{Deserialize, Serialize};
@@ -81,11 +82,7 @@ impl Policy {
             if s == "0" || s == "off" {
                 return Ok(0);
             }
-            parse_duration(s).ok_or_else(|| {
-                Error::argument(format!(
-                    "{what} {s:?}: expected a duration such as 90m, 6h or 15d"
-                ))
-            })
+            parse_duration(s).map_err(|e| Error::argument(format!("{what}: {}", e.message())))
         };
         if let Some(s) = retention {
             p.retention_ms = parse("retention", s)?;
@@ -105,7 +102,7 @@ impl Policy {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PointInfo {
     /// `rp-SEQ`.
-    pub id: String,
+    pub id: PointId,
     /// The marker's sequence number.
     pub seq: u64,
     /// RFC 3339 UTC.
@@ -117,7 +114,7 @@ pub struct PointInfo {
     /// Multi-VM point: `GROUP/TAG` in hex and decimal.
     pub multi_vm: Option<String>,
     /// The root digest the marker records, if any.
-    pub digest: Option<String>,
+    pub digest: Option<Digest>,
     /// Whether the point lies within the processed horizon.
     pub processed: bool,
     /// The marker's label.
@@ -126,57 +123,105 @@ pub struct PointInfo {
     group: Option<([u8; 16], u64)>,
 }
 
-/// A failover's choice of recovery point.
+/// A failover's choice of recovery point, as Site Recovery names them (the recovery-plan
+/// `recoveryPointType` values `Latest`, `LatestProcessed`, `LatestApplicationConsistent`, the
+/// multi-VM sync point, and a custom point of one item).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PointSpec {
-    /// The newest point, after processing everything received.
+pub enum PointChoice {
+    /// The newest point, after processing everything received: lowest RPO, higher RTO.
     Latest,
-    /// The newest processed point.
+    /// The newest processed point: no processing, lowest RTO.
     LatestProcessed,
     /// The newest processed app-consistent point.
-    LatestAppConsistent,
+    LatestApplicationConsistent,
     /// The newest processed multi-VM point common to every disk of the group.
     LatestMultiVmProcessed,
     /// The newest processed app-consistent multi-VM point common to every disk of the group.
-    LatestMultiVmAppConsistent,
+    LatestMultiVmApplicationConsistent,
     /// A point by id.
-    Id(u64),
-    /// The newest point at or before a time (milliseconds since the Unix epoch).
-    Time(u64),
+    Custom(PointId),
+    /// The newest processed point at or before a time (milliseconds since the Unix epoch).
+    CustomTime(u64),
 }
 
-impl std::str::FromStr for PointSpec {
+/// The CLI's spellings of the choices, each with Site Recovery's name.
+const CHOICES: [(&str, &str, PointChoice); 5] = [
+    ("latest", "Latest", PointChoice::Latest),
+    (
+        "latest-processed",
+        "LatestProcessed",
+        PointChoice::LatestProcessed,
+    ),
+    (
+        "latest-app-consistent",
+        "LatestApplicationConsistent",
+        PointChoice::LatestApplicationConsistent,
+    ),
+    (
+        "latest-multi-vm-processed",
+        "LatestMultiVmProcessed",
+        PointChoice::LatestMultiVmProcessed,
+    ),
+    (
+        "latest-multi-vm-app-consistent",
+        "LatestMultiVmApplicationConsistent",
+        PointChoice::LatestMultiVmApplicationConsistent,
+    ),
+];
+
+impl std::str::FromStr for PointChoice {
     type Err = Error;
+    /// `latest`, `latest-processed`, `latest-app-consistent`, `latest-multi-vm-processed`,
+    /// `latest-multi-vm-app-consistent` (or Site Recovery's names: `LatestProcessed`, ...), a
+    /// point id (`rp-N`) or an RFC 3339 time.
     fn from_str(s: &str) -> Result<Self> {
-        Ok(match s {
-            "latest" => PointSpec::Latest,
-            "latest-processed" => PointSpec::LatestProcessed,
-            "latest-app-consistent" => PointSpec::LatestAppConsistent,
-            "latest-multi-vm-processed" => PointSpec::LatestMultiVmProcessed,
-            "latest-multi-vm-app-consistent" => PointSpec::LatestMultiVmAppConsistent,
-            _ => {
-                if let Some(n) = s.strip_prefix("rp-").and_then(|n| n.parse().ok()) {
-                    PointSpec::Id(n)
-                } else if let Some(t) = parse_time(s) {
-                    PointSpec::Time(t)
-                } else {
-                    return Err(Error::argument(format!(
-                        "point {s:?}: expected latest, latest-processed, latest-app-consistent, \
-                         latest-multi-vm-processed, latest-multi-vm-app-consistent, a point id \
-                         (rp-N) or a time (2026-11-22T06:00:00Z)"
-                    )));
-                }
-            }
-        })
+        if let Some((_, _, c)) = CHOICES.iter().find(|(cli, asr, _)| s == *cli || s == *asr) {
+            return Ok(*c);
+        }
+        if s.starts_with("rp-") {
+            return s.parse().map(PointChoice::Custom);
+        }
+        match parse_time(s) {
+            Ok(t) => Ok(PointChoice::CustomTime(t)),
+            Err(e) if s.as_bytes().first().is_some_and(u8::is_ascii_digit) => Err(e),
+            Err(_) => Err(Error::argument(format!(
+                "point {s:?}: expected latest, latest-processed, latest-app-consistent, \
+                 latest-multi-vm-processed, latest-multi-vm-app-consistent, a point id \
+                 (rp-N) or a time (2026-11-22T06:00:00Z)"
+            ))),
+        }
     }
 }
 
-impl PointSpec {
+impl std::fmt::Display for PointChoice {
+    /// Site Recovery's name of the choice (`Custom rp-N`, `Custom TIME` for custom points).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PointChoice::Custom(id) => write!(f, "Custom {id}"),
+            PointChoice::CustomTime(t) => write!(f, "Custom {}", format_time(*t)),
+            c => {
+                let name = CHOICES
+                    .iter()
+                    .find(|(_, _, x)| x == c)
+                    .map_or("?", |(_, asr, _)| asr);
+                f.write_str(name)
+            }
+        }
+    }
+}
+
+impl Serialize for PointChoice {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl PointChoice {
     /// `true` for the multi-VM choices.
     pub fn is_multi_vm(self) -> bool {
         matches!(
             self,
-            PointSpec::LatestMultiVmProcessed | PointSpec::LatestMultiVmAppConsistent
+            PointChoice::LatestMultiVmProcessed | PointChoice::LatestMultiVmApplicationConsistent
         )
     }
 }
@@ -209,7 +254,7 @@ impl Catalog {
             .points()
             .iter()
             .map(|p| PointInfo {
-                id: point_id(p.seq),
+                id: PointId(p.seq),
                 seq: p.seq,
                 time: format_time(p.time_ms),
                 time_ms: p.time_ms,
@@ -218,7 +263,7 @@ impl Catalog {
                     .marker
                     .group
                     .map(|(g, t)| format!("{}/{t}", hex::encode(g))),
-                digest: p.marker.digest.map(hex::encode),
+                digest: p.marker.digest,
                 processed: p.seq <= processed_seq,
                 label: p.marker.label.clone(),
                 group: p.marker.group,
@@ -274,21 +319,22 @@ impl Catalog {
     ///
     /// # Errors
     /// No point matches; the error says why.
-    pub fn resolve(&self, spec: PointSpec) -> Result<&PointInfo> {
+    pub fn resolve(&self, spec: PointChoice) -> Result<&PointInfo> {
         let mut processed = self.points.iter().filter(|p| p.processed);
         let found = match spec {
-            PointSpec::Latest => self.points.last(),
-            PointSpec::LatestProcessed => processed.next_back(),
-            PointSpec::LatestAppConsistent => {
+            PointChoice::Latest => self.points.last(),
+            PointChoice::LatestProcessed => processed.next_back(),
+            PointChoice::LatestApplicationConsistent => {
                 processed.rfind(|p| p.consistency == Consistency::App)
             }
-            PointSpec::LatestMultiVmProcessed | PointSpec::LatestMultiVmAppConsistent => {
+            PointChoice::LatestMultiVmProcessed
+            | PointChoice::LatestMultiVmApplicationConsistent => {
                 return Err(Error::argument(
                     "multi-VM points are chosen across the disks of a replication group: \
                      give every disk's replica",
                 ));
             }
-            PointSpec::Id(seq) => {
+            PointChoice::Custom(PointId(seq)) => {
                 if let Some(p) = self.points.iter().find(|p| p.seq == seq) {
                     if !p.processed {
                         return Err(Error::argument(format!(
@@ -320,11 +366,11 @@ impl Catalog {
                     point_id(seq)
                 )));
             }
-            PointSpec::Time(t) => processed.rfind(|p| p.time_ms <= t),
+            PointChoice::CustomTime(t) => processed.rfind(|p| p.time_ms <= t),
         };
         found.ok_or_else(|| {
             let what = match spec {
-                PointSpec::Time(t) => format!(
+                PointChoice::CustomTime(t) => format!(
                     "no processed point at or before {}{}",
                     format_time(t),
                     if self.pruned.iter().any(|p| p.time_ms <= t) {
@@ -333,7 +379,7 @@ impl Catalog {
                         ""
                     }
                 ),
-                _ => format!("no point matches {spec:?}"),
+                _ => format!("no point matches {spec}"),
             };
             let mut msg = what;
             if self.points.is_empty() {
@@ -506,6 +552,26 @@ mod tests {
         assert!(Policy::from_args(None, Some("13h"), None).is_err());
         assert!(Policy::from_args(None, Some("0"), None).is_ok());
         assert!(Policy::from_args(Some("16d"), None, None).is_err());
+        // Durations that parse but fall outside the policy's ranges, and ones that do not parse.
+        for (r, a, t, says) in [
+            (Some("59m"), None, None, "retention 59m: expected 1h to 15d"),
+            (Some("15d1s"), None, None, "expected 1h to 15d"),
+            (None, Some("59m59s"), None, "below 60 minutes"),
+            (None, Some("12h1m"), None, "expected 1h to 12h"),
+            (None, None, Some("0s"), "RPO threshold"),
+            (Some("24"), None, None, "retention: duration \"24\""),
+            (None, Some("2w"), None, "weeks, months and years"),
+            (None, None, Some("-15m"), "negative"),
+        ] {
+            let e = Policy::from_args(r, a, t).unwrap_err();
+            assert!(e.to_string().contains(says), "{r:?} {a:?} {t:?}: {e}");
+        }
+        assert_eq!(
+            Policy::from_args(Some("24h"), Some("12h"), Some("1m"))
+                .unwrap()
+                .app_frequency_ms,
+            12 * HOUR
+        );
         assert_eq!(
             Policy::from_args(Some("15d"), Some("12h"), Some("30m"))
                 .unwrap()
@@ -517,12 +583,18 @@ mod tests {
     #[test]
     fn point_specs_parse() {
         use std::str::FromStr;
-        assert_eq!(PointSpec::from_str("latest").unwrap(), PointSpec::Latest);
-        assert_eq!(PointSpec::from_str("rp-42").unwrap(), PointSpec::Id(42));
         assert_eq!(
-            PointSpec::from_str("1970-01-01T00:01:00Z").unwrap(),
-            PointSpec::Time(60_000)
+            PointChoice::from_str("latest").unwrap(),
+            PointChoice::Latest
         );
-        assert!(PointSpec::from_str("rp-x").is_err());
+        assert_eq!(
+            PointChoice::from_str("rp-42").unwrap(),
+            PointChoice::Custom(PointId(42))
+        );
+        assert_eq!(
+            PointChoice::from_str("1970-01-01T00:01:00Z").unwrap(),
+            PointChoice::CustomTime(60_000)
+        );
+        assert!(PointChoice::from_str("rp-x").is_err());
     }
 }

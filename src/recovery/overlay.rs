@@ -7,7 +7,7 @@
 //! ten times is read (and written out) once. Building the map reads record headers only; the
 //! payloads are read when the point's bytes are, and each is CRC-checked on first use.
 
-use crate::digest::{BLOCK_SIZE, Sha256Digest, sha256, zero_digest};
+use crate::digest::{BLOCK_SIZE, Digest, zero_digest};
 use crate::error::{Error, Result};
 use crate::image::{DiskImage, ExtentKind, ExtentMap, Format};
 use crate::journal::{Journal, PointRecord, Record, RecordKind};
@@ -248,26 +248,17 @@ impl DiskImage for PointImage<'_> {
 }
 
 /// The per-block digests of a manifest (zero blocks as the digest of their zeros).
-///
-/// # Errors
-/// A digest is not 64 hex digits.
-pub fn block_digests(m: &crate::Manifest) -> Result<Vec<Sha256Digest>> {
+pub fn block_digests(m: &crate::Manifest) -> Vec<Digest> {
     let n = m.blocks.len();
-    let full_zero = zero_digest(BLOCK_SIZE);
-    let last_zero = zero_digest(last_block_len(m.size));
+    let full_zero = Digest(zero_digest(BLOCK_SIZE));
+    let last_zero = Digest(zero_digest(last_block_len(m.size)));
     m.blocks
         .iter()
         .enumerate()
         .map(|(i, b)| match b {
-            Some(h) => {
-                let mut d = [0u8; 32];
-                hex::decode_to_slice(h, &mut d).map_err(|_| {
-                    Error::invalid(format!("manifest block {i}: not 64 hex digits"))
-                })?;
-                Ok(d)
-            }
-            None if i + 1 == n => Ok(last_zero),
-            None => Ok(full_zero),
+            Some(d) => *d,
+            None if i + 1 == n => last_zero,
+            None => full_zero,
         })
         .collect()
 }
@@ -280,13 +271,13 @@ fn last_block_len(size: u64) -> u64 {
 }
 
 /// The root digest over block digests, as [`crate::digest`] defines it.
-pub fn root_of(digests: &[Sha256Digest]) -> Sha256Digest {
+pub fn root_of(digests: &[Digest]) -> Digest {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
     for d in digests {
         h.update(d);
     }
-    h.finalize().into()
+    Digest(h.finalize().into())
 }
 
 /// The outcome of checking one point.
@@ -297,9 +288,9 @@ pub struct PointCheck {
     /// The point's time, milliseconds since the Unix epoch.
     pub time_ms: u64,
     /// The root digest the point's disk has.
-    pub root: String,
+    pub root: Digest,
     /// The digest its marker carries, if any.
-    pub expected: Option<String>,
+    pub expected: Option<Digest>,
     /// `Some(true)` when the marker's digest matches, `Some(false)` when not, `None` when the
     /// marker carries none.
     pub matches: Option<bool>,
@@ -317,7 +308,7 @@ pub struct PointCheck {
 /// The base's size is wrong, a payload is corrupt, or the work is cancelled.
 pub fn check_points(
     base: &dyn DiskImage,
-    base_digests: &[Sha256Digest],
+    base_digests: &[Digest],
     journal: &Journal,
     select: &dyn Fn(&PointRecord) -> bool,
     progress: &dyn Progress,
@@ -364,15 +355,15 @@ pub fn check_points(
                 if progress.cancelled() {
                     return Err(Error::cancelled());
                 }
-                let fresh: Vec<(u64, Sha256Digest)> = dirty_list
+                let fresh: Vec<(u64, Digest)> = dirty_list
                     .par_iter()
                     .map_init(
                         || vec![0u8; BLOCK_SIZE as usize],
-                        |buf, &blk| -> Result<(u64, Sha256Digest)> {
+                        |buf, &blk| -> Result<(u64, Digest)> {
                             let off = blk * BLOCK_SIZE;
                             let n = (size - off).min(BLOCK_SIZE) as usize;
                             overlay.read(journal, base, &mut buf[..n], off)?;
-                            Ok((blk, sha256(&buf[..n])))
+                            Ok((blk, Digest::of(&buf[..n])))
                         },
                     )
                     .collect::<Result<_>>()?;
@@ -387,8 +378,8 @@ pub fn check_points(
                 out.push(PointCheck {
                     seq: p.seq,
                     time_ms: p.time_ms,
-                    root: hex::encode(root),
-                    expected: expected.map(hex::encode),
+                    root,
+                    expected,
                     matches: expected.map(|e| e == root),
                     rehashed_blocks: rehashed,
                 });

@@ -9,8 +9,10 @@
 //! REPLICA/segments/seg-*.e2j  received segments not yet folded into the base
 //! ```
 
-use super::catalog::{Catalog, PointInfo, PointSpec, Policy};
+use super::build::convert_verified;
+use super::catalog::{Catalog, PointChoice, PointInfo, Policy};
 use super::overlay::PointImage;
+use crate::digest::Digest;
 use crate::error::{Error, Result, ResultExt};
 use crate::export::{ConvertOptions, OutputFormat, convert, write_file_atomic};
 use crate::image::{DiskImage, RawImage};
@@ -35,13 +37,13 @@ pub struct ReplicaState {
     /// The disk's id, set by the first segment received.
     pub disk_id: Option<String>,
     /// Root digest of the base the journals apply to (hex).
-    pub origin_root: String,
+    pub origin_root: Digest,
     /// The base file's name.
     pub base_file: String,
     /// Records before this sequence number are in the base file.
     pub base_seq: u64,
     /// Root digest of the base file (hex).
-    pub base_root: String,
+    pub base_root: Digest,
     /// Segments up to this number were folded into the base and removed.
     pub folded_segments: u32,
     /// Points folded into the base so far.
@@ -169,14 +171,17 @@ impl Replica {
                 ..ConvertOptions::default()
             },
         )?;
-        let root = report.manifest.map(|m| m.root).unwrap_or_default();
+        let root = report
+            .manifest
+            .ok_or_else(|| Error::invalid("the base's manifest was not computed"))?
+            .root_digest()?;
         let r = Replica {
             dir: dir.to_path_buf(),
             state: ReplicaState {
                 version: 1,
                 disk_size: base.len(),
                 disk_id: None,
-                origin_root: root.clone(),
+                origin_root: root,
                 base_file,
                 base_seq: 1,
                 base_root: root,
@@ -270,7 +275,13 @@ impl Replica {
 
     /// The catalog of the received journal under the replica's policy.
     pub fn catalog(&self, journal: &Journal) -> Catalog {
-        let mut c = Catalog::new(journal, &self.state.policy, Some(self.state.processed_seq));
+        self.catalog_under(journal, &self.state.policy)
+    }
+
+    /// The catalog of the received journal under `policy` (a failover may look at the points
+    /// with another retention than the replica keeps); a defect processing found caps it.
+    pub fn catalog_under(&self, journal: &Journal, policy: &Policy) -> Catalog {
+        let mut c = Catalog::new(journal, policy, Some(self.state.processed_seq));
         if let Some(d) = &self.state.defect {
             c.cap(self.state.processed_seq, d);
         }
@@ -294,13 +305,11 @@ impl Replica {
         for (n, path) in list {
             let (info, _) = segment_info(&path, n)?;
             let id = hex::encode(info.disk_id);
-            if hex::encode(info.base_root) != self.state.origin_root
-                || info.disk_size != self.state.disk_size
-            {
+            if info.base_root != self.state.origin_root || info.disk_size != self.state.disk_size {
                 return Err(Error::invalid(format!(
                     "the segment applies to a {}-byte disk on base {}, the replica is a {}-byte disk on base {}",
                     info.disk_size,
-                    hex::encode(info.base_root),
+                    info.base_root,
                     self.state.disk_size,
                     self.state.origin_root
                 ))
@@ -408,7 +417,9 @@ impl Replica {
             let base = self.base()?;
             let img = PointImage::new(&base, &journal, s)?;
             let name = format!("base-{s}.raw");
-            let report = convert(
+            // The new base takes its name only once its root matches the marker's digest.
+            let mut root = Digest::default();
+            convert_verified(
                 &img,
                 &self.dir.join(&name),
                 &ConvertOptions {
@@ -417,21 +428,24 @@ impl Replica {
                     progress,
                     ..ConvertOptions::default()
                 },
+                |report| {
+                    root = report
+                        .manifest
+                        .as_ref()
+                        .ok_or_else(|| Error::invalid("the new base's manifest was not computed"))?
+                        .root_digest()?;
+                    match expected {
+                        Some(want) if want != root => Err(Error::invalid(format!(
+                            "compaction: the new base (point rp-{s}) has root {root}, its \
+                             marker records {want}; the replica is unchanged"
+                        ))
+                        .with_path(&self.dir)),
+                        _ => Ok(()),
+                    }
+                },
             )?;
             drop(img);
             drop(base);
-            let root = report.manifest.map(|m| m.root).unwrap_or_default();
-            if let Some(want) = expected
-                && hex::encode(want) != root
-            {
-                let _ = std::fs::remove_file(self.dir.join(&name));
-                return Err(Error::invalid(format!(
-                    "compaction: the new base (point rp-{s}) has root {root}, its marker records \
-                     {}; the replica is unchanged",
-                    hex::encode(want)
-                ))
-                .with_path(&self.dir));
-            }
             let old = std::mem::replace(&mut self.state.base_file, name);
             self.state.base_seq = s;
             self.state.base_root = root;
@@ -512,8 +526,8 @@ impl Replica {
         }
         let journal = self.journal(false)?;
         let catalog = self.catalog(&journal);
-        let latest = catalog.resolve(PointSpec::Latest).ok().cloned();
-        let latest_processed = catalog.resolve(PointSpec::LatestProcessed).ok().cloned();
+        let latest = catalog.resolve(PointChoice::Latest).ok().cloned();
+        let latest_processed = catalog.resolve(PointChoice::LatestProcessed).ok().cloned();
         let processed_lag = match (&latest, &latest_processed) {
             (Some(a), Some(b)) => Some(format_duration(a.time_ms - b.time_ms)),
             _ => None,

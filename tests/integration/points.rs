@@ -10,7 +10,7 @@ fn files_equal(a: &Path, b: &Path) -> bool {
     std::fs::read(a).unwrap() == std::fs::read(b).unwrap()
 }
 
-fn base_root(path: &Path) -> [u8; 32] {
+fn base_root(path: &Path) -> ec2azure::digest::Digest {
     let img = ec2azure::open(path, None).unwrap();
     ec2azure::recovery::base_digests(&*img).unwrap().1
 }

@@ -224,7 +224,7 @@ fn recovery_points(
     dir: &Path,
     target: Target,
 ) -> Result<()> {
-    use ec2azure::recovery::{self, Catalog, PointSpec, Policy, Replica, SimSpec};
+    use ec2azure::recovery::{self, Catalog, PointChoice, Policy, Replica, SimSpec};
     let journal = dir.join("journal");
     let replica = dir.join("replica");
     let _ = std::fs::remove_dir_all(&journal);
@@ -263,7 +263,9 @@ fn recovery_points(
         cat.check(&r.state().policy).ok(),
         "points check: RPO and app-consistent frequency met",
     );
-    let app = cat.resolve(PointSpec::LatestAppConsistent)?.clone();
+    let app = cat
+        .resolve(PointChoice::LatestApplicationConsistent)?
+        .clone();
     let out = dir.join("point.vhd");
     let rbase = r.base()?;
     let b = recovery::build_point(&rbase, &j, app.seq, &out, &ConvertOptions::default())?;

@@ -2,13 +2,15 @@
 //! recovery points.
 
 use crate::{human, parse_size, term};
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand, ValueEnum};
+use ec2azure::clock::Clock;
 use ec2azure::journal::{
     Journal, ScanOptions, format_duration, format_time, parse_duration, parse_time, point_id,
 };
 use ec2azure::recovery::{
-    self, Catalog, PointInfo, PointSpec, Policy, Replica, SimSpec, check_points, resolve_multi_vm,
+    self, PointChoice, PointInfo, Policy, ProtectedDisk, Replica, ReplicationGroup, Resolution,
+    SimSpec, check_points,
 };
 use ec2azure::{ConvertOptions, DiskImage, OutputFormat, Progress};
 use std::path::PathBuf;
@@ -38,9 +40,14 @@ pub struct DiffArgs {
     new: PathBuf,
     /// The journal directory to write (must not exist, or be empty).
     journal: PathBuf,
-    /// The records' time (RFC 3339 UTC); now by default.
+    /// The records' time (RFC 3339); now by default.
     #[arg(long)]
     time: Option<String>,
+    /// OLD's block manifest (`convert --manifest`): with two ebs:// snapshots of one lineage,
+    /// ListChangedBlocks names the blocks that may differ and only those are read from NEW;
+    /// OLD is not read at all.
+    #[arg(long, value_name = "FILE")]
+    old_manifest: Option<PathBuf>,
     /// Print a JSON report.
     #[arg(long)]
     json: bool,
@@ -396,17 +403,41 @@ fn print_damage(torn: Option<&str>, defect: Option<&str>) {
 
 fn journal_diff(a: DiffArgs, quiet: bool) -> Result<ExitCode> {
     term::install_interrupt_handler();
-    let old = ec2azure::open(&a.old, None)?;
-    let new = ec2azure::open(&a.new, None)?;
     let time = match &a.time {
-        Some(t) => parse_time(t).ok_or_else(|| anyhow!("--time {t:?}: expected RFC 3339 UTC"))?,
-        None => std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0),
+        Some(t) => parse_time(t).context("--time")?,
+        None => ec2azure::clock::SystemClock.now_ms(),
     };
     let progress = term::progress(quiet || a.json);
-    let r = recovery::diff(&*old, &*new, &a.journal, time, &progress)?;
+    let r = match &a.old_manifest {
+        Some(m) => {
+            let snap = |p: &std::path::Path| {
+                p.to_str()
+                    .and_then(|s| s.strip_prefix("ebs://"))
+                    .map(str::to_string)
+            };
+            let (Some(old_id), Some(new_id)) = (snap(&a.old), snap(&a.new)) else {
+                bail!("--old-manifest: OLD and NEW must both be ebs://snap-… snapshots");
+            };
+            let text =
+                std::fs::read_to_string(m).with_context(|| format!("reading {}", m.display()))?;
+            let manifest = ec2azure::Manifest::from_json(&text)
+                .with_context(|| format!("reading {}", m.display()))?;
+            let api = ec2azure::cloud::aws_ebs::AwsEbs::new(None, None)?;
+            let changed = ec2azure::cloud::ebs::changed_blocks(
+                &api,
+                &old_id,
+                &new_id,
+                ec2azure::cloud::ebs::RetryPolicy::default(),
+            )?;
+            let new = ec2azure::open(&a.new, None)?;
+            recovery::diff_changed(&manifest, &*new, &changed, &a.journal, time, &progress)?
+        }
+        None => {
+            let old = ec2azure::open(&a.old, None)?;
+            let new = ec2azure::open(&a.new, None)?;
+            recovery::diff(&*old, &*new, &a.journal, time, &progress)?
+        }
+    };
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else if !quiet {
@@ -426,11 +457,9 @@ fn journal_diff(a: DiffArgs, quiet: bool) -> Result<ExitCode> {
 fn journal_simulate(a: SimulateArgs, quiet: bool) -> Result<ExitCode> {
     term::install_interrupt_handler();
     let base = ec2azure::open(&a.base, None)?;
-    let duration_ms = parse_duration(&a.duration)
-        .ok_or_else(|| anyhow!("--duration {:?}: expected 90m, 6h, 1d...", a.duration))?;
+    let duration_ms = parse_duration(&a.duration).context("--duration")?;
     let app = Policy::from_args(None, Some(&a.app_frequency), None)?.app_frequency_ms;
-    let start_ms = parse_time(&a.start)
-        .ok_or_else(|| anyhow!("--start {:?}: expected RFC 3339 UTC", a.start))?;
+    let start_ms = parse_time(&a.start).context("--start")?;
     let progress = term::progress(quiet || a.json);
     let t = Instant::now();
     let (digests, _) = recovery::base_digests(&*base)?;
@@ -590,75 +619,15 @@ fn journal_inspect(a: JournalArgs, verify: bool) -> Result<ExitCode> {
     })
 }
 
-/// One disk of `points`: its base, journal, catalog and (for a replica) the replica.
-struct Disk {
-    name: String,
-    base: Box<dyn DiskImage>,
-    base_root: Option<[u8; 32]>,
-    journal: Journal,
-    policy: Policy,
-    processed_seq: Option<u64>,
-    replica: Option<Replica>,
-}
-
-impl Disk {
-    fn catalog(&self) -> Catalog {
-        let mut c = Catalog::new(&self.journal, &self.policy, self.processed_seq);
-        // A defect that processing found (a corrupt payload, which a lazy read does not see).
-        if let (Some(r), Some(seq)) = (&self.replica, self.processed_seq)
-            && let Some(d) = &r.state().defect
-        {
-            c.cap(seq, d);
-        }
-        c
-    }
-    /// The base's block digests, checked against the journal's base.
-    fn base_digests(&self) -> Result<Vec<[u8; 32]>> {
-        let (d, root) = recovery::base_digests(&*self.base)?;
-        let want = self.base_root.unwrap_or(self.journal.info().base_root);
-        if root != want {
-            bail!(
-                "{}: the base has root digest {}, expected {}: wrong base",
-                self.name,
-                hex::encode(root),
-                hex::encode(want)
-            );
-        }
-        Ok(d)
-    }
-}
-
-fn open_disks(s: &SourceArgs, verify_payloads: bool) -> Result<Vec<Disk>> {
-    let mut out = Vec::new();
+/// The replication group `s` names: replicas, or bases with their journals, each under the
+/// policy the options give over its own.
+fn open_group(s: &SourceArgs, verify_payloads: bool) -> Result<ReplicationGroup> {
+    let mut disks = Vec::new();
     if !s.replica.is_empty() {
         for dir in &s.replica {
-            let r = Replica::open(dir)?;
-            let policy = s.policy.over(r.state().policy)?;
-            let journal = r.journal(verify_payloads)?;
-            let base: Box<dyn DiskImage> = Box::new(r.base()?);
-            let mut root = [0u8; 32];
-            hex::decode_to_slice(&r.state().base_root, &mut root).context("replica base root")?;
-            if hex::encode(journal.info().base_root) != r.state().origin_root {
-                bail!(
-                    "{}: the segments apply to base {}, the replica was made from base {}",
-                    dir.display(),
-                    hex::encode(journal.info().base_root),
-                    r.state().origin_root
-                );
-            }
-            out.push(Disk {
-                name: dir
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .unwrap_or("disk")
-                    .to_string(),
-                base,
-                base_root: Some(root),
-                journal,
-                policy,
-                processed_seq: Some(r.state().processed_seq),
-                replica: Some(r),
-            });
+            let d = ProtectedDisk::from_replica(dir, verify_payloads)?;
+            let policy = s.policy.over(*d.policy())?;
+            disks.push(d.with_policy(policy)?);
         }
     } else {
         if s.base.is_empty() || s.base.len() != s.journal.len() {
@@ -667,42 +636,21 @@ fn open_disks(s: &SourceArgs, verify_payloads: bool) -> Result<Vec<Disk>> {
         let policy = s.policy.over(Policy::default())?;
         for (b, j) in s.base.iter().zip(&s.journal) {
             let base = ec2azure::open(b, None)?;
-            // A journal given directly was never processed: every payload is checked now, so a
-            // corrupt record makes the points after it unavailable whichever is asked for.
-            let _ = verify_payloads;
-            let journal = Journal::open(
-                j,
-                ScanOptions {
-                    verify_payloads: true,
-                    ..ScanOptions::default()
-                },
-            )?;
-            recovery::check_base_size(&*base, &journal)?;
-            out.push(Disk {
-                name: j
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .unwrap_or("disk")
-                    .to_string(),
-                base,
-                base_root: None,
-                journal,
-                policy,
-                processed_seq: None,
-                replica: None,
-            });
+            disks.push(ProtectedDisk::from_journal(base, j)?.with_policy(policy)?);
         }
     }
-    let mut names: Vec<&str> = out.iter().map(|d| d.name.as_str()).collect();
-    names.sort_unstable();
-    if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
-        bail!(
-            "two disks are named {:?} (the folder names give the output files' names): \
-             give each disk's replica or journal folder a different name",
-            w[0]
-        );
+    Ok(ReplicationGroup::new(disks)?)
+}
+
+/// Resolves `choice` over the group; notes go to stderr unless `quiet`.
+fn resolve(group: &mut ReplicationGroup, choice: PointChoice, quiet: bool) -> Result<Resolution> {
+    let r = group.resolve(choice, &ec2azure::NoProgress)?;
+    if !quiet {
+        for n in &r.report.notes {
+            eprintln!("{n}");
+        }
     }
-    Ok(out)
+    Ok(r)
 }
 
 /// Opens the point `spec` names, of the one disk `src` gives, and calls `f` with it as a
@@ -713,19 +661,17 @@ pub fn with_point<R>(
     quiet: bool,
     f: impl FnOnce(&dyn DiskImage, &PointInfo) -> Result<R>,
 ) -> Result<R> {
-    let spec: PointSpec = spec.parse()?;
-    let mut disks = open_disks(src, false)?;
-    if disks.len() != 1 || spec.is_multi_vm() {
+    let choice: PointChoice = spec.parse()?;
+    let mut group = open_group(src, false)?;
+    if group.disks().len() != 1 || choice.is_multi_vm() {
         bail!("a point of one disk: give one --replica, or one --base and --journal");
     }
-    let mut notes = Vec::new();
-    let picks = resolve(&mut disks, spec, quiet, &mut notes)?;
-    let d = &disks[0];
-    if d.replica.is_none() {
-        d.base_digests()?;
-    }
-    let img = recovery::PointImage::new(&*d.base, &d.journal, picks[0].seq)?;
-    f(&img, &picks[0])
+    let r = resolve(&mut group, choice, quiet)?;
+    let d = &group.disks()[0];
+    d.check_base()?;
+    let p = &r.picks[0].point;
+    let img = d.point_image(p.id)?;
+    f(&img, p)
 }
 
 pub fn points(cmd: PointsCommand, quiet: bool) -> Result<ExitCode> {
@@ -751,26 +697,20 @@ fn kind_str(p: &PointInfo) -> String {
 }
 
 fn points_list(a: PointsArgs) -> Result<ExitCode> {
-    let disks = open_disks(&a.source, false)?;
-    let cats: Vec<Catalog> = disks.iter().map(Disk::catalog).collect();
-    let common = if cats.len() > 1 {
-        let refs: Vec<&Catalog> = cats.iter().collect();
-        resolve_multi_vm(&refs, false)
-            .ok()
-            .map(|v| v[0].multi_vm.clone())
-    } else {
-        None
-    };
+    let group = open_group(&a.source, false)?;
+    let disks = group.disks();
+    let cats = group.catalogs();
+    let common = group.latest_multi_vm();
     if a.json {
         let v: Vec<serde_json::Value> = disks
             .iter()
             .zip(&cats)
-            .map(|(d, c)| serde_json::json!({ "disk": d.name, "catalog": c }))
+            .map(|(d, c)| serde_json::json!({ "disk": d.name(), "catalog": c }))
             .collect();
         println!(
             "{}",
             serde_json::to_string_pretty(
-                &serde_json::json!({ "disks": v, "latest_multi_vm": common.flatten() })
+                &serde_json::json!({ "disks": v, "latest_multi_vm": common })
             )?
         );
         return Ok(ExitCode::SUCCESS);
@@ -778,7 +718,7 @@ fn points_list(a: PointsArgs) -> Result<ExitCode> {
     for (d, c) in disks.iter().zip(&cats) {
         println!(
             "{}: {} point(s) in the retention window ({} pruned)",
-            d.name,
+            d.name(),
             c.points.len(),
             c.pruned.len()
         );
@@ -807,28 +747,34 @@ fn points_list(a: PointsArgs) -> Result<ExitCode> {
             );
         }
     }
-    if let Some(Some(tag)) = common {
+    if let Some(tag) = common {
         println!("latest multi-VM point common to all disks: {tag}");
     }
     Ok(ExitCode::SUCCESS)
 }
 
 fn points_check(a: PointsArgs) -> Result<ExitCode> {
-    let disks = open_disks(&a.source, false)?;
+    let group = open_group(&a.source, false)?;
     let mut ok = true;
     let mut reports = Vec::new();
-    for d in &disks {
-        let r = d.catalog().check(&d.policy);
+    for d in group.disks() {
+        let policy = d.policy();
+        let r = d.catalog().check(policy);
         ok &= r.ok();
         if !a.json {
             println!(
                 "{}: {} point(s) over {} ({} app-consistent), retention {}, {} pruned",
-                d.name, r.points, r.span, r.app_consistent_points, r.retention, r.pruned
+                d.name(),
+                r.points,
+                r.span,
+                r.app_consistent_points,
+                r.retention,
+                r.pruned
             );
             for g in &r.rpo_breaches {
                 println!(
                     "  RPO over {}: no point from {} to {} ({})",
-                    format_duration(d.policy.rpo_threshold_ms),
+                    format_duration(policy.rpo_threshold_ms),
                     g.from,
                     g.to,
                     g.length
@@ -840,7 +786,7 @@ fn points_check(a: PointsArgs) -> Result<ExitCode> {
                     g.from,
                     g.to,
                     g.length,
-                    format_duration(d.policy.app_frequency_ms)
+                    format_duration(policy.app_frequency_ms)
                 );
             }
             if let Some(def) = &r.defect {
@@ -855,7 +801,7 @@ fn points_check(a: PointsArgs) -> Result<ExitCode> {
                 }
             );
         }
-        reports.push(serde_json::json!({ "disk": d.name, "report": r, "ok": r.ok() }));
+        reports.push(serde_json::json!({ "disk": d.name(), "report": r, "ok": r.ok() }));
     }
     if a.json {
         println!(
@@ -870,90 +816,29 @@ fn points_check(a: PointsArgs) -> Result<ExitCode> {
     })
 }
 
-/// Resolves `spec` for every disk; "latest" processes each replica first.
-fn resolve(
-    disks: &mut [Disk],
-    spec: PointSpec,
-    quiet: bool,
-    notes: &mut Vec<String>,
-) -> Result<Vec<PointInfo>> {
-    if spec == PointSpec::Latest {
-        for d in disks.iter_mut() {
-            let before = d
-                .catalog()
-                .resolve(PointSpec::LatestProcessed)
-                .ok()
-                .cloned();
-            if let Some(r) = d.replica.as_mut() {
-                let rep = r.process(&ec2azure::NoProgress)?;
-                d.journal = r.journal(false)?;
-                d.processed_seq = Some(r.state().processed_seq);
-                let mut root = [0u8; 32];
-                hex::decode_to_slice(&r.state().base_root, &mut root)
-                    .context("replica base root")?;
-                d.base_root = Some(root);
-                d.base = Box::new(r.base()?);
-                let after = d.catalog().resolve(PointSpec::Latest).ok().cloned();
-                let gain = match (&before, &after) {
-                    (Some(b), Some(a)) => format_duration(a.time_ms - b.time_ms),
-                    _ => "n/a".into(),
-                };
-                let n = format!(
-                    "{}: processed {} in {} ms first (latest instead of latest processed: {} less data lost)",
-                    d.name,
-                    human(rep.bytes_checked),
-                    rep.elapsed_ms,
-                    gain
-                );
-                if !quiet {
-                    eprintln!("{n}");
-                }
-                notes.push(n);
-            }
-        }
-    }
-    if spec.is_multi_vm() {
-        let cats: Vec<Catalog> = disks.iter().map(Disk::catalog).collect();
-        let refs: Vec<&Catalog> = cats.iter().collect();
-        let picks = resolve_multi_vm(&refs, spec == PointSpec::LatestMultiVmAppConsistent)?;
-        return Ok(picks.into_iter().cloned().collect());
-    }
-    disks
-        .iter()
-        .map(|d| {
-            d.catalog()
-                .resolve(spec)
-                .cloned()
-                .map_err(|e| anyhow!("{}: {e}", d.name))
-        })
-        .collect()
-}
-
 fn points_build(a: BuildArgs, quiet: bool) -> Result<ExitCode> {
-    let spec: PointSpec = a.point.parse()?;
-    let mut disks = open_disks(&a.source, false)?;
-    let mut notes = Vec::new();
+    let choice: PointChoice = a.point.parse()?;
+    let mut group = open_group(&a.source, false)?;
     let t = Instant::now();
-    let picks = resolve(&mut disks, spec, quiet || a.json, &mut notes)?;
-    let several = disks.len() > 1;
+    let resolution = resolve(&mut group, choice, quiet || a.json)?;
+    let several = group.disks().len() > 1;
     if several {
         std::fs::create_dir_all(&a.output)
             .with_context(|| format!("creating {}", a.output.display()))?;
     }
     let progress = term::progress(quiet || a.json);
     let mut reports = Vec::new();
-    for (d, p) in disks.iter().zip(&picks) {
+    for (d, pick) in group.disks().iter().zip(&resolution.picks) {
+        let p = &pick.point;
         // The base is trusted for a replica (its root is recorded); a base given on the command
         // line is hashed and checked against the journal's first.
-        if d.replica.is_none() {
-            d.base_digests()?;
-        }
+        d.check_base()?;
         let ext = match a.output_format {
             OutFormat::Vhd => "vhd",
             OutFormat::Raw => "raw",
         };
         let out = if several {
-            a.output.join(format!("{}.{ext}", d.name))
+            a.output.join(format!("{}.{ext}", d.name()))
         } else {
             a.output.clone()
         };
@@ -969,20 +854,17 @@ fn points_build(a: BuildArgs, quiet: bool) -> Result<ExitCode> {
             progress: &progress as &dyn Progress,
             ..ConvertOptions::default()
         };
-        let r = recovery::build_point(&*d.base, &d.journal, p.seq, &out, &opts)?;
+        let r = recovery::build_point(d.base(), d.journal(), p.seq, &out, &opts)?;
         if !quiet && !a.json {
             println!(
                 "{}: {} ({} {}) -> {}: {} written{}{}",
-                d.name,
+                d.name(),
                 p.id,
                 p.time,
                 kind_str(p),
                 out.display(),
                 human(r.convert.bytes_written),
-                r.root
-                    .as_deref()
-                    .map(|x| format!(", root {x}"))
-                    .unwrap_or_default(),
+                r.root.map(|x| format!(", root {x}")).unwrap_or_default(),
                 match r.verified {
                     Some(true) => ", matches the marker's digest",
                     Some(false) => ", DOES NOT match",
@@ -990,13 +872,16 @@ fn points_build(a: BuildArgs, quiet: bool) -> Result<ExitCode> {
                 }
             );
         }
-        reports.push(serde_json::json!({ "disk": d.name, "output": out, "point": p, "build": r }));
+        reports
+            .push(serde_json::json!({ "disk": d.name(), "output": out, "point": p, "build": r }));
     }
     if a.json {
         println!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
-                "disks": reports, "notes": notes, "elapsed_ms": t.elapsed().as_millis() as u64
+                "disks": reports, "notes": resolution.report.notes,
+                "processed": resolution.report.processed, "lost": resolution.report.lost,
+                "elapsed_ms": t.elapsed().as_millis() as u64
             }))?
         );
     }
@@ -1004,26 +889,25 @@ fn points_build(a: BuildArgs, quiet: bool) -> Result<ExitCode> {
 }
 
 fn points_verify(a: VerifyArgs, quiet: bool) -> Result<ExitCode> {
-    let spec = a
+    let choice = a
         .point
         .as_deref()
-        .map(str::parse::<PointSpec>)
+        .map(str::parse::<PointChoice>)
         .transpose()?;
-    let mut disks = open_disks(&a.source, true)?;
+    let mut group = open_group(&a.source, true)?;
     let mut notes = Vec::new();
-    let only: Option<Vec<u64>> = match spec {
-        Some(s) => Some(
-            resolve(&mut disks, s, quiet || a.json, &mut notes)?
-                .iter()
-                .map(|p| p.seq)
-                .collect(),
-        ),
+    let only: Option<Vec<u64>> = match choice {
+        Some(c) => {
+            let r = resolve(&mut group, c, quiet || a.json)?;
+            notes = r.report.notes;
+            Some(r.picks.iter().map(|p| p.point.seq).collect())
+        }
         None => None,
     };
     let progress = term::progress(quiet || a.json);
     let mut ok = true;
     let mut out = Vec::new();
-    for (i, d) in disks.iter().enumerate() {
+    for (i, d) in group.disks().iter().enumerate() {
         let t = Instant::now();
         let cat = d.catalog();
         // Every point's proof rests on the base: hash it (a replica's too) and check its root.
@@ -1033,9 +917,9 @@ fn points_verify(a: VerifyArgs, quiet: bool) -> Result<ExitCode> {
             None => cat.points.iter().map(|p| p.seq).collect(),
         };
         let checks = check_points(
-            &*d.base,
-            &digests,
-            &d.journal,
+            d.base(),
+            digests,
+            d.journal(),
             &|p| keep.contains(&p.seq),
             &progress,
         )?;
@@ -1053,7 +937,7 @@ fn points_verify(a: VerifyArgs, quiet: bool) -> Result<ExitCode> {
         if !a.json && !quiet {
             println!(
                 "{}: {} point(s) checked in {:.2} s: {good} reproduce their digest, {} do not, {none} carry none{}",
-                d.name,
+                d.name(),
                 checks.len(),
                 t.elapsed().as_secs_f64(),
                 bad.len(),
@@ -1069,7 +953,7 @@ fn points_verify(a: VerifyArgs, quiet: bool) -> Result<ExitCode> {
                     point_id(c.seq),
                     format_time(c.time_ms),
                     c.root,
-                    c.expected.as_deref().unwrap_or("-")
+                    c.expected.map_or("-".into(), |d| d.to_string())
                 );
             }
             if let Some(def) = &cat.defect {
@@ -1077,7 +961,7 @@ fn points_verify(a: VerifyArgs, quiet: bool) -> Result<ExitCode> {
             }
         }
         out.push(serde_json::json!({
-            "disk": d.name, "ok": disk_ok, "checked": checks.len(), "matching": good,
+            "disk": d.name(), "ok": disk_ok, "checked": checks.len(), "matching": good,
             "mismatching": bad.len(), "without_digest": none, "unavailable": lost,
             "defect": cat.defect, "points": checks, "elapsed_ms": t.elapsed().as_millis() as u64,
         }));

@@ -9,7 +9,7 @@
 //! printed.
 
 use crate::{human, term};
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use ec2azure::Progress;
 use ec2azure::check::Target;
@@ -233,20 +233,30 @@ pub fn upload_cmd(a: UploadArgs, quiet: bool) -> Result<ExitCode> {
             // The marker's digest covers the disk; the upload's identity covers the VHD's
             // virtual size, the same bytes when the disk is a whole MiB.
             let whole_mib = img.len() % (1 << 20) == 0;
-            let expect = p.digest.as_deref().filter(|_| whole_mib);
-            if p.digest.is_some() && !whole_mib && !quiet {
-                eprintln!(
-                    "note: {} is not a whole MiB, so its digest is not compared before upload \
-                     (use `points build` to check it)",
-                    p.id
-                );
+            // (The upload engine keeps the identity as hex, as blob metadata holds it.)
+            let expect = p.digest.filter(|_| whole_mib).map(|d| d.to_string());
+            let expect = expect.as_deref();
+            if let Some(want) = p.digest.filter(|_| !whole_mib) {
+                // The upload's identity covers the padded VHD, not the disk the marker's digest
+                // covers: prove the disk itself first (one more read of the point), so nothing
+                // unverified is ever sent.
+                let root = ec2azure::Manifest::compute(img)?.root_digest()?;
+                if root != want {
+                    bail!(
+                        "{}: the point's disk has root digest {root}, its marker records {want}; \
+                         nothing was sent",
+                        p.id
+                    );
+                }
             }
-            let report =
-                upload_source(&a, Source::Disk(img), &label, &client, &blob, expect, quiet)?;
-            if !quiet && !a.json && expect.is_some() {
+            upload_source(&a, Source::Disk(img), &label, &client, &blob, expect, quiet)?;
+            if !quiet
+                && !a.json
+                && let Some(d) = &p.digest
+            {
                 println!(
-                    "{} reproduces its marker's digest {} (checked before sending)",
-                    p.id, report.source_root
+                    "{} reproduces its marker's digest {d} (checked before sending)",
+                    p.id
                 );
             }
             Ok(ExitCode::SUCCESS)
