@@ -363,20 +363,21 @@ impl PendingOutput {
             f.sync_all()
                 .map_err(|e| Error::io("syncing the output", e).with_path(target))?;
         }
-        // Replacing a file frees its blocks and page cache inside rename(2), waiting for any
-        // write-back still in flight (an output just written with --no-sync: seconds). Keep the
-        // old file linked under a hidden name across the rename, and free it on a thread of its
-        // own, so the new file is in place without waiting for that.
-        let retired = retire_name(target).filter(|r| std::fs::hard_link(target, r).is_ok());
-        self.tmp
-            .persist(target)
-            .map_err(|e| Error::io("renaming the output into place", e.error).with_path(target))?;
-        if let Some(r) = retired {
-            RETIRING.with_borrow_mut(|v| {
-                v.push(std::thread::spawn(move || {
-                    let _ = std::fs::remove_file(&r);
-                }))
-            });
+        // Replacing an existing file: rename(2) over it makes ext4 (auto_da_alloc) start and
+        // wait for write-back of the whole new file, and frees the old one inside the call
+        // (waiting for its own write-back: an output just written with --no-sync). Exchange the
+        // two names atomically instead (renameat2 RENAME_EXCHANGE: the target always names a
+        // complete file, the old one or the new one), then remove the old file, now under the
+        // temporary name, on a thread of its own; its unwritten pages are dropped, not written.
+        let exchanged = std::fs::symlink_metadata(target).is_ok_and(|m| m.is_file())
+            && exchange(self.tmp.path(), target).is_ok();
+        if exchanged {
+            let old = self.tmp.into_temp_path();
+            RETIRING.with_borrow_mut(|v| v.push(std::thread::spawn(move || drop(old))));
+        } else {
+            self.tmp.persist(target).map_err(|e| {
+                Error::io("renaming the output into place", e.error).with_path(target)
+            })?;
         }
         if sync && let Some(dir) = target.parent() {
             let dir = if dir.as_os_str().is_empty() {
@@ -399,17 +400,26 @@ thread_local! {
         const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// A hidden name beside `target` to keep an existing regular file linked under while it is
-/// replaced, when there is one to replace.
-fn retire_name(target: &Path) -> Option<std::path::PathBuf> {
-    let meta = std::fs::symlink_metadata(target).ok()?;
-    if !meta.is_file() {
-        return None;
+/// Swaps the names `a` and `b` atomically (both must exist on one file system).
+fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let ca = std::ffi::CString::new(a.as_os_str().as_bytes())?;
+    let cb = std::ffi::CString::new(b.as_os_str().as_bytes())?;
+    // SAFETY: two NUL-terminated paths that live across the call; renameat2 reads them only.
+    let r = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            ca.as_ptr(),
+            libc::AT_FDCWD,
+            cb.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
-    let name = target.file_name()?.to_string_lossy();
-    let mut r = [0u8; 6];
-    getrandom::fill(&mut r).ok()?;
-    Some(target.with_file_name(format!(".{name}.{}.replaced", hex::encode(r))))
 }
 
 /// Waits until every replaced output of this thread is freed.
