@@ -57,7 +57,7 @@ impl ManualClock {
 
     /// Sets the time (it may go back: the caller decides).
     pub fn set(&self, t: Timestamp) {
-        *self.now.lock().unwrap_or_else(|p| p.into_inner()) = t;
+        *crate::sync::lock(&self.now) = t;
     }
 
     /// Moves the clock on by `ms` milliseconds; returns the new time.
@@ -65,7 +65,7 @@ impl ManualClock {
     /// # Errors
     /// The new time is past what a timestamp holds.
     pub fn advance_ms(&self, ms: u64) -> Result<Timestamp> {
-        let mut g = self.now.lock().unwrap_or_else(|p| p.into_inner());
+        let mut g = crate::sync::lock(&self.now);
         let by = i64::try_from(ms)
             .ok()
             .and_then(|ms| jiff::SignedDuration::from_millis(ms).into());
@@ -85,7 +85,7 @@ impl ManualClock {
 
 impl Clock for ManualClock {
     fn now(&self) -> Timestamp {
-        *self.now.lock().unwrap_or_else(|p| p.into_inner())
+        *crate::sync::lock(&self.now)
     }
 }
 

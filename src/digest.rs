@@ -257,7 +257,7 @@ impl ManifestBuilder {
 
     /// Records a precomputed digest of a non-zero block.
     pub fn record_digest(&self, index: u64, digest: Sha256Digest) {
-        let mut g = self.digests.lock().unwrap_or_else(|p| p.into_inner());
+        let mut g = crate::sync::lock(&self.digests);
         if let Some(slot) = usize::try_from(index).ok().and_then(|i| g.get_mut(i)) {
             *slot = Some(digest);
         }
@@ -265,7 +265,7 @@ impl ManifestBuilder {
 
     /// The manifest.
     pub fn finish(self) -> Manifest {
-        let digests = self.digests.into_inner().unwrap_or_else(|p| p.into_inner());
+        let digests = crate::sync::into_inner(self.digests);
         let full_zero = zero_digest(BLOCK_SIZE);
         let last_len = match self.size % BLOCK_SIZE {
             0 => BLOCK_SIZE,

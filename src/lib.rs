@@ -23,7 +23,8 @@
 //!   export     the fixed VHD / raw writer, in-place conversion          (digest, image)
 //!   digest     per-block SHA-256 manifest and root                      (image)
 //!   image      DiskImage, ExtentMap, every file format; no cloud        (error, bytes)
-//!   error, bytes, progress, clock (time through jiff; the Clock trait)
+//!   bytes, progress, clock (time through jiff; the Clock trait)
+//!   error, sync (locks)
 //! ```
 //!
 //! - [`image`]: the [`DiskImage`] abstraction (size, positional reads, extent map), the formats
@@ -68,6 +69,7 @@ pub mod progress;
 pub mod recovery;
 pub mod sample;
 pub mod source;
+pub mod sync;
 pub mod transfer;
 
 pub use check::{CheckReport, Target, check_file};
@@ -85,6 +87,7 @@ pub use source::{open, open_with};
 #[cfg(test)]
 const LAYERS: &[(&str, u8)] = &[
     ("error", 0),
+    ("sync", 0),
     ("bytes", 1),
     ("progress", 1),
     ("clock", 1),

@@ -180,21 +180,15 @@ impl AwsEbs {
                                 .map_err(classify)
                         })
                     })?;
-                    digests
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push((index, digest));
+                    crate::sync::lock(&digests).push((index, digest));
                     Ok(())
                 })();
                 if let Err(e) = r {
-                    failures
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push((index, e));
+                    crate::sync::lock(&failures).push((index, e));
                 }
             },
         );
-        let mut failures = failures.into_inner().unwrap_or_else(|p| p.into_inner());
+        let mut failures = crate::sync::into_inner(failures);
         if !failures.is_empty() {
             failures.sort_by_key(|f| f.0);
             let list: Vec<String> = failures.iter().map(|(_, e)| e.to_string()).collect();
@@ -205,7 +199,7 @@ impl AwsEbs {
             );
             return Err(super::retry::many_failed(message, failures.remove(0).1));
         }
-        let mut digests = digests.into_inner().unwrap_or_else(|p| p.into_inner());
+        let mut digests = crate::sync::into_inner(digests);
         digests.sort_by_key(|d| d.0);
         let mut all = Vec::with_capacity(digests.len() * 32);
         for (_, d) in &digests {

@@ -223,12 +223,12 @@ pub fn for_each_data_run(
                 if e.kind() == crate::ErrorKind::Interrupted {
                     stop.store(true, Relaxed);
                 }
-                failures.lock().unwrap_or_else(|p| p.into_inner()).push(e);
+                crate::sync::lock(&failures).push(e);
             }
         },
     );
     progress.finish();
-    let mut failures = failures.into_inner().unwrap_or_else(|p| p.into_inner());
+    let mut failures = crate::sync::into_inner(failures);
     if let Some(i) = failures
         .iter()
         .position(|e| e.kind() == crate::ErrorKind::Interrupted)
@@ -478,7 +478,7 @@ pub fn convert(src: &dyn DiskImage, output: &Path, opts: &ConvertOptions) -> Res
     let turn = std::sync::Mutex::new(());
     let take_turns = opts.sparse_size >= TAKE_TURNS_FROM;
     let sink = |off: u64, data: &[u8]| {
-        let _turn = take_turns.then(|| turn.lock().unwrap_or_else(|p| p.into_inner()));
+        let _turn = take_turns.then(|| crate::sync::lock(&turn));
         pwrite_all(file, data, off)
     };
     let (bytes_read, bytes_written) = for_each_data_run(

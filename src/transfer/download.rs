@@ -151,7 +151,7 @@ pub fn download(
     if cancelled.load(Relaxed) {
         return Err(Error::cancelled());
     }
-    let mut failures = failures.into_inner().unwrap_or_else(|p| p.into_inner());
+    let mut failures = crate::sync::into_inner(failures);
     if !failures.is_empty() {
         failures.sort_by_key(|f| f.0);
         let list: Vec<String> = failures

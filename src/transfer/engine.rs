@@ -554,10 +554,7 @@ pub fn upload(
         record_progress(&sh, &meta, sent);
         return Err(Error::cancelled());
     }
-    let mut failures = tally
-        .failures
-        .into_inner()
-        .unwrap_or_else(|p| p.into_inner());
+    let mut failures = crate::sync::into_inner(tally.failures);
     if !failures.is_empty() {
         record_progress(&sh, &meta, sent);
         failures.sort_by_key(|f| f.0);
@@ -652,9 +649,7 @@ fn permitted(r: Result<(), BlobError>) -> Result<bool, BlobError> {
     }
 }
 
-pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
+pub(crate) use crate::sync::lock;
 
 /// Best effort: records how far an interrupted upload got.
 fn record_progress(sh: &Shared, meta: &BTreeMap<String, String>, sent: u64) {

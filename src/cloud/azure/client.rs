@@ -181,7 +181,7 @@ impl AzureBlobClient {
     pub fn requests(&self) -> Vec<Request> {
         self.log
             .as_ref()
-            .map(|l| l.lock().unwrap_or_else(|p| p.into_inner()).clone())
+            .map(|l| crate::sync::lock(l).clone())
             .unwrap_or_default()
     }
 
@@ -244,7 +244,7 @@ impl AzureBlobClient {
 
     fn send(&self, c: Call) -> Result<ureq::http::Response<ureq::Body>, BlobError> {
         if let Some(log) = &self.log {
-            log.lock().unwrap_or_else(|p| p.into_inner()).push(Request {
+            crate::sync::lock(log).push(Request {
                 op: c.op,
                 offset: c.offset,
                 len: c.len,
@@ -338,9 +338,7 @@ impl AzureBlobClient {
             });
         }
         if let Some(log) = &self.log
-            && let Some(last) = log
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
+            && let Some(last) = crate::sync::lock(log)
                 .iter_mut()
                 .rev()
                 .find(|r| r.op == c.op && r.offset == c.offset && r.len == c.len && !r.ok)

@@ -64,7 +64,7 @@ impl FakeEbs {
         volume_size_gib: u64,
         blocks: BTreeMap<u64, Vec<u8>>,
     ) {
-        let mut s = self.snapshots.lock().unwrap_or_else(|p| p.into_inner());
+        let mut s = crate::sync::lock(&self.snapshots);
         s.insert(
             id.to_string(),
             FakeSnapshot {
@@ -78,32 +78,19 @@ impl FakeEbs {
     /// Queues a fault: `Next` faults fire once, in order; block faults stay.
     pub fn inject(&self, fault: Fault) {
         match fault {
-            Fault::Next(_) => self
-                .faults
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push_back(fault),
-            f => self
-                .sticky
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(f),
+            Fault::Next(_) => crate::sync::lock(&self.faults).push_back(fault),
+            f => crate::sync::lock(&self.sticky).push(f),
         }
     }
 
     /// Calls answered so far (faults included).
     pub fn calls(&self) -> u64 {
-        *self.calls.lock().unwrap_or_else(|p| p.into_inner())
+        *crate::sync::lock(&self.calls)
     }
 
     fn next_fault(&self) -> Result<(), EbsError> {
-        *self.calls.lock().unwrap_or_else(|p| p.into_inner()) += 1;
-        match self
-            .faults
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .pop_front()
-        {
+        *crate::sync::lock(&self.calls) += 1;
+        match crate::sync::lock(&self.faults).pop_front() {
             Some(Fault::Next(e)) => Err(e),
             _ => Ok(()),
         }
@@ -111,7 +98,7 @@ impl FakeEbs {
 
     /// Block `index` of `id`: its own, or the nearest ancestor's (only that block is copied).
     fn find_block(&self, id: &str, index: u64) -> Result<Option<Vec<u8>>, EbsError> {
-        let s = self.snapshots.lock().unwrap_or_else(|p| p.into_inner());
+        let s = crate::sync::lock(&self.snapshots);
         let mut cur = Some(id.to_string());
         let mut depth = 0;
         while let Some(c) = cur {
@@ -130,7 +117,7 @@ impl FakeEbs {
 
     /// Every block of `id` with its ancestors' blocks underneath.
     fn resolved(&self, id: &str) -> Result<(u64, BTreeMap<u64, Vec<u8>>), EbsError> {
-        let s = self.snapshots.lock().unwrap_or_else(|p| p.into_inner());
+        let s = crate::sync::lock(&self.snapshots);
         let mut chain = Vec::new();
         let mut cur = Some(id.to_string());
         while let Some(c) = cur {
@@ -186,11 +173,7 @@ impl EbsApi for FakeEbs {
                 "ValidationException: bad block token {token:?}"
             )));
         }
-        let sticky = self
-            .sticky
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let sticky = crate::sync::lock(&self.sticky).clone();
         if sticky.contains(&Fault::MissingBlock(index)) {
             return Err(EbsError::Fatal(format!(
                 "ResourceNotFoundException: block {index}"

@@ -107,9 +107,7 @@ pub struct FakePageBlobs {
     managed_disk: bool,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
+use crate::sync::lock;
 
 impl FakePageBlobs {
     /// An empty service.
