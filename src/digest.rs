@@ -177,6 +177,7 @@ impl Manifest {
                     let off = b * BLOCK_SIZE;
                     let n = (size - off).min(BLOCK_SIZE) as usize;
                     builder.record(b, bytes_at(image, &extents, off, &mut buf[..n])?);
+                    image.release(off, n as u64);
                     Ok(())
                 },
             )?;

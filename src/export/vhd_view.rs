@@ -98,4 +98,11 @@ impl DiskImage for VhdView<'_> {
             None
         }
     }
+
+    fn release(&self, offset: u64, len: u64) {
+        let end = self.disk.len();
+        if offset < end {
+            self.disk.release(offset, len.min(end - offset));
+        }
+    }
 }

@@ -108,6 +108,8 @@ fn identity_pass(
                 if let Some(v) = lent {
                     buf[..n].copy_from_slice(&v);
                 }
+                // Done with the image's bytes (only the copy in `buf` is used later).
+                view.release(ws, n as u64);
                 Ok(true)
             })
             .collect();
@@ -449,6 +451,8 @@ fn send_windows(
                     counters
                         .skipped
                         .fetch_add(wlen.saturating_sub(sent_here), Relaxed);
+                    // Sent: a mapped source drops these pages again (RSS stays bounded).
+                    view.release(ws, wlen);
                     opts.progress.advance(wlen);
                 }
             });
