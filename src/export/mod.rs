@@ -373,7 +373,23 @@ impl PendingOutput {
             && exchange(self.tmp.path(), target).is_ok();
         if exchanged {
             let old = self.tmp.into_temp_path();
-            RETIRING.with_borrow_mut(|v| v.push(std::thread::spawn(move || drop(old))));
+            let mut pending = crate::sync::lock(&RETIRING);
+            // Threads that are done are joined as we go, so a long run keeps few.
+            let (done, running): (Vec<_>, Vec<_>) = std::mem::take(&mut *pending)
+                .into_iter()
+                .partition(|t| t.is_finished());
+            *pending = running;
+            for t in done {
+                let _ = t.join();
+            }
+            // If no thread can be had, the closure (and with it the old file's name) is dropped
+            // by the failed spawn, which removes the file here and now.
+            if let Ok(t) = std::thread::Builder::new()
+                .name("remove-replaced".into())
+                .spawn(move || drop(old))
+            {
+                pending.push(t);
+            }
         } else {
             self.tmp.persist(target).map_err(|e| {
                 Error::io("renaming the output into place", e.error).with_path(target)
@@ -394,11 +410,9 @@ impl PendingOutput {
     }
 }
 
-thread_local! {
-    /// Threads freeing replaced outputs (see [`PendingOutput::commit`]).
-    static RETIRING: std::cell::RefCell<Vec<std::thread::JoinHandle<()>>> =
-        const { std::cell::RefCell::new(Vec::new()) };
-}
+/// Threads removing replaced outputs (see [`PendingOutput::commit`]), from every thread.
+static RETIRING: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>> =
+    std::sync::Mutex::new(Vec::new());
 
 /// Swaps the names `a` and `b` atomically (both must exist on one file system).
 fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
@@ -422,9 +436,11 @@ fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
     }
 }
 
-/// Waits until every replaced output of this thread is freed.
+/// Waits until every replaced output is removed (a program calls it before it exits, so no
+/// old file is left under its temporary name).
 pub fn wait_for_replaced_outputs() {
-    for t in RETIRING.with_borrow_mut(std::mem::take) {
+    let pending = std::mem::take(&mut *crate::sync::lock(&RETIRING));
+    for t in pending {
         let _ = t.join();
     }
 }

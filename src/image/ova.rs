@@ -178,6 +178,15 @@ pub fn list_members(tar: &dyn DiskImage) -> Result<Vec<Member>> {
                 let mut b = vec![0u8; size as usize];
                 tar.read_exact_at(&mut b, data)?;
                 for (k, v) in pax_records(&b) {
+                    if k.starts_with("GNU.sparse.") {
+                        // The member's data is the file with its holes taken out: reading it
+                        // as the file would shift every byte after the first hole.
+                        return Err(Error::unsupported(format!(
+                            "tar member stored as a GNU sparse file ({k}); ec2azure reads \
+                             members stored whole (re-create the archive without --sparse)"
+                        ))
+                        .with_offset(pos));
+                    }
                     match k.as_str() {
                         "path" => pax_path = Some(v),
                         "size" => {
@@ -190,15 +199,31 @@ pub fn list_members(tar: &dyn DiskImage) -> Result<Vec<Member>> {
                     }
                 }
             }
+            b'S' => {
+                return Err(Error::unsupported(
+                    "tar member stored as a GNU sparse file (type S); ec2azure reads members \
+                     stored whole (re-create the archive without --sparse)",
+                )
+                .with_offset(pos));
+            }
             b'0' | 0 | b'7' => {
                 let n = pax_path.take().or(long_name.take()).unwrap_or_else(name);
+                let n = n.trim_start_matches("./").to_string();
+                if members.iter().any(|m: &Member| m.name == n) {
+                    // tar keeps the last copy, a reader taking the first would read another.
+                    return Err(Error::invalid(format!(
+                        "the archive holds two members named {n:?}: which one is the disk is \
+                         ambiguous"
+                    ))
+                    .with_offset(pos));
+                }
                 if members.len() == MAX_MEMBERS {
                     return Err(Error::unsupported(format!(
                         "the archive has more than {MAX_MEMBERS} members"
                     )));
                 }
                 members.push(Member {
-                    name: n.trim_start_matches("./").to_string(),
+                    name: n,
                     offset: data,
                     size,
                 });
@@ -296,6 +321,12 @@ pub fn parse_ovf(text: &str) -> Result<Vec<OvfDisk>> {
     for n in doc.descendants().filter(|n| n.has_tag_name_local("Disk")) {
         let id = attr(n, "diskId").unwrap_or_default();
         let bad = |w: String| Error::invalid(format!("OVF disk {id:?}: {w}"));
+        if let Some(parent) = attr(n, "parentRef") {
+            return Err(Error::unsupported(format!(
+                "OVF disk {id:?} is a differencing disk over {parent:?} (ovf:parentRef), which \
+                 ec2azure does not assemble from an OVF"
+            )));
+        }
         let file_ref = attr(n, "fileRef").ok_or_else(|| bad("no ovf:fileRef".into()))?;
         let Some((_, href, compression, chunked)) = files.iter().find(|f| f.0 == file_ref) else {
             return Err(bad(format!(
@@ -548,5 +579,11 @@ mod tests {
             parse_ovf(&ovf.replace("ovf:fileRef=\"file2\"", "ovf:fileRef=\"nofile\"")).unwrap_err();
         assert!(e.to_string().contains("names no File"), "{e}");
         assert!(parse_ovf("<a>").is_err());
+        let diff = ovf.replace(
+            "ovf:diskId=\"vmdisk2\"",
+            "ovf:diskId=\"vmdisk2\" ovf:parentRef=\"vmdisk1\"",
+        );
+        let e = parse_ovf(&diff).unwrap_err();
+        assert!(e.to_string().contains("ovf:parentRef"), "{e}");
     }
 }

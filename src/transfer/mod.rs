@@ -101,11 +101,28 @@ impl OpenedSource {
 /// # Errors
 /// The input cannot be opened, or it is a fixed VHD that Azure would refuse.
 pub fn open_source(path: &Path, format: Option<Format>, target: Target) -> Result<OpenedSource> {
+    open_source_with(
+        path,
+        &crate::image::OpenOptions { format, disk: None },
+        target,
+    )
+}
+
+/// [`open_source`] with every open option (the disk of an OVA).
+///
+/// # Errors
+/// As [`open_source`].
+pub fn open_source_with(
+    path: &Path,
+    opts: &crate::image::OpenOptions,
+    target: Target,
+) -> Result<OpenedSource> {
+    let format = opts.format;
     let is_file = matches!(
         crate::source::parse(path)?,
         crate::source::SourceRef::File(_)
     );
-    if is_file && matches!(format, None | Some(Format::Vhd)) {
+    if is_file && opts.disk.is_none() && matches!(format, None | Some(Format::Vhd)) {
         let raw = crate::image::RawImage::open(path)?;
         if let Some(tail) = raw.tail_sector()?
             && crate::image::vhd::looks_like_footer(&tail)
@@ -132,7 +149,7 @@ pub fn open_source(path: &Path, format: Option<Format>, target: Target) -> Resul
         }
     }
     Ok(OpenedSource {
-        image: crate::source::open(path, format)?,
+        image: crate::source::open_with(path, opts)?,
         as_vhd: false,
     })
 }

@@ -139,6 +139,16 @@ fn vmdk_subformats_conform() {
         "{j}"
     );
 
+    // A child whose parentCID was reset to ffffffff still names its parent: a broken link,
+    // refused (read alone it would give zeros for the parent's data; qemu refuses it too).
+    let cut = dir.join("child-ff.vmdk");
+    let mut cb = std::fs::read(&child).unwrap();
+    let at = cb.windows(10).position(|w| w == b"parentCID=").unwrap() + 10;
+    cb[at..at + 8].copy_from_slice(b"ffffffff");
+    std::fs::write(&cut, &cb).unwrap();
+    ec2azure(["convert", p(&cut), p(&dir.join("cut.vhd"))])
+        .expect_code(2)
+        .stderr_has("its parentCID is ffffffff");
     // The parent changed after the child was made (its CID): refused, as is a missing parent.
     let mut bytes = std::fs::read(&parent).unwrap();
     let at = bytes.windows(4).position(|w| w == b"CID=").unwrap() + 4;
@@ -334,6 +344,46 @@ fn vmware_stream_optimized_and_ova() {
     ec2azure(["convert", p(&gz), p(&o2)])
         .expect_code(2)
         .stderr_has("gzip-compressed");
+    // Two members of one name (tar keeps the last, a reader could take the first): refused.
+    let dup = dir.join("dup.ova");
+    let desc = ovf(&[("d.vmdk", 40 * MIB)]);
+    std::fs::write(
+        &dup,
+        tar(&[
+            ("dup.ovf", desc.as_bytes()),
+            ("d.vmdk", &v2),
+            ("d.vmdk", &vmdk),
+        ]),
+    )
+    .unwrap();
+    ec2azure(["convert", p(&dup), p(&o2)])
+        .expect_code(2)
+        .stderr_has("two members named \"d.vmdk\"");
+    // Members stored as GNU sparse files (their holes taken out) are refused, not misread.
+    if run("tar", ["--version"]).code == 0 {
+        let sp = dir.join("sp");
+        std::fs::create_dir(&sp).unwrap();
+        let f = std::fs::File::create(sp.join("d.vmdk")).unwrap();
+        f.set_len(8 * MIB).unwrap();
+        f.write_all_at(b"KDMV", 0).unwrap();
+        f.write_all_at(&[1u8; 4096], 6 * MIB).unwrap();
+        std::fs::write(sp.join("a.ovf"), ovf(&[("d.vmdk", 8 * MIB)])).unwrap();
+        for (name, args) in [
+            (
+                "pax.ova",
+                vec!["--format=posix", "--sparse", "--sparse-version=0.0"],
+            ),
+            ("gnu.ova", vec!["--format=gnu", "--sparse"]),
+        ] {
+            let out = dir.join(name);
+            let mut a = args.clone();
+            a.extend(["-C", p(&sp), "-cf", p(&out), "a.ovf", "d.vmdk"]);
+            run("tar", &a).ok();
+            ec2azure(["info", p(&out)])
+                .expect_code(2)
+                .stderr_has("tar member stored as a GNU sparse file");
+        }
+    }
     // A tar without an OVF is not an OVA (and not a raw disk).
     let t = dir.join("plain.tar");
     std::fs::write(&t, tar(&[("a.txt", b"hello")])).unwrap();

@@ -109,6 +109,9 @@ pub struct UploadArgs {
     /// Input format; detected when not given.
     #[arg(short = 'f', long = "format")]
     format: Option<Format>,
+    /// The disk of an OVA to upload: N (from 1), its OVF disk id, or its file name.
+    #[arg(long, value_name = "N|NAME")]
+    disk: Option<String>,
     /// What the blob is for: a managed disk upload (20 MiB + 512 to 32 TiB + 512 bytes) or a
     /// plain page blob (at most 8 TiB).
     #[arg(long, value_enum, default_value = "managed-disk")]
@@ -263,7 +266,14 @@ pub fn upload_cmd(a: UploadArgs, quiet: bool) -> Result<ExitCode> {
         });
     }
     let input = a.input.clone().unwrap_or_default();
-    let src = open_source(&input, a.format, target)?;
+    let src = ec2azure::transfer::open_source_with(
+        &input,
+        &ec2azure::OpenOptions {
+            format: a.format,
+            disk: a.disk.clone(),
+        },
+        target,
+    )?;
     upload_source(
         &a,
         src.source(),

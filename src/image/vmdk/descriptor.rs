@@ -211,8 +211,8 @@ pub fn parse(bytes: &[u8]) -> Result<Descriptor> {
     }
     Ok(Descriptor {
         version,
-        cid: cid.unwrap_or(0),
-        parent_cid: parent_cid.unwrap_or(NO_PARENT),
+        cid: cid.ok_or_else(|| missing("CID"))?,
+        parent_cid: parent_cid.ok_or_else(|| missing("parentCID"))?,
         create_type,
         parent_file_name_hint: hint,
         extents,
@@ -348,7 +348,12 @@ mod tests {
             let e = parse(text.as_bytes()).unwrap_err().to_string();
             assert!(e.contains(want), "{text:?}: {e}");
         }
-        let d = parse(b"version=1\ncreateType=\"x\"\nencryption.keySafe = \"k\"\nRW 1 ZERO\n");
+        let d = parse(
+            b"version=1\nCID=1\nparentCID=ffffffff\ncreateType=\"x\"\nencryption.keySafe = \"k\"\nRW 1 ZERO\n",
+        );
         assert!(d.unwrap().encrypted);
+        // CID and parentCID are required: without them a delta disk could pass for a base.
+        let e = parse(b"version=1\nCID=1\ncreateType=\"x\"\nRW 1 ZERO\n").unwrap_err();
+        assert!(e.to_string().contains("no parentCID line"), "{e}");
     }
 }

@@ -66,7 +66,7 @@ pub const MARKER_FOOTER: u32 = 3;
 /// reading thread may keep one inflated grain.
 pub const MAX_GRAIN_SECTORS: u64 = 1 << 14;
 /// The most entries a grain table may have (the format writes 512).
-pub const MAX_GTES_PER_GT: u32 = 4096;
+pub const MAX_GTES_PER_GT: u32 = 512;
 
 /// The header as it lies on disk.
 #[derive(FromBytes, KnownLayout, Immutable, Unaligned)]

@@ -402,7 +402,16 @@ impl Vmdk {
 
     fn open_parent(&mut self, path: &Path, resolver: &dyn Resolver, depth: usize) -> Result<()> {
         if self.info.parent_cid == NO_PARENT {
-            self.info.parent = None;
+            if let Some(hint) = &self.info.parent {
+                // qemu refuses this too: reading it alone would give zeros for the parent's data.
+                return Err(Error::invalid(format!(
+                    "this VMDK names a parent ({}) but its parentCID is ffffffff (no parent): \
+                     it is a delta disk whose link is damaged, and is never read without its \
+                     parent",
+                    hint.display()
+                ))
+                .with_path(path));
+            }
             return Ok(());
         }
         let Some(hint) = self.info.parent.clone() else {

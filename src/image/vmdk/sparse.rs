@@ -30,6 +30,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// The most grain-directory entries this reader reads.
+pub const MAX_TABLES: u64 = 1 << 21;
+
 /// The largest extent capacity this reader opens (64 TiB; Azure takes 32 TiB).
 pub const MAX_CAPACITY: u64 = 64 << 40;
 
@@ -132,6 +135,19 @@ impl SparseExtent {
                 MAX_CAPACITY
             ))
             .with_offset(12));
+        }
+        // Each directory entry costs a few dozen bytes while the tables are read: bound them
+        // (2M entries cover 64 TiB with the usual 512 entries of 64 KiB grains).
+        if header.tables() > MAX_TABLES {
+            return Err(Error::unsupported(format!(
+                "VMDK sparse extent: a grain directory of {} entries ({} grains of {} bytes, {} \
+                 per table) is more than this reader holds ({MAX_TABLES})",
+                header.tables(),
+                header.grains(),
+                header.grain_bytes(),
+                header.num_gtes_per_gt
+            ))
+            .with_offset(20));
         }
         let mut ext = SparseExtent {
             file,
@@ -382,12 +398,20 @@ impl SparseExtent {
                     "VMDK sparse extent: {e}; the redundant directory is bad too: {re}"
                 )));
             }
-            (Err(e), Some(Ok(r))) => (Err(e.to_string()), Some(r)),
-            (Ok(p), r) => (Ok(p), r.and_then(|r| r.ok())),
+            (Err(e), Some(Ok(r))) => (Err(e.to_string()), Ok(r)),
+            (Ok(p), Some(Err(re))) => (Ok(p), Err(re.to_string())),
+            (Ok(p), Some(Ok(r))) => (Ok(p), Ok(r)),
+            (Ok(p), None) => (
+                Ok(p),
+                Err("the extent has no redundant grain directory".into()),
+            ),
         };
         let n = h.tables() as usize;
         let mut primary_it = primary.map(|v| v.into_iter());
-        let mut redundant_it = redundant.map(|v| v.into_iter());
+        let (mut redundant_it, redundant_bad) = match redundant {
+            Ok(v) => (Some(v.into_iter()), String::new()),
+            Err(why) => (None, why),
+        };
         for t in 0..n {
             let p = match &mut primary_it {
                 Ok(it) => it.next().unwrap_or(Ok(None)),
@@ -397,7 +421,9 @@ impl SparseExtent {
             let chosen = match (p, r) {
                 (Ok(x), _) => x,
                 (Err(_), Some(Ok(x))) => {
-                    self.redundant_tables += 1;
+                    if x.is_some() {
+                        self.redundant_tables += 1;
+                    }
                     x
                 }
                 (Err(why), Some(Err(rwhy))) => {
@@ -407,8 +433,7 @@ impl SparseExtent {
                 }
                 (Err(why), None) => {
                     return Err(Error::invalid(format!(
-                        "VMDK sparse extent: {why}, and the extent has no redundant grain \
-                         directory"
+                        "VMDK sparse extent: {why}; and {redundant_bad}"
                     )));
                 }
             };
@@ -422,10 +447,11 @@ impl SparseExtent {
     /// Finds every grain of a stream without a directory by walking its markers.
     fn scan(&mut self) -> Result<()> {
         let h = self.header;
-        if !h.has_markers() {
+        if !h.has_markers() || !h.compressed {
             return Err(Error::invalid(
                 "VMDK sparse extent: the grain directory is at the end (GD_AT_END) but there is \
-                 no valid footer and the extent has no markers to find the grains by",
+                 no valid footer, and only a stream of compressed grains behind markers can be \
+                 read without one",
             ));
         }
         let len = self.file.len();
@@ -457,13 +483,20 @@ impl SparseExtent {
                     return Err(bad("the grain lies beyond 2 TiB into the file".into()));
                 };
                 let end = pos + 12 + u64::from(m.size);
-                if end > len {
+                if end > len || u64::from(m.size) > max_compressed(h.grain_bytes()) {
                     return Err(bad(format!(
-                        "{} compressed bytes go past the end of the file",
-                        m.size
+                        "{} compressed bytes: more than a {}-byte grain can deflate to, or past \
+                         the end of the file",
+                        m.size,
+                        h.grain_bytes()
                     )));
                 }
-                scanned.insert(m.val / h.grain_size, sector);
+                if scanned.insert(m.val / h.grain_size, sector).is_some() {
+                    return Err(bad(format!(
+                        "a second marker for the grain at sector {}: the stream is ambiguous",
+                        m.val
+                    )));
+                }
                 pos = end.div_ceil(SECTOR) * SECTOR;
                 continue;
             }
@@ -565,7 +598,7 @@ impl SparseExtent {
                 ))
                 .with_offset(at));
             }
-            if size == 0 || at + 12 + size > file_len {
+            if size == 0 || at + 12 + size > file_len || size > max_compressed(self.grain_bytes()) {
                 return Err(Error::invalid(format!(
                     "VMDK grain marker: {size} compressed bytes; expected 1 to {} (the rest of \
                      the file)",
@@ -628,6 +661,12 @@ impl SparseExtent {
             }
         })
     }
+}
+
+/// The most bytes a grain of `grain` bytes may take compressed: twice the grain and a sector,
+/// as qemu allows (zlib's worst case is a few bytes per 16 KiB over the input).
+fn max_compressed(grain: u64) -> u64 {
+    grain * 2 + SECTOR
 }
 
 /// Calls its function when dropped: releases a grain's compressed bytes however inflating ends.
@@ -736,5 +775,71 @@ mod tests {
                 (65536, 65536, ExtentKind::Unallocated)
             ]
         );
+    }
+
+    /// A directory-less stream of `grains` (each its sector on the disk and its bytes),
+    /// compressed when `deflate`.
+    fn scanned_stream(grains: &[(u64, Vec<u8>)], deflate: bool) -> Vec<u8> {
+        use std::io::Write;
+        let flags = FLAG_MARKERS | if deflate { FLAG_COMPRESSED } else { 0 };
+        let mut f = header_bytes(1024, GD_AT_END, 0, flags).to_vec();
+        f[64..72].copy_from_slice(&1u64.to_le_bytes());
+        f[77] = u8::from(deflate);
+        for (lba, data) in grains {
+            let body = if deflate {
+                let mut z =
+                    flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+                z.write_all(data).unwrap();
+                z.finish().unwrap()
+            } else {
+                data.clone()
+            };
+            f.extend_from_slice(&lba.to_le_bytes());
+            f.extend_from_slice(&(body.len() as u32).to_le_bytes());
+            f.extend_from_slice(&body);
+            f.resize(f.len().div_ceil(512) * 512, 0);
+        }
+        f.resize(f.len() + 512, 0); // end of stream
+        f
+    }
+
+    #[test]
+    fn scans_refuse_plain_grains_duplicates_and_oversized_markers() {
+        let open = |f: Vec<u8>| SparseExtent::open(Arc::new(MemImage::new(f)));
+        let grain = vec![9u8; 128 * 512];
+        // Plain grains behind markers would read the marker as data.
+        let e = open(scanned_stream(&[(0, grain.clone())], false)).unwrap_err();
+        assert!(
+            e.to_string().contains("compressed grains behind markers"),
+            "{e}"
+        );
+        // Two markers for one grain: ambiguous.
+        let e = open(scanned_stream(
+            &[(128, grain.clone()), (128, grain.clone())],
+            true,
+        ))
+        .unwrap_err();
+        assert!(e.to_string().contains("a second marker"), "{e}");
+        // A marker claiming more than a grain can deflate to.
+        let mut f = scanned_stream(&[(0, grain.clone())], true);
+        f[512 + 8..512 + 12].copy_from_slice(&(1u32 << 30).to_le_bytes());
+        f.resize(f.len() + (1 << 20), 0);
+        let e = open(f).unwrap_err();
+        assert!(
+            e.to_string().contains("more than a 65536-byte grain"),
+            "{e}"
+        );
+        // The good one still reads.
+        let ext = open(scanned_stream(&[(128, grain.clone())], true)).unwrap();
+        assert_eq!(ext.grain(1), Grain::At(1));
+    }
+
+    #[test]
+    fn a_directory_too_large_to_hold_is_refused_before_it_is_read() {
+        let mut h = header_bytes(1 << 34, 1, 0, 0);
+        h[20..28].copy_from_slice(&1u64.to_le_bytes()); // 1-sector grains
+        h[44..48].copy_from_slice(&1u32.to_le_bytes()); // 1 entry per table
+        let e = SparseExtent::open(Arc::new(MemImage::new(h.to_vec()))).unwrap_err();
+        assert!(e.to_string().contains("more than this reader holds"), "{e}");
     }
 }
