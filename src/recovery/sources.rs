@@ -80,6 +80,25 @@ pub struct SimReport {
     pub base_root: Digest,
 }
 
+/// A new journal at `out` for a diff of a `size`-byte disk over the base with root
+/// `base_root`, created at `time_ms` (what both diff sources write into).
+fn diff_journal(out: &Path, base_root: Digest, size: u64, time_ms: u64) -> Result<JournalWriter> {
+    let info = JournalInfo {
+        disk_id: derive_disk_id(&base_root, 0),
+        disk_size: size,
+        sector_size: 512,
+        base_root,
+    };
+    JournalWriter::create(
+        out,
+        info,
+        WriterOptions {
+            created_ms: time_ms,
+            ..WriterOptions::default()
+        },
+    )
+}
+
 /// The id of the disk a journal is made for: derived from the base and a seed, so the same
 /// inputs give the same journal.
 fn derive_disk_id(base_root: &Digest, seed: u64) -> [u8; 16] {
@@ -316,20 +335,7 @@ pub fn diff(
     changed.sort_unstable();
     let (mo, mn) = (mo.finish(), mn.finish());
     let (base_root, root) = (mo.root_digest()?, mn.root_digest()?);
-    let info = JournalInfo {
-        disk_id: derive_disk_id(&base_root, 0),
-        disk_size: size,
-        sector_size: 512,
-        base_root,
-    };
-    let mut w = JournalWriter::create(
-        out,
-        info,
-        WriterOptions {
-            created_ms: time_ms,
-            ..WriterOptions::default()
-        },
-    )?;
+    let mut w = diff_journal(out, base_root, size, time_ms)?;
     let mut report = DiffReport {
         base_root,
         root,
@@ -401,20 +407,7 @@ pub fn diff_changed(
     let mut changed = changed.to_vec();
     changed.sort_unstable();
     changed.dedup();
-    let info = JournalInfo {
-        disk_id: derive_disk_id(&base_root, 0),
-        disk_size: size,
-        sector_size: 512,
-        base_root,
-    };
-    let mut w = JournalWriter::create(
-        out,
-        info,
-        WriterOptions {
-            created_ms: time_ms,
-            ..WriterOptions::default()
-        },
-    )?;
+    let mut w = diff_journal(out, base_root, size, time_ms)?;
     let mut report = DiffReport {
         base_root,
         ..DiffReport::default()
