@@ -101,7 +101,8 @@ pub fn vhdx_log(data: &[u8]) {
     let mut file = vec![0u8; MIB];
     file.extend_from_slice(&log);
     let inner = Box::new(MemImage::new(file));
-    if let Ok(r) = crate::image::vhdx_log::Replayed::new(inner, MIB as u64, log_len as u64, &guid) {
+    if let Ok(r) = crate::image::vhdx::log::Replayed::new(inner, MIB as u64, log_len as u64, &guid)
+    {
         exercise(&r);
     }
 }

@@ -168,9 +168,6 @@ mod layering {
         }
     }
 
-    /// Files that break the layering, each with its way out (none today).
-    const KNOWN_EXCEPTIONS: &[(&str, &str)] = &[];
-
     #[test]
     fn layers_import_downwards() {
         let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
@@ -201,12 +198,8 @@ mod layering {
                 }
                 // Lower-case names that are not modules are root re-exports' functions; types
                 // re-exported at the root start with a capital.
-                let excused = KNOWN_EXCEPTIONS
-                    .iter()
-                    .any(|(file, m)| Path::new(file) == rel && *m == u);
                 if let Some(ur) = rank(&u)
                     && ur >= r
-                    && !excused
                 {
                     bad.push(format!(
                         "{} uses crate::{u} (layer {ur}), not below its own layer {r}",

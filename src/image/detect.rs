@@ -56,6 +56,24 @@ pub(crate) enum Detected {
     Refused(&'static str),
 }
 
+impl Detected {
+    /// The format this detection names: `None` for a format refused by name.
+    pub(crate) fn format(&self) -> Option<super::Format> {
+        use super::Format;
+        Some(match self {
+            Detected::Raw => Format::Raw,
+            Detected::Refused(_) => return None,
+            Detected::VhdFooterAtEnd
+            | Detected::VhdFooterAtStart
+            | Detected::VhdCookieMisplaced(_) => Format::Vhd,
+            Detected::Vhdx => Format::Vhdx,
+            Detected::Qcow2 => Format::Qcow2,
+            Detected::Vmdk => Format::Vmdk,
+            Detected::Ova => Format::Ova,
+        })
+    }
+}
+
 /// The format a head of a file names, among those refused by name.
 fn refused_magic(head: &[u8]) -> Option<&'static str> {
     if head.starts_with(QCOW2_MAGIC) && head.get(4..8) == Some(&1u32.to_be_bytes()[..]) {

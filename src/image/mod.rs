@@ -31,8 +31,6 @@ pub mod slice;
 pub mod vhd;
 pub mod vhdx;
 pub mod vmdk;
-/// The VHDX log replay, where it always was for its users (the fuzz target).
-pub(crate) use vhdx::log as vhdx_log;
 
 pub(crate) use extent::push_run;
 pub use extent::{Extent, ExtentKind, ExtentMap};
@@ -285,17 +283,7 @@ pub fn open(path: &Path, format: Option<Format>) -> Result<Box<dyn DiskImage>> {
 /// The file cannot be read.
 pub fn detect_format(path: &Path) -> Result<Option<Format>> {
     let raw = RawImage::open(path)?;
-    Ok(match detect(&raw).path(path)? {
-        Detected::Raw => Some(Format::Raw),
-        Detected::Refused(_) => None,
-        Detected::VhdFooterAtEnd | Detected::VhdFooterAtStart | Detected::VhdCookieMisplaced(_) => {
-            Some(Format::Vhd)
-        }
-        Detected::Vhdx => Some(Format::Vhdx),
-        Detected::Qcow2 => Some(Format::Qcow2),
-        Detected::Vmdk => Some(Format::Vmdk),
-        Detected::Ova => Some(Format::Ova),
-    })
+    Ok(detect(&raw).path(path)?.format())
 }
 
 /// [`open`] with every option.
@@ -309,7 +297,7 @@ pub fn open_with(path: &Path, opts: &OpenOptions) -> Result<Box<dyn DiskImage>> 
     let explicit = format.is_some();
     let format = match format {
         Some(f) => f,
-        None => match detected {
+        None => match &detected {
             Detected::Raw => {
                 raw.add_note(format!(
                     "no image signature found (checked {}): read as a raw disk",
@@ -325,13 +313,8 @@ pub fn open_with(path: &Path, opts: &OpenOptions) -> Result<Box<dyn DiskImage>> 
                 ))
                 .with_path(path));
             }
-            Detected::VhdFooterAtEnd
-            | Detected::VhdFooterAtStart
-            | Detected::VhdCookieMisplaced(_) => Format::Vhd,
-            Detected::Vhdx => Format::Vhdx,
-            Detected::Qcow2 => Format::Qcow2,
-            Detected::Vmdk => Format::Vmdk,
-            Detected::Ova => Format::Ova,
+            // Every other case names a format we read.
+            other => other.format().unwrap_or(Format::Raw),
         },
     };
     if opts.disk.is_some() && format != Format::Ova {

@@ -99,6 +99,21 @@ fn diff_journal(out: &Path, base_root: Digest, size: u64, time_ms: u64) -> Resul
     )
 }
 
+/// Ends a diff's journal with the crash-consistent marker carrying the new image's root, and
+/// returns the journal's size.
+fn finish_diff_journal(mut w: JournalWriter, time_ms: u64, root: Digest) -> Result<u64> {
+    w.marker(
+        time_ms,
+        &Marker {
+            consistency: Consistency::Crash,
+            digest: Some(root),
+            group: None,
+            label: "diff".into(),
+        },
+    )?;
+    w.finish()
+}
+
 /// The id of the disk a journal is made for: derived from the base and a seed, so the same
 /// inputs give the same journal.
 fn derive_disk_id(base_root: &Digest, seed: u64) -> [u8; 16] {
@@ -354,16 +369,7 @@ pub fn diff(
             report.changed_blocks += 1;
         }
     }
-    w.marker(
-        time_ms,
-        &Marker {
-            consistency: Consistency::Crash,
-            digest: Some(root),
-            group: None,
-            label: "diff".into(),
-        },
-    )?;
-    report.journal_bytes = w.finish()?;
+    report.journal_bytes = finish_diff_journal(w, time_ms, root)?;
     Ok(report)
 }
 
@@ -449,16 +455,7 @@ pub fn diff_changed(
     progress.finish();
     let root = super::root_of(&digests);
     report.root = root;
-    w.marker(
-        time_ms,
-        &Marker {
-            consistency: Consistency::Crash,
-            digest: Some(root),
-            group: None,
-            label: "diff".into(),
-        },
-    )?;
-    report.journal_bytes = w.finish()?;
+    report.journal_bytes = finish_diff_journal(w, time_ms, root)?;
     Ok(report)
 }
 

@@ -59,10 +59,12 @@ pub(crate) struct CompareArgs {
 
 pub(crate) fn info(a: InfoArgs) -> Result<ExitCode> {
     let local = !a.image.to_string_lossy().starts_with("ebs://");
-    let is_ova = a.format == Some(Format::Ova)
-        || (a.format.is_none()
-            && local
-            && ec2azure::image::detect_format(&a.image)? == Some(Format::Ova));
+    let format = match a.format {
+        Some(f) => Some(f),
+        None if local => ec2azure::image::detect_format(&a.image)?,
+        None => None,
+    };
+    let is_ova = format == Some(Format::Ova);
     // An OVA: its disks, and the chosen (or only) one described below.
     let ova = if is_ova {
         Some(ec2azure::image::ova::Ova::open(&a.image)?)
@@ -89,13 +91,27 @@ pub(crate) fn info(a: InfoArgs) -> Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let img = ec2azure::open_with(
-        &a.image,
-        &ec2azure::OpenOptions {
-            format: a.format,
-            disk: a.disk.clone(),
-        },
-    )?;
+    // A VMDK (alone or in the OVA) is opened once, as itself, so its details can be shown.
+    let mut vmdk_info = None;
+    let img: Box<dyn DiskImage> = match &ova {
+        Some(o) => {
+            let vm = o.open_disk(a.disk.as_deref())?;
+            vmdk_info = Some(vm.info().clone());
+            Box::new(vm)
+        }
+        None if format == Some(Format::Vmdk) && a.disk.is_none() => {
+            let vm = ec2azure::image::vmdk::Vmdk::open(&a.image, a.format.is_none())?;
+            vmdk_info = Some(vm.info().clone());
+            Box::new(vm)
+        }
+        None => ec2azure::open_with(
+            &a.image,
+            &ec2azure::OpenOptions {
+                format: a.format,
+                disk: a.disk.clone(),
+            },
+        )?,
+    };
     let extents = img.extents()?;
     let (data, zero, unalloc) = extents.totals();
     let count = |k: ec2azure::ExtentKind| extents.iter().filter(|e| e.kind == k).count();
@@ -127,9 +143,8 @@ pub(crate) fn info(a: InfoArgs) -> Result<ExitCode> {
         v["disks"] = serde_json::to_value(&o.disks)?;
         v["disk"] = serde_json::to_value(o.choose(a.disk.as_deref())?)?;
     }
-    if img.format() == Format::Vmdk && ova.is_none() {
-        let vm = ec2azure::image::vmdk::Vmdk::open(&a.image, a.format.is_none())?;
-        v["vmdk"] = serde_json::to_value(vm.info())?;
+    if let Some(info) = &vmdk_info {
+        v["vmdk"] = serde_json::to_value(info)?;
     }
     let check = if img.format() == Format::Vhd {
         if let Some(b) = container

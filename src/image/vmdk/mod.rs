@@ -327,45 +327,36 @@ impl Vmdk {
                         PieceKind::Flat(Arc::new(crate::image::slice::Slice::new(f, from, len)?))
                     }
                 }
-                ExtentType::Sparse
-                    if opened.contains_key(e.file.as_deref().unwrap_or_default()) =>
-                {
-                    // The same file on another line: one opened extent (its tables held once).
-                    let ext = opened[e.file.as_deref().unwrap_or_default()].clone();
-                    if ext.header().capacity != e.sectors {
-                        return Err(at_line(format!(
-                            "the extent is {} sectors, but its file's capacity is {}",
-                            e.sectors,
-                            ext.header().capacity
-                        )));
-                    }
-                    PieceKind::Sparse(ext)
-                }
                 ExtentType::Sparse => {
                     let name = e.file.as_deref().unwrap_or_default();
-                    let (f, fp) = resolver.open(name).path(path)?;
-                    let mut magic = [0u8; 4];
-                    let n = f.read_at(&mut magic, 0).path(&fp)?;
-                    if &magic[..n] == b"COWD" {
-                        return Err(Error::unsupported(
-                            "this extent is ESX COWD sparse, which ec2azure does not read",
-                        )
-                        .with_path(&fp));
-                    }
-                    let ext = SparseExtent::open(f).path(&fp)?;
+                    // The same file on several lines is opened once (its tables held once).
+                    let ext = match opened.get(name) {
+                        Some(ext) => ext.clone(),
+                        None => {
+                            let (f, fp) = resolver.open(name).path(path)?;
+                            let mut magic = [0u8; 4];
+                            let n = f.read_at(&mut magic, 0).path(&fp)?;
+                            if &magic[..n] == b"COWD" {
+                                return Err(Error::unsupported(
+                                    "this extent is ESX COWD sparse, which ec2azure does not read",
+                                )
+                                .with_path(&fp));
+                            }
+                            let ext = Arc::new(SparseExtent::open(f).path(&fp)?);
+                            grain_size.get_or_insert(ext.grain_bytes());
+                            compressed |= ext.header().compressed;
+                            note_tables(&ext, &fp, &mut notes);
+                            opened.insert(name.to_string(), ext.clone());
+                            ext
+                        }
+                    };
                     if ext.header().capacity != e.sectors {
                         return Err(at_line(format!(
-                            "the extent is {} sectors, but {} says its capacity is {}",
+                            "the extent is {} sectors, but {name} says its capacity is {}",
                             e.sectors,
-                            fp.display(),
                             ext.header().capacity
                         )));
                     }
-                    grain_size.get_or_insert(ext.grain_bytes());
-                    compressed |= ext.header().compressed;
-                    note_tables(&ext, &fp, &mut notes);
-                    let ext = Arc::new(ext);
-                    opened.insert(name.to_string(), ext.clone());
                     PieceKind::Sparse(ext)
                 }
             };

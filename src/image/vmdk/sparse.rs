@@ -610,7 +610,7 @@ impl SparseExtent {
         } else {
             // No marker: the zlib stream's length is not stored; it cannot be longer than a
             // little more than the grain.
-            (at, (file_len - at).min(self.grain_bytes() * 2 + 4096))
+            (at, (file_len - at).min(max_compressed(self.grain_bytes())))
         };
         let data_len = data_len as usize;
         SCRATCH.with_borrow_mut(|(scratch, dec)| {
@@ -623,20 +623,17 @@ impl SparseExtent {
                     &scratch[..]
                 }
             };
-            let release = |_: &()| {
-                if lent.is_some() {
-                    self.file.release(data_at, data_len as u64);
-                }
-            };
-            let _guard = ReleaseOnDrop(&release);
             let d = dec.get_or_insert_with(|| flate2::Decompress::new(true));
             d.reset(true);
             let bad = |w: String| {
                 Error::invalid(format!("VMDK compressed grain {g}: {w}")).with_offset(data_at)
             };
-            let status = d
-                .decompress(input, out, flate2::FlushDecompress::Finish)
-                .map_err(|e| bad(format!("does not inflate: {e}")))?;
+            let status = d.decompress(input, out, flate2::FlushDecompress::Finish);
+            // The compressed bytes are not needed again, however inflating ended.
+            if lent.is_some() {
+                self.file.release(data_at, data_len as u64);
+            }
+            let status = status.map_err(|e| bad(format!("does not inflate: {e}")))?;
             let got = d.total_out() as usize;
             match status {
                 flate2::Status::StreamEnd
@@ -667,15 +664,6 @@ impl SparseExtent {
 /// as qemu allows (zlib's worst case is a few bytes per 16 KiB over the input).
 fn max_compressed(grain: u64) -> u64 {
     grain * 2 + SECTOR
-}
-
-/// Calls its function when dropped: releases a grain's compressed bytes however inflating ends.
-struct ReleaseOnDrop<'a>(&'a dyn Fn(&()));
-
-impl Drop for ReleaseOnDrop<'_> {
-    fn drop(&mut self) {
-        (self.0)(&());
-    }
 }
 
 /// The footer of a stream whose header says `GD_AT_END`, when the last three sectors are a
