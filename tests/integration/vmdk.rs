@@ -143,8 +143,14 @@ fn vmdk_subformats_conform() {
     // refused (read alone it would give zeros for the parent's data; qemu refuses it too).
     let cut = dir.join("child-ff.vmdk");
     let mut cb = std::fs::read(&child).unwrap();
+    // qemu writes the CID unpadded (%x), so the value runs to the end of its line; the
+    // embedded descriptor keeps its size by giving up as many bytes of its NUL padding.
     let at = cb.windows(10).position(|w| w == b"parentCID=").unwrap() + 10;
-    cb[at..at + 8].copy_from_slice(b"ffffffff");
+    let end = at + cb[at..].iter().position(|&b| b == b'\n').unwrap();
+    let grow = 8 - (end - at);
+    cb.splice(at..end, b"ffffffff".iter().copied());
+    let pad = at + cb[at..].iter().position(|&b| b == 0).unwrap();
+    cb.drain(pad..pad + grow);
     std::fs::write(&cut, &cb).unwrap();
     ec2azure(["convert", p(&cut), p(&dir.join("cut.vhd"))])
         .expect_code(2)
