@@ -298,15 +298,12 @@ impl Tx<'_> {
     ///
     /// # Errors
     /// An object with that id exists (Conflict), or writing fails.
-    pub fn insert<T: Kind>(
+    pub fn insert<T: Kind + Clone>(
         &self,
         id: &str,
         parent: Option<&str>,
         properties: &T,
-    ) -> Result<Resource<T>>
-    where
-        T: Clone,
-    {
+    ) -> Result<Resource<T>> {
         let name = id.rsplit('/').next().unwrap_or(id).to_string();
         if self.exists(id)? {
             return Err(Error::conflict(format!("{id} exists already")));
