@@ -40,6 +40,9 @@ pub enum ErrorKind {
     /// A cloud service failed in another way (throttling, 5xx, timeouts, dropped connections,
     /// answers that are not the service's); [`Error::cloud`] has the status and code.
     Cloud,
+    /// The object's state does not allow the operation (Site Recovery's `allowedOperations`):
+    /// a "no" rather than a failure.
+    NotAllowed,
     /// The operation was stopped on request (see `Progress::cancelled`) or by a signal.
     Interrupted,
 }
@@ -56,6 +59,7 @@ impl fmt::Display for ErrorKind {
             ErrorKind::NotFound => "not found",
             ErrorKind::Conflict => "conflict",
             ErrorKind::Denied => "access denied",
+            ErrorKind::NotAllowed => "not allowed",
             ErrorKind::Cloud => "cloud service error",
             ErrorKind::Interrupted => "interrupted",
         })
@@ -147,6 +151,16 @@ impl Error {
     /// What was asked for does not exist.
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::NotFound, message)
+    }
+
+    /// An [`ErrorKind::NotAllowed`] error: the state does not allow the operation.
+    pub fn not_allowed(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::NotAllowed, message)
+    }
+
+    /// An [`ErrorKind::Denied`] error: the credentials or key were refused.
+    pub fn denied(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Denied, message)
     }
 
     /// The state does not allow it (exists already, changed meanwhile, precondition failed).

@@ -9,6 +9,7 @@ mod convert;
 mod demo;
 mod inspect;
 mod recovery;
+mod site;
 mod snapshot;
 mod term;
 mod upload;
@@ -82,6 +83,27 @@ enum Command {
     Upload(Box<upload::UploadArgs>),
     /// Download a page blob into a sparse local file (only its page ranges are fetched).
     Download(upload::DownloadArgs),
+    /// Site Recovery offline: make a site (its clouds and vault in one folder), show it.
+    Site(SiteCmd<site::SiteCommand>),
+    /// The site's simulated clock: show it, advance it (jobs and replication run).
+    Clock(SiteCmd<site::ClockCommand>),
+    /// The Recovery Services vault: create it, download its registration key.
+    Vault(SiteCmd<site::VaultCommand>),
+    /// The configuration server (with its process server): register it, add run-as accounts.
+    ConfigServer(SiteCmd<site::ConfigServerCommand>),
+    /// Replication policies: create, associate with a configuration server, list.
+    Policy(SiteCmd<site::PolicyCommand>),
+    /// Site Recovery jobs: list, show, cancel, restart, resume.
+    Jobs(SiteCmd<site::JobsCommand>),
+}
+
+/// A site command: where the site is, and what to do.
+#[derive(Args)]
+struct SiteCmd<C: Subcommand> {
+    #[command(flatten)]
+    site: site::SiteOpt,
+    #[command(subcommand)]
+    command: C,
 }
 
 #[derive(Args)]
@@ -177,7 +199,7 @@ fn main() -> ExitCode {
 
 /// The one place error kinds become exit codes: 130 for an interrupted run (as shells report
 /// Ctrl-C), 2 for every other error (1 is kept for negative answers: not ready, different,
-/// points lost).
+/// points lost, and an operation the object's state does not allow).
 fn exit_code(e: &anyhow::Error) -> ExitCode {
     let kind = e
         .chain()
@@ -185,6 +207,7 @@ fn exit_code(e: &anyhow::Error) -> ExitCode {
         .map(ec2azure::Error::kind);
     match kind {
         Some(ec2azure::ErrorKind::Interrupted) => ExitCode::from(130),
+        Some(ec2azure::ErrorKind::NotAllowed) => ExitCode::from(1),
         _ => ExitCode::from(2),
     }
 }
@@ -207,6 +230,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Points(c) => recovery::points(c, quiet),
         Command::Upload(a) => upload::upload_cmd(*a, quiet),
         Command::Download(a) => upload::download_cmd(a, quiet),
+        Command::Site(c) => site::site_cmd(c.command, &c.site, quiet),
+        Command::Clock(c) => site::clock_cmd(c.command, &c.site, quiet),
+        Command::Vault(c) => site::vault_cmd(c.command, &c.site, quiet),
+        Command::ConfigServer(c) => site::config_server_cmd(c.command, &c.site, quiet),
+        Command::Policy(c) => site::policy_cmd(c.command, &c.site, quiet),
+        Command::Jobs(c) => site::jobs_cmd(c.command, &c.site, quiet),
     }
 }
 

@@ -1,0 +1,119 @@
+//! A scenario file (TOML): what a site starts from — its clock, seed and subscription, the
+//! modelled durations to override, and the estate (the AWS instances and what their guests run).
+//!
+//! ```toml
+//! [site]
+//! start = "2026-01-01T00:00:00Z"   # the simulated clock's start
+//! seed = 7                          # every workload and id derives from it
+//! subscription = "00000000-0000-0000-0000-000000000001"
+//!
+//! [durations]                       # jobs::Durations, by task name
+//! InstallMobilityService = "8m"
+//! ```
+
+use super::jobs::Durations;
+use super::{DEFAULT_START_MS, SiteConfig};
+use crate::clock::{parse_duration, parse_time};
+use crate::error::{Error, Result};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// The `[site]` table.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteSection {
+    /// The clock's start (RFC 3339).
+    pub start: Option<String>,
+    /// The seed.
+    pub seed: Option<u64>,
+    /// The subscription id.
+    pub subscription: Option<String>,
+}
+
+/// A scenario file.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Scenario {
+    /// `[site]`.
+    #[serde(default)]
+    pub site: SiteSection,
+    /// `[durations]`: task name → duration (`90s`, `8m`).
+    #[serde(default)]
+    pub durations: BTreeMap<String, String>,
+    /// The rest (the estate), read by the parts that own it.
+    #[serde(flatten)]
+    pub rest: toml::Table,
+}
+
+impl Scenario {
+    /// Reads a scenario file.
+    ///
+    /// # Errors
+    /// It cannot be read or is not a valid scenario (the line is named).
+    pub fn load(path: &Path) -> Result<Scenario> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::io("reading the scenario", e).with_path(path))?;
+        Self::parse(&text).map_err(|e| e.with_path(path))
+    }
+
+    /// Parses a scenario's text.
+    ///
+    /// # Errors
+    /// It is not valid TOML or not a scenario.
+    pub fn parse(text: &str) -> Result<Scenario> {
+        toml::from_str(text).map_err(|e| Error::argument(format!("scenario: {e}")))
+    }
+
+    /// The site's settings this scenario gives (defaults where it is silent).
+    ///
+    /// # Errors
+    /// A time or duration does not parse, or names an unknown task.
+    pub fn config(&self) -> Result<SiteConfig> {
+        let mut durations = Durations::default();
+        for (k, v) in &self.durations {
+            if !durations.0.contains_key(k) {
+                return Err(Error::argument(format!(
+                    "scenario [durations]: no task {k:?}; the tasks are {}",
+                    durations.0.keys().cloned().collect::<Vec<_>>().join(", ")
+                )));
+            }
+            durations.0.insert(k.clone(), parse_duration(v)?);
+        }
+        Ok(SiteConfig {
+            subscription_id: self
+                .site
+                .subscription
+                .clone()
+                .unwrap_or_else(|| "00000000-0000-0000-0000-000000000001".into()),
+            seed: self.site.seed.unwrap_or(1),
+            start_ms: match &self.site.start {
+                Some(s) => parse_time(s)?,
+                None => DEFAULT_START_MS,
+            },
+            durations,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_scenario_sets_the_clock_seed_and_durations() {
+        let s = Scenario::parse(
+            "[site]\nstart = \"2026-03-01T08:00:00Z\"\nseed = 9\n[durations]\nInstallMobilityService = \"8m\"\n",
+        )
+        .unwrap();
+        let c = s.config().unwrap();
+        assert_eq!(c.seed, 9);
+        assert_eq!(c.start_ms, parse_time("2026-03-01T08:00:00Z").unwrap());
+        assert_eq!(c.durations.get("InstallMobilityService"), 8 * 60_000);
+        let bad = Scenario::parse("[durations]\nNoSuchTask = \"1m\"\n")
+            .unwrap()
+            .config()
+            .unwrap_err();
+        assert!(bad.to_string().contains("NoSuchTask"), "{bad}");
+        assert!(Scenario::parse("[site]\nstart = 3\n").is_err());
+    }
+}
