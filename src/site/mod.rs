@@ -17,6 +17,7 @@
 
 pub mod jobs;
 pub mod lock;
+pub mod estate;
 pub mod model;
 pub mod protect;
 pub mod runner;

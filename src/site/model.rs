@@ -316,6 +316,9 @@ pub struct ReplicatedItem {
     pub failover_recovery_point_id: Option<String>,
     /// The Azure VM a failover made.
     pub target_vm_id: Option<String>,
+    /// The replication state of each disk (replica, source-side journal, workload).
+    #[serde(default)]
+    pub replication: Vec<super::replication::DiskReplication>,
 }
 
 /// Where an item fails over to.

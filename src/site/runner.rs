@@ -93,7 +93,7 @@ impl Site {
         drop(lock);
         let r = r?;
         let j = self.job(id)?;
-        if !j.properties.state.is_final() {
+        if !j.properties.state.is_final() && j.properties.state != JobState::Suspended {
             return Err(Error::conflict(format!(
                 "job {} ({}) had not ended after {}",
                 j.name,
@@ -118,10 +118,14 @@ impl Site {
         loop {
             let now = now_ms_of(self)?;
             let jobs = self.jobs()?;
+            // A job waited for stops the advance when it ends, or when it waits for a user
+            // (suspended: only `jobs resume` moves it on).
             if let Some(id) = until_job
-                && jobs
-                    .iter()
-                    .any(|j| (j.id == id || j.name == id) && j.properties.state.is_final())
+                && jobs.iter().any(|j| {
+                    (j.id == id || j.name == id)
+                        && (j.properties.state.is_final()
+                            || j.properties.state == JobState::Suspended)
+                })
             {
                 break;
             }

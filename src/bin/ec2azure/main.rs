@@ -10,6 +10,7 @@ mod demo;
 mod inspect;
 mod recovery;
 mod site;
+mod site_protect;
 mod snapshot;
 mod term;
 mod upload;
@@ -95,6 +96,23 @@ enum Command {
     Policy(SiteCmd<site::PolicyCommand>),
     /// Site Recovery jobs: list, show, cancel, restart, resume.
     Jobs(SiteCmd<site::JobsCommand>),
+    /// The site's AWS estate: instances, volumes, security groups, snapshots.
+    Aws(SiteCmd<site_protect::AwsCommand>),
+    /// Machines to protect: add by name, IP and OS type, or discover; list.
+    Machine(SiteCmd<site_protect::MachineCommand>),
+    /// Run Site Recovery's support and prerequisite checks on a machine (exit 1 when one fails).
+    CheckMachine(SiteArgs<site_protect::CheckMachineArgs>),
+    /// Replication: enable (Enable protection, Finalize protection), status, disable.
+    Replication(SiteCmd<site_protect::ReplicationCommand>),
+}
+
+/// A site command taking arguments directly.
+#[derive(Args)]
+struct SiteArgs<A: Args> {
+    #[command(flatten)]
+    site: site::SiteOpt,
+    #[command(flatten)]
+    args: A,
 }
 
 /// A site command: where the site is, and what to do.
@@ -236,6 +254,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::ConfigServer(c) => site::config_server_cmd(c.command, &c.site, quiet),
         Command::Policy(c) => site::policy_cmd(c.command, &c.site, quiet),
         Command::Jobs(c) => site::jobs_cmd(c.command, &c.site, quiet),
+        Command::Aws(c) => site_protect::aws_cmd(c.command, &c.site),
+        Command::Machine(c) => site_protect::machine_cmd(c.command, &c.site, quiet),
+        Command::CheckMachine(c) => site_protect::check_machine_cmd(c.args, &c.site, quiet),
+        Command::Replication(c) => site_protect::replication_cmd(c.command, &c.site, quiet),
     }
 }
 

@@ -86,7 +86,7 @@ pub(crate) enum VaultCommand {
 pub(crate) struct WaitOpt {
     /// Return as soon as the job is created, without running the clock until it ends.
     #[arg(long)]
-    no_wait: bool,
+    pub no_wait: bool,
 }
 
 #[derive(Subcommand)]
