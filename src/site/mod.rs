@@ -15,15 +15,17 @@
 //! `--wait`): jobs' tasks end at their modelled durations ([`jobs::Durations`]) and do their
 //! work then; replication is computed for the span.
 
+pub mod checks;
+pub mod estate;
 pub mod jobs;
 pub mod lock;
-pub mod estate;
 pub mod model;
 pub mod protect;
 pub mod runner;
 pub mod scenario;
 pub mod states;
 pub mod store;
+pub mod support;
 pub mod vault;
 
 use crate::digest::sha256;
