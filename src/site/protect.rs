@@ -826,9 +826,9 @@ fn site_facts(
 
 /// The checks a task runs (the Enable protection prerequisites, or the push install's).
 const PUSH_CHECKS: [&str; 3] = [
-    checks::push::ACCOUNT,
-    checks::push::PORTS,
-    checks::push::PROCESS_SERVER,
+    "push-install-account",
+    "push-install-ports",
+    "process-server-ports",
 ];
 
 /// The first failed check as a job error.
@@ -913,13 +913,13 @@ pub fn task_work(
                     "diskBytes".into(),
                     facts.disks.iter().map(|d| d.size_bytes).sum::<u64>().into(),
                 );
-                let gen = checks::azure_vm_generation(&facts);
+                let generation = checks::azure_vm_generation(&facts);
                 site.tx(|t| {
                     let mut it = t.get::<ReplicatedItem>(&item_id)?;
                     it.properties.azure_vm_generation =
-                        if gen == checks::Generation::V2 { "2" } else { "1" }.into();
+                        if generation == checks::Generation::V2 { "2" } else { "1" }.into();
                     it.properties.firmware_type =
-                        if gen == checks::Generation::V2 { "UEFI" } else { "BIOS" }.into();
+                        if generation == checks::Generation::V2 { "UEFI" } else { "BIOS" }.into();
                     t.update(&mut it)
                 })?;
             }
@@ -1168,4 +1168,14 @@ pub fn restarting(t: &Tx<'_>, item: &str, effect: &ItemEffect) -> Result<()> {
     it.properties.state = effect.on_running.unwrap_or(ItemState::EnablingProtection);
     it.properties.health_errors.clear();
     t.update(&mut it)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_push_checks_are_checks() {
+        for c in super::PUSH_CHECKS {
+            assert!(super::checks::CHECK_NAMES.contains(&c), "{c}");
+        }
+    }
 }
