@@ -10,7 +10,7 @@
 use super::Site;
 use super::store::Tx;
 use crate::cloud::ebs::EbsApi;
-use crate::cloud::ec2::{Ec2Api, FakeEc2, Instance};
+use crate::cloud::ec2::{Ec2Api, FakeEc2, FakeEc2State, Instance};
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -115,7 +115,7 @@ pub fn store_estate(
 ) -> Result<()> {
     t.set_setting(MODE, mode)?;
     if let Some(f) = fake {
-        t.set_setting(FAKE, f)?;
+        t.set_setting(FAKE, &f.state())?;
     }
     t.set_setting(GUESTS, &guests)
 }
@@ -131,11 +131,13 @@ impl Site {
             let mode: AwsMode = t.setting(MODE)?.unwrap_or_default();
             let estate = match mode {
                 AwsMode::Fake => {
-                    let fake: FakeEc2 = t.setting(FAKE)?.unwrap_or_default();
-                    let fake = Arc::new(fake);
+                    let state: FakeEc2State = t.setting(FAKE)?.unwrap_or_default();
+                    let fake = Arc::new(FakeEc2::from_state(state));
+                    // Snapshots the fake makes carry the site's simulated time.
+                    fake.set_now_ms(super::now_ms(t)?);
                     Estate {
                         ec2: fake.clone(),
-                        ebs: Arc::new(fake.ebs()),
+                        ebs: fake.clone(),
                         fake: Some(fake),
                     }
                 }
@@ -155,7 +157,7 @@ impl Site {
             };
             let out = f(t, &estate)?;
             if let Some(fake) = &estate.fake {
-                t.set_setting(FAKE, fake.as_ref())?;
+                t.set_setting(FAKE, &fake.state())?;
             }
             Ok(out)
         })

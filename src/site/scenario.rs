@@ -9,10 +9,33 @@
 //!
 //! [durations]                       # jobs::Durations, by task name
 //! InstallMobilityService = "8m"
+//!
+//! [aws]                             # the EC2 estate (cloud::ec2::Scenario)
+//! [[aws.images]]
+//! id = "ami-0a1b2c3d4e5f60001"
+//! name = "Windows_Server-2012-R2_RTM-English-64Bit-Base"
+//! platform = "windows"
+//! [[aws.instances]]
+//! name = "web01"
+//! image = "ami-0a1b2c3d4e5f60001"
+//! private_ip = "10.0.0.20"
+//! [[aws.instances.volumes]]
+//! device = "/dev/sda1"
+//! size_gib = 30
+//! data = "web01.raw"                # relative to the scenario file
+//!
+//! [[guests]]                        # what EC2 does not know (estate::GuestSpec)
+//! instance = "web01"
+//! os_name = "Windows Server 2012 R2 Datacenter"
+//! local_account_token_filter_policy = true
+//! workload = { write_rate = 16384 }
 //! ```
 
+use super::estate::{AwsMode, GuestSpec, store_estate};
 use super::jobs::Durations;
-use super::{DEFAULT_START_MS, SiteConfig};
+use super::support::SupportMatrix;
+use super::{DEFAULT_START_MS, Site, SiteConfig};
+use crate::cloud::ec2::{self, FakeEc2};
 use crate::clock::{parse_duration, parse_time};
 use crate::error::{Error, Result};
 use serde::Deserialize;
@@ -46,6 +69,41 @@ pub struct Scenario {
 }
 
 impl Scenario {
+    /// The `[aws]` estate, if given.
+    ///
+    /// # Errors
+    /// It is not a valid estate.
+    pub fn aws(&self) -> Result<Option<ec2::Scenario>> {
+        self.section("aws")
+    }
+
+    /// The `[[guests]]`.
+    ///
+    /// # Errors
+    /// They are not valid.
+    pub fn guests(&self) -> Result<Vec<GuestSpec>> {
+        Ok(self.section("guests")?.unwrap_or_default())
+    }
+
+    /// The `[support]` matrix (the tutorial's list when absent).
+    ///
+    /// # Errors
+    /// It is not valid.
+    pub fn support(&self) -> Result<SupportMatrix> {
+        Ok(self.section("support")?.unwrap_or_default())
+    }
+
+    fn section<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        self.rest
+            .get(key)
+            .map(|v| {
+                v.clone()
+                    .try_into()
+                    .map_err(|e| Error::argument(format!("scenario [{key}]: {e}")))
+            })
+            .transpose()
+    }
+
     /// Reads a scenario file.
     ///
     /// # Errors
@@ -93,6 +151,38 @@ impl Scenario {
             durations,
         })
     }
+}
+
+/// Makes a site in `dir` from `scenario` (whose relative paths are under `base`): its settings,
+/// its estate loaded into the in-process fake (or, with `mode` an endpoint, into that endpoint
+/// by the caller), its guests and support matrix.
+///
+/// # Errors
+/// The scenario is invalid, or the site cannot be made.
+pub fn init_site(dir: &Path, scenario: &Scenario, base: &Path, mode: AwsMode) -> Result<Site> {
+    for k in scenario.rest.keys() {
+        if !["aws", "guests", "support", "azure", "steps", "objectives", "faults"]
+            .contains(&k.as_str())
+        {
+            return Err(Error::argument(format!(
+                "scenario: unknown section [{k}] (known: site, durations, aws, guests, support)"
+            )));
+        }
+    }
+    let config = scenario.config()?;
+    let guests = scenario.guests()?;
+    let support = scenario.support()?;
+    let fake = match (&mode, scenario.aws()?) {
+        (AwsMode::Fake, Some(a)) => Some(FakeEc2::from_scenario(&a, base)?.0),
+        (AwsMode::Fake, None) => Some(FakeEc2::new()),
+        _ => None,
+    };
+    let mut site = Site::init(dir, config)?;
+    site.tx(|t| {
+        store_estate(t, &mode, fake.as_ref(), &guests)?;
+        t.set_setting("support", &support)
+    })?;
+    Ok(site)
 }
 
 #[cfg(test)]

@@ -8,7 +8,10 @@ use ec2azure::NoProgress;
 use ec2azure::clock::{format_duration, format_time, parse_duration};
 use ec2azure::site::jobs::{Job, JobState};
 use ec2azure::site::model::{MultiVmSync, PolicyDetails};
-use ec2azure::site::scenario::Scenario;
+use ec2azure::cloud::aws_ebs::AwsEbs;
+use ec2azure::cloud::aws_ec2::AwsEc2;
+use ec2azure::site::estate::AwsMode;
+use ec2azure::site::scenario::{Scenario, init_site};
 use ec2azure::site::store::Resource;
 use ec2azure::site::{DEFAULT_DIR, Site};
 use std::path::PathBuf;
@@ -42,6 +45,13 @@ pub(crate) enum SiteCommand {
         /// The scenario (TOML): clock, seed, durations, the AWS estate.
         #[arg(long)]
         scenario: Option<PathBuf>,
+        /// Use this EC2/EBS endpoint (AWS's, or an emulator such as moto) instead of the
+        /// in-process fake; the scenario's `[aws]` estate is loaded onto it.
+        #[arg(long)]
+        aws_endpoint: Option<String>,
+        /// The AWS region (with --aws-endpoint).
+        #[arg(long)]
+        aws_region: Option<String>,
     },
     /// Show the site: its clock, settings and what it holds.
     Show,
@@ -99,7 +109,7 @@ pub(crate) enum ConfigServerCommand {
         /// Its name.
         #[arg(long, default_value = "ConfigurationServer")]
         name: String,
-        /// The EC2 instance it runs on.
+        /// The EC2 instance it runs on (id or Name tag).
         #[arg(long)]
         instance: String,
         /// Its private IP (default: the instance's).
@@ -261,12 +271,35 @@ fn print_job_line(j: &Resource<Job>) {
 
 pub(crate) fn site_cmd(c: SiteCommand, o: &SiteOpt, quiet: bool) -> Result<ExitCode> {
     match c {
-        SiteCommand::Init { scenario } => {
+        SiteCommand::Init {
+            scenario,
+            aws_endpoint,
+            aws_region,
+        } => {
             let sc = match &scenario {
                 Some(p) => Scenario::load(p)?,
                 None => Scenario::default(),
             };
-            let site = Site::init(&o.site, sc.config()?)?;
+            let base = scenario
+                .as_deref()
+                .and_then(|p| p.parent())
+                .map(PathBuf::from)
+                .unwrap_or_default();
+            let mode = match &aws_endpoint {
+                None => AwsMode::Fake,
+                Some(e) => {
+                    if let Some(a) = sc.aws()? {
+                        let ec2 = AwsEc2::new(Some(e), aws_region.as_deref())?;
+                        let ebs = AwsEbs::new(Some(e), aws_region.as_deref())?;
+                        ec2.load_scenario(&a, &base, &ebs)?;
+                    }
+                    AwsMode::Endpoint {
+                        endpoint: Some(e.clone()),
+                        region: aws_region.clone(),
+                    }
+                }
+            };
+            let site = init_site(&o.site, &sc, &base, mode)?;
             if o.json {
                 print_json(site.config())?;
             } else if !quiet {
@@ -396,10 +429,12 @@ pub(crate) fn config_server_cmd(
             ip,
             wait,
         } => {
-            let Some(ip) = ip else {
-                bail!("--ip is needed");
+            let inst = site.instance(&instance)?;
+            let ip = match ip.or_else(|| inst.private_ip.clone()) {
+                Some(ip) => ip,
+                None => bail!("instance {} has no private IP: give --ip", inst.id),
             };
-            let job = site.register_config_server(&key, &name, &instance, &ip)?;
+            let job = site.register_config_server(&key, &name, &inst.id, &ip)?;
             finish_job(&mut site, job, !wait.no_wait, o, quiet)
         }
         ConfigServerCommand::AddAccount {
