@@ -5,6 +5,7 @@
 
 mod bench;
 mod bench_points;
+mod boot;
 mod convert;
 mod demo;
 mod inspect;
@@ -82,6 +83,9 @@ enum Command {
     Upload(Box<upload::UploadArgs>),
     /// Download a page blob into a sparse local file (only its page ranges are fetched).
     Download(upload::DownloadArgs),
+    /// Boot a disk or recovery point read-only under qemu: firmware verdict, serial console,
+    /// screenshot (exit 0 booted, 1 did not boot, 2 error).
+    BootCheck(Box<boot::BootCheckArgs>),
 }
 
 #[derive(Args)]
@@ -89,8 +93,13 @@ struct SampleArgs {
     /// The file to write.
     output: PathBuf,
     /// Disk size (bytes, or with K, M, G, T suffix: powers of 1024).
-    #[arg(long, value_parser = parse_size)]
-    size: u64,
+    #[arg(long, value_parser = parse_size, required_unless_present = "bootable")]
+    size: Option<u64>,
+    /// Instead: a small disk that really boots (bios: MBR and syslinux; uefi: GPT, an EFI
+    /// system partition and systemd-boot), a Linux kernel and a busybox /init that prints a
+    /// marker on ttyS0 and powers off; built from Debian's packages without root.
+    #[arg(long, value_name = "bios|uefi", conflicts_with = "size")]
+    bootable: Option<String>,
     /// Fraction of the disk that is allocated.
     #[arg(long, default_value_t = 0.3)]
     data_fraction: f64,
@@ -207,12 +216,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Points(c) => recovery::points(c, quiet),
         Command::Upload(a) => upload::upload_cmd(*a, quiet),
         Command::Download(a) => upload::download_cmd(a, quiet),
+        Command::BootCheck(a) => boot::boot_check(*a, quiet),
     }
 }
 
 fn sample(a: SampleArgs, quiet: bool) -> Result<ExitCode> {
+    if let Some(kind) = &a.bootable {
+        return boot::sample_bootable(kind, &a.output, quiet);
+    }
+    let size = a.size.context("--size is required")?;
     let spec = ec2azure::sample::SampleSpec {
-        size: a.size,
+        size,
         data_fraction: a.data_fraction,
         zero_fraction: a.zero_fraction,
         seed: a.seed,
@@ -222,7 +236,7 @@ fn sample(a: SampleArgs, quiet: bool) -> Result<ExitCode> {
         println!(
             "Wrote {}: {} disk, {} data, {} allocated zeros, the rest holes (seed {})",
             a.output.display(),
-            human(a.size),
+            human(size),
             human(s.data_bytes),
             human(s.zero_bytes),
             a.seed
