@@ -20,6 +20,7 @@
 //!   source     open any path or URI (file, ebs://) as a DiskImage       (image, cloud)
 //!   cloud      EBS and page-blob clients and their in-process fakes     (export, digest, image)
 //!   check, compare, sample                                              (export, image)
+//!   boot       boot a disk under qemu: firmware, serial, screenshot     (export, image)
 //!   export     the fixed VHD / raw writer, in-place conversion          (digest, image)
 //!   digest     per-block SHA-256 manifest and root                      (image)
 //!   image      DiskImage, ExtentMap, every file format; no cloud        (error, bytes)
@@ -53,6 +54,7 @@
 //! # Ok::<(), ec2azure::Error>(())
 //! ```
 
+pub mod boot;
 pub mod bytes;
 pub mod check;
 pub mod clock;
@@ -96,6 +98,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("digest", 3),
     ("export", 4),
     ("sample", 5),
+    ("boot", 5),
     ("check", 5),
     ("compare", 5),
     ("cloud", 6),

@@ -25,6 +25,7 @@ mod detect;
 mod extent;
 pub mod mem;
 pub mod ova;
+pub mod partition;
 pub mod qcow2;
 pub mod raw;
 pub mod slice;

@@ -5,6 +5,7 @@
 
 mod bench;
 mod bench_points;
+mod boot;
 mod convert;
 mod demo;
 mod inspect;
@@ -84,6 +85,9 @@ enum Command {
     Upload(Box<upload::UploadArgs>),
     /// Download a page blob into a sparse local file (only its page ranges are fetched).
     Download(upload::DownloadArgs),
+    /// Boot a disk or recovery point read-only under qemu: firmware verdict, serial console,
+    /// screenshot (exit 0 booted, 1 did not boot, 2 error).
+    BootCheck(Box<boot::BootCheckArgs>),
     /// Site Recovery offline: make a site (its clouds and vault in one folder), show it.
     Site(SiteCmd<site::SiteCommand>),
     /// The site's simulated clock: show it, advance it (jobs and replication run).
@@ -129,8 +133,13 @@ struct SampleArgs {
     /// The file to write.
     output: PathBuf,
     /// Disk size (bytes, or with K, M, G, T suffix: powers of 1024).
-    #[arg(long, value_parser = parse_size)]
-    size: u64,
+    #[arg(long, value_parser = parse_size, required_unless_present = "bootable")]
+    size: Option<u64>,
+    /// Instead: a small disk that really boots (bios: MBR and syslinux; uefi: GPT, an EFI
+    /// system partition and systemd-boot), a Linux kernel and a busybox /init that prints a
+    /// marker on ttyS0 and powers off; built from Debian's packages without root.
+    #[arg(long, value_name = "bios|uefi", conflicts_with = "size")]
+    bootable: Option<String>,
     /// Fraction of the disk that is allocated.
     #[arg(long, default_value_t = 0.3)]
     data_fraction: f64,
@@ -248,6 +257,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Points(c) => recovery::points(c, quiet),
         Command::Upload(a) => upload::upload_cmd(*a, quiet),
         Command::Download(a) => upload::download_cmd(a, quiet),
+        Command::BootCheck(a) => boot::boot_check(*a, quiet),
         Command::Site(c) => site::site_cmd(c.command, &c.site, quiet),
         Command::Clock(c) => site::clock_cmd(c.command, &c.site, quiet),
         Command::Vault(c) => site::vault_cmd(c.command, &c.site, quiet),
@@ -262,8 +272,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
 }
 
 fn sample(a: SampleArgs, quiet: bool) -> Result<ExitCode> {
+    if let Some(kind) = &a.bootable {
+        return boot::sample_bootable(kind, &a.output, quiet);
+    }
+    let size = a.size.context("--size is required")?;
     let spec = ec2azure::sample::SampleSpec {
-        size: a.size,
+        size,
         data_fraction: a.data_fraction,
         zero_fraction: a.zero_fraction,
         seed: a.seed,
@@ -273,7 +287,7 @@ fn sample(a: SampleArgs, quiet: bool) -> Result<ExitCode> {
         println!(
             "Wrote {}: {} disk, {} data, {} allocated zeros, the rest holes (seed {})",
             a.output.display(),
-            human(a.size),
+            human(size),
             human(s.data_bytes),
             human(s.zero_bytes),
             a.seed
