@@ -35,6 +35,12 @@ pub struct SourceArgs {
 pub struct PointsArgs {
     #[command(flatten)]
     source: SourceArgs,
+    /// A replicated item of a site (`--site`) instead of replicas or journals.
+    #[arg(long, conflicts_with_all = ["replica", "base", "journal"])]
+    item: Option<String>,
+    /// The site (with --item).
+    #[arg(long, env = "EC2AZURE_SITE", default_value = ec2azure::site::DEFAULT_DIR)]
+    site: PathBuf,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -163,7 +169,35 @@ pub(crate) fn kind_str(p: &PointInfo) -> String {
     }
 }
 
+/// `points list --item`: an item's recovery points, as the service lists them.
+fn site_points(a: &PointsArgs, item: &str) -> Result<ExitCode> {
+    let mut site = ec2azure::site::Site::open(&a.site)?;
+    let pts = site.recovery_points(item)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&pts)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{}: {} recovery point(s), {} pruned", pts.item, pts.points.len(), pts.pruned);
+    for p in &pts.points {
+        println!(
+            "  {:<10} {} {:<22}{}{}",
+            p.name,
+            p.recovery_point_time,
+            p.recovery_point_type,
+            if p.is_multi_vm_sync_point == "True" { " multi-VM" } else { "" },
+            if p.processed { "" } else { " (received, not processed)" }
+        );
+    }
+    for d in &pts.defects {
+        println!("  DEFECT: {d}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 pub(crate) fn points_list(a: PointsArgs) -> Result<ExitCode> {
+    if let Some(item) = &a.item {
+        return site_points(&a, item);
+    }
     let group = open_group(&a.source, false)?;
     let disks = group.disks();
     let cats = group.catalogs();
@@ -221,6 +255,9 @@ pub(crate) fn points_list(a: PointsArgs) -> Result<ExitCode> {
 }
 
 pub(crate) fn points_check(a: PointsArgs) -> Result<ExitCode> {
+    if a.item.is_some() {
+        bail!("--item is for `points list`; a site item's health is in `replication status`");
+    }
     let group = open_group(&a.source, false)?;
     let mut ok = true;
     let mut reports = Vec::new();
