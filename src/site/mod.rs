@@ -28,6 +28,9 @@ pub mod store;
 pub mod support;
 pub mod vault;
 
+#[cfg(test)]
+mod tests;
+
 use crate::digest::sha256;
 use crate::error::{Error, Result};
 use jobs::{Durations, Job, JobState, job_error};

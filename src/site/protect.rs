@@ -394,6 +394,22 @@ impl Site {
             let now = now_ms(t)?;
             let it = find_item(t, item)?;
             let tr = allowed(&it, Operation::DisableProtection)?;
+            // A job still under way on the item (Finalize protection during initial
+            // replication) is cancelled: the item is going away.
+            for mut other in t.list::<Job>(None)? {
+                if other.properties.state.is_final() || other.properties.target_object_id != it.id
+                {
+                    continue;
+                }
+                if other.properties.tasks.iter().any(|t| t.running_lock.is_some()) {
+                    return Err(Error::conflict(format!(
+                        "job {} ({}) is doing its work now; try again when it has",
+                        other.name, other.properties.friendly_name
+                    )));
+                }
+                other.properties.finish(super::jobs::JobState::Cancelled, now);
+                t.update(&mut other)?;
+            }
             let mut job = Job::new(
                 "DisableDr",
                 "Disable protection",

@@ -101,6 +101,12 @@ pub(crate) fn site_json(dir: &Path, args: &[&str]) -> Value {
 
 /// The tutorial's steps, up to a protected machine. Returns the item's JSON.
 pub(crate) fn tutorial_to_protected(s: &Path) -> Value {
+    let key_value = tutorial_enable(s);
+    finish_protection(s, &key_value)
+}
+
+/// The tutorial's steps up to Enable replication (the job started); returns the vault key.
+pub(crate) fn tutorial_enable(s: &Path) -> String {
     // Prepare Azure.
     site(s, &["azure", "group", "create", "--name", "migrationRG", "--location", "West Europe"]).ok();
     let st = site_json(
@@ -168,6 +174,11 @@ pub(crate) fn tutorial_to_protected(s: &Path) -> Value {
     site(s, &["replication", "disable", "web01"])
         .expect_code(1)
         .stderr_has("allowed operations: none");
+    key_value
+}
+
+/// Runs the clock until the machine is protected and checks what the service shows.
+fn finish_protection(s: &Path, key_value: &str) -> Value {
     // "Changes can take 15 minutes or more to show."
     site(s, &["clock", "advance", "30m"]).ok();
     let jobs = site_json(s, &["jobs", "list"]);
@@ -192,7 +203,7 @@ pub(crate) fn tutorial_to_protected(s: &Path) -> Value {
     );
     // The key never shows anywhere but in its file.
     let all = format!("{}{}", jobs, st);
-    assert!(!all.contains(&key_value));
+    assert!(!all.contains(key_value));
     st[0].clone()
 }
 
@@ -223,4 +234,193 @@ fn the_tutorial_up_to_protected_on_the_fakes() {
     assert!(!s.join("replicas/web01").exists());
     let m = site_json(&s, &["machine", "list"]);
     assert_eq!(m[0]["properties"]["protectionStatus"], "Unprotected");
+}
+
+#[test]
+fn a_process_killed_mid_job_leaves_a_failed_job_and_a_legal_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let scn = tutorial_scenario(dir.path(), "");
+    // More data, so initial replication takes long enough to be caught.
+    sparse_file(&dir.path().join("web01.raw"), 2 * GIB, &[(800 << 20, pattern(300 << 20, 3))]);
+    let s = dir.path().join("site");
+    site(&s, &["site", "init", "--scenario", p(&scn)]).ok();
+    tutorial_enable(&s);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ec2azure"))
+        .args(["clock", "advance", "30m", "--site", p(&s)])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it while it does initial replication: the Finalize protection job's first task
+    // holds its lock file then.
+    let t = std::time::Instant::now();
+    let killed = loop {
+        let locked = std::fs::read_dir(s.join("locks"))
+            .unwrap()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().ends_with("-1.lock")
+                && s.join("replicas/web01").exists());
+        if locked {
+            child.kill().unwrap();
+            break true;
+        }
+        if child.try_wait().unwrap().is_some() || t.elapsed().as_secs() > 60 {
+            break false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    };
+    child.wait().unwrap();
+    assert!(killed, "initial replication ended before it could be interrupted");
+    // The next command finds the job interrupted, fails it and removes the partial replica.
+    let out = site(&s, &["jobs", "list", "--json"]);
+    out.ok().stderr_has("was interrupted");
+    let jobs = out.json();
+    let fin = jobs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["friendlyName"] == "Finalize protection")
+        .unwrap()
+        .clone();
+    assert_eq!(fin["state"], "Failed", "{fin}");
+    assert_eq!(fin["errors"][0]["errorCode"], "interrupted", "{fin}");
+    assert_eq!(fin["allowedActions"], serde_json::json!(["Restart"]));
+    assert!(!s.join("replicas/web01").exists());
+    let st = site_json(&s, &["replication", "status", "web01"]);
+    assert_eq!(st[0]["properties"]["protectionState"], "InitialReplicationFailed", "{st}");
+    assert_eq!(st[0]["properties"]["allowedOperations"], serde_json::json!(["DisableProtection"]));
+    // Restarted, it finishes: the machine is protected.
+    let id = fin["id"].as_str().unwrap();
+    let r = site_json(&s, &["jobs", "restart", id]);
+    assert_eq!(r["scenarioName"], "RestartJob", "{r}");
+    assert_eq!(r["tasks"][0]["friendlyName"], "Restarting job");
+    site(&s, &["clock", "advance", "30m"]).ok();
+    let st = site_json(&s, &["replication", "status", "web01"]);
+    assert_eq!(st[0]["properties"]["protectionState"], "Protected", "{st}");
+}
+
+/// A GPT disk without an EFI system partition (a Linux boot disk on GPT).
+fn gpt_disk(path: &Path) {
+    use ec2azure::image::partition::{Guid, NewGptPartition, build_gpt};
+    let disk = 2 * GIB;
+    // The Linux filesystem type, 0FC63DAF-8483-4772-8E79-3D69D8477DE4.
+    let linux = Guid::from_fields(0x0FC6_3DAF, 0x8483, 0x4772, *b"\x8E\x79\x3D\x69\xD8\x47\x7D\xE4");
+    let parts = [NewGptPartition {
+        type_guid: linux,
+        unique_guid: Guid::from_fields(1, 2, 3, [4; 8]),
+        first_lba: 2048,
+        last_lba: disk / 512 - 34,
+        name: "root".into(),
+    }];
+    let sectors = build_gpt(disk / 512, Guid::from_fields(5, 6, 7, [8; 8]), &parts, &[]).unwrap();
+    sparse_file(path, disk, &sectors);
+}
+
+#[test]
+fn every_failing_check_names_its_id_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    mbr_disk(&dir.path().join("ok.raw"), 1);
+    gpt_disk(&dir.path().join("gpt.raw"));
+    let extra = r#"
+[[guests]]
+instance = "rhel-pv"
+os_name = "Red Hat Enterprise Linux 6.7"
+pv_drivers = ["Red Hat PV"]
+
+[[guests]]
+instance = "win2003"
+os_name = "Windows Server 2003 R2"
+"#;
+    let scn = tutorial_scenario(dir.path(), extra);
+    // More machines, each made to fail some checks.
+    let mut text = std::fs::read_to_string(&scn).unwrap();
+    text = text.replace(
+        "[[aws.security_groups]]",
+        r#"[[aws.images]]
+id = "ami-0b0b0b0b0b0b0b0b0"
+name = "RHEL-6.7_HVM-20150803-x86_64"
+platform_details = "Red Hat Enterprise Linux"
+virtualization = "paravirtual"
+
+[[aws.security_groups]]
+name = "closed"
+description = "nothing in"
+
+[[aws.security_groups]]"#,
+    );
+    let (before, after) = text.split_once("[[guests]]").unwrap();
+    let text = format!(
+        r#"{before}
+[[aws.instances]]
+name = "rhel-pv"
+image = "ami-0b0b0b0b0b0b0b0b0"
+private_ip = "10.0.0.30"
+security_groups = ["closed"]
+[[aws.instances.volumes]]
+device = "/dev/sda1"
+size_gib = 2
+data = "gpt.raw"
+
+[[aws.instances]]
+name = "win2003"
+image = "ami-0c2b8ca1dad447f8a"
+private_ip = "10.0.0.40"
+security_groups = ["closed"]
+[[aws.instances.volumes]]
+device = "/dev/sda1"
+size_gib = 2
+data = "ok.raw"
+
+[[guests]]{after}"#
+    );
+    std::fs::write(&scn, text).unwrap();
+    let s = dir.path().join("site");
+    site(&s, &["site", "init", "--scenario", p(&scn)]).ok();
+    site(&s, &["azure", "group", "create", "--name", "rg", "--location", "westeurope"]).ok();
+    site(&s, &["vault", "create", "--name", "myVault", "--resource-group", "rg", "--location", "westeurope"]).ok();
+    let key = s.join("k.VaultCredentials");
+    site(&s, &["vault", "key", "--out", p(&key)]).ok();
+    site(&s, &["config-server", "register", "--key", p(&key), "--instance", "ConfigurationServer"]).ok();
+    site(&s, &["config-server", "add-account", "--name", "LinuxAccount", "--user", "ec2-user"]).ok();
+    site(&s, &["config-server", "add-account", "--name", "WindowsAccount", "--user", "backup"]).ok();
+    site(&s, &["machine", "discover"]).ok();
+    let failed = |machine: &str, account: &str, storage: &str| -> Vec<(String, Value)> {
+        let out = site(
+            &s,
+            &["check-machine", machine, "--account", account, "--storage-account", storage, "--json"],
+        );
+        out.expect_code(1);
+        out.json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["outcome"] == "Failed")
+            .map(|r| (r["name"].as_str().unwrap().to_string(), r.clone()))
+            .collect()
+    };
+    let rhel = failed("rhel-pv", "LinuxAccount", "Bad_Name");
+    let names: Vec<&str> = rhel.iter().map(|(n, _)| n.as_str()).collect();
+    for want in [
+        "virtualization-type",
+        "pv-drivers",
+        "linux-boot-disk-gpt",
+        "storage-account-name",
+        "push-install-account",
+        "push-install-ports",
+        "policy-association",
+    ] {
+        assert!(names.contains(&want), "{want} did not fail: {rhel:?}");
+    }
+    let id = |list: &[(String, Value)], n: &str| {
+        list.iter().find(|(x, _)| x == n).unwrap().1["errorCode"].clone()
+    };
+    assert_eq!(id(&rhel, "push-install-account"), "95108");
+    assert_eq!(id(&rhel, "push-install-ports"), "95117");
+    assert_eq!(id(&rhel, "policy-association"), "78253");
+    let win = failed("win2003", "WindowsAccount", "awsmigrated2017");
+    let names: Vec<&str> = win.iter().map(|(n, _)| n.as_str()).collect();
+    assert!(names.contains(&"os-supported"), "{win:?}");
+    assert_eq!(id(&win, "push-install-account"), "95107");
+    let msg = win.iter().find(|(n, _)| n == "os-supported").unwrap().1["errorMessage"].clone();
+    assert!(msg.as_str().unwrap().contains("Windows Server 2003 R2"), "{msg}");
 }

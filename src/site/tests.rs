@@ -1,0 +1,335 @@
+//! The site as a state machine under random operations: every item's `allowedOperations` match
+//! its state's row, an operation outside them is refused and changes nothing, every job ends in
+//! a final state, an item is busy exactly while a job runs on it, and a crash injected at any
+//! step (a task left running by a process that died, with half-written files) is found on the
+//! next open and leaves everything legal.
+
+use super::Site;
+use super::estate::AwsMode;
+use super::jobs::{Job, JobState};
+use super::model::ReplicatedItem;
+use super::protect::EnableRequest;
+use super::scenario::{Scenario, init_site};
+use super::states::{ItemState, Operation};
+use crate::error::ErrorKind;
+use crate::progress::NoProgress;
+use proptest::prelude::*;
+use std::path::Path;
+
+const GIB: u64 = 1 << 30;
+
+/// A 2 GiB sparse disk with an MBR (boot signature) and a little data.
+fn disk(path: &Path, seed: u8) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::create(path).unwrap();
+    f.set_len(2 * GIB).unwrap();
+    let mut mbr = vec![0u8; 512];
+    mbr[446] = 0x80;
+    mbr[450] = 0x07;
+    mbr[454..458].copy_from_slice(&2048u32.to_le_bytes());
+    mbr[458..462].copy_from_slice(&1_000_000u32.to_le_bytes());
+    mbr[510] = 0x55;
+    mbr[511] = 0xAA;
+    f.write_all_at(&mbr, 0).unwrap();
+    f.write_all_at(&vec![seed | 1; 256 << 10], 1 << 20).unwrap();
+}
+
+/// A site with the tutorial's estate: a configuration server and two machines, the vault, the
+/// key, the registration, a policy associated, the target resources — everything up to
+/// enabling replication.
+pub(crate) fn tutorial_site(dir: &Path) -> Site {
+    disk(&dir.join("a.raw"), 1);
+    disk(&dir.join("b.raw"), 2);
+    let text = r#"
+[site]
+seed = 5
+[aws]
+[[aws.images]]
+id = "ami-00000000000000001"
+name = "Windows_Server-2012-R2_RTM-English-64Bit-Base"
+platform = "windows"
+[[aws.security_groups]]
+name = "push"
+ingress = [
+  { protocol = "tcp", from_port = 135, to_port = 135, cidrs = ["10.0.0.0/16"] },
+  { protocol = "tcp", from_port = 445, to_port = 445, cidrs = ["10.0.0.0/16"] },
+]
+[[aws.instances]]
+name = "cs"
+image = "ami-00000000000000001"
+private_ip = "10.0.0.10"
+[[aws.instances]]
+name = "a"
+image = "ami-00000000000000001"
+private_ip = "10.0.0.20"
+security_groups = ["push"]
+volumes = [{ device = "/dev/sda1", size_gib = 2, data = "a.raw" }]
+[[aws.instances]]
+name = "b"
+image = "ami-00000000000000001"
+private_ip = "10.0.0.21"
+security_groups = ["push"]
+volumes = [{ device = "/dev/sda1", size_gib = 2, data = "b.raw" }]
+[[guests]]
+instance = "a"
+os_name = "Windows Server 2012 R2 Datacenter"
+local_account_token_filter_policy = true
+workload = { write_rate = 512 }
+[[guests]]
+instance = "b"
+os_name = "Windows Server 2012 R2 Datacenter"
+local_account_token_filter_policy = true
+workload = { write_rate = 512 }
+"#;
+    let sc = Scenario::parse(text).unwrap();
+    let mut site = init_site(&dir.join("site"), &sc, dir, AwsMode::Fake).unwrap();
+    let sub = site.config().subscription_id.clone();
+    site.tx(|t| {
+        super::azure::create_resource_group(t, &sub, "rg", "westeurope")?;
+        super::azure::create_storage_account(t, &sub, "rg", "store1", None, None)?;
+        super::azure::create_virtual_network(
+            t,
+            &sub,
+            "rg",
+            "net",
+            &super::azure::VnetSpec::default(),
+        )?;
+        Ok(())
+    })
+    .unwrap();
+    site.create_vault("rg", "myVault", "westeurope").unwrap();
+    let key = dir.join("key");
+    site.issue_key(&key).unwrap();
+    let ip = site.instance_ip("cs").unwrap();
+    let cs = site.instance("cs").unwrap().id;
+    let j = site.register_config_server(&key, "cs", &cs, &ip).unwrap();
+    site.wait_for(&j.id, 3_600_000, &NoProgress).unwrap();
+    site.add_account("cs", "WindowsAccount", "Administrator", false)
+        .unwrap();
+    let j = site
+        .create_policy("pol", super::model::PolicyDetails::default())
+        .unwrap();
+    site.wait_for(&j.id, 3_600_000, &NoProgress).unwrap();
+    let j = site.associate_policy("pol", "cs").unwrap();
+    site.wait_for(&j.id, 3_600_000, &NoProgress).unwrap();
+    site.discover_machines(None).unwrap();
+    site
+}
+
+pub(crate) fn enable(machine: &str) -> EnableRequest {
+    EnableRequest {
+        machine: machine.into(),
+        config_server: None,
+        policy: None,
+        account: "WindowsAccount".into(),
+        resource_group: "rg".into(),
+        storage_account: "store1".into(),
+        network: "net".into(),
+        subnet: "default".into(),
+        vm_name: None,
+        multi_vm_group: None,
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Step {
+    Enable(usize),
+    Disable(usize, bool),
+    Advance(u64),
+    CancelLatest,
+    RestartLatest,
+    ProcessServer(bool),
+    /// A process dies in the middle of the next task's work.
+    Crash,
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        3 => (0..2usize).prop_map(Step::Enable),
+        2 => (0..2usize, any::<bool>()).prop_map(|(i, k)| Step::Disable(i, k)),
+        4 => (1..40u64).prop_map(|m| Step::Advance(m * 60_000)),
+        1 => Just(Step::CancelLatest),
+        1 => Just(Step::RestartLatest),
+        1 => any::<bool>().prop_map(Step::ProcessServer),
+        1 => Just(Step::Crash),
+    ]
+}
+
+/// Everything the store holds, to compare before and after a refused operation.
+fn snapshot(site: &mut Site) -> String {
+    let items = site.items().unwrap();
+    let jobs = site.jobs().unwrap();
+    let now = site.now_ms().unwrap();
+    format!(
+        "{now} {} {}",
+        serde_json::to_string(&items).unwrap(),
+        serde_json::to_string(&jobs).unwrap()
+    )
+}
+
+fn check_invariants(site: &mut Site) {
+    let jobs = site.jobs().unwrap();
+    for it in site.items().unwrap() {
+        let p: &ReplicatedItem = &it.properties;
+        let running = jobs.iter().find(|j| {
+            !j.properties.state.is_final() && j.properties.target_object_id == it.id
+        });
+        // Busy states have their job; the one job that runs on an idle-looking state is
+        // Finalize protection during initial replication (which can be disabled).
+        assert!(
+            (p.state.busy() && running.is_some())
+                || (!p.state.busy()
+                    && (running.is_none() || p.state == ItemState::InitialReplicationInProgress)),
+            "{} is {:?} with running job {:?}",
+            p.friendly_name,
+            p.state,
+            running.map(|j| &j.properties.friendly_name)
+        );
+        assert_eq!(p.allowed_operations(), p.state.allowed());
+        if p.state.replicates() {
+            assert!(!p.replication.is_empty(), "{} replicates nothing", p.friendly_name);
+        }
+    }
+}
+
+fn run(steps: &[Step]) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut site = tutorial_site(dir.path());
+    let names = ["a", "b"];
+    for s in steps {
+        match s {
+            Step::Enable(i) => {
+                let before = snapshot(&mut site);
+                if let Err(e) = site.enable_replication(&enable(names[*i])) {
+                    assert_eq!(e.kind(), ErrorKind::Conflict, "{e}");
+                    assert_eq!(before, snapshot(&mut site), "a refused enable changed the site");
+                }
+            }
+            Step::Disable(i, keep) => {
+                let before = snapshot(&mut site);
+                let state = site.item(names[*i]).ok().map(|it| it.properties.state);
+                match site.disable_replication(names[*i], *keep) {
+                    Ok(_) => {
+                        let s = state.unwrap();
+                        assert!(s.allowed().contains(&Operation::DisableProtection), "{s:?}");
+                    }
+                    Err(e) => {
+                        if let Some(s) = state {
+                            assert_eq!(e.kind(), ErrorKind::NotAllowed, "{e}");
+                            assert!(!s.allowed().contains(&Operation::DisableProtection));
+                        } else {
+                            assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+                        }
+                        assert_eq!(before, snapshot(&mut site), "a refused disable changed the site");
+                    }
+                }
+            }
+            Step::Advance(ms) => {
+                site.advance(*ms, &NoProgress).unwrap();
+            }
+            Step::CancelLatest => {
+                if let Some(j) = site.jobs().unwrap().into_iter().rev().find(|j| !j.properties.state.is_final()) {
+                    site.cancel_job(&j.id).unwrap();
+                }
+            }
+            Step::RestartLatest => {
+                if let Some(j) = site
+                    .jobs()
+                    .unwrap()
+                    .into_iter()
+                    .rev()
+                    .find(|j| matches!(j.properties.state, JobState::Failed | JobState::Cancelled))
+                {
+                    let before = snapshot(&mut site);
+                    if let Err(e) = site.restart_job(&j.id) {
+                        assert_eq!(before, snapshot(&mut site), "{e}");
+                    }
+                }
+            }
+            Step::ProcessServer(up) => {
+                site.set_process_server("cs", *up).unwrap();
+            }
+            Step::Crash => {
+                // What a process killed in a task's work leaves: the task marked running under
+                // a lock nobody holds, and the work's files half written.
+                let Some(j) = site
+                    .jobs()
+                    .unwrap()
+                    .into_iter()
+                    .find(|j| j.properties.state == JobState::InProgress)
+                else {
+                    continue;
+                };
+                let Some((i, _)) = j.properties.next_due() else { continue };
+                let id = j.id.clone();
+                site.tx(|t| {
+                    let mut j = t.get::<Job>(&id)?;
+                    j.properties.tasks[i].state = JobState::InProgress;
+                    j.properties.tasks[i].running_lock = Some("dead.lock".into());
+                    t.update(&mut j)
+                })
+                .unwrap();
+                let item = j.properties.target_object_id.rsplit('/').next().unwrap().to_string();
+                let partial = site.dir().join("replicas").join(&item).join("0");
+                if j.properties.tasks[i].name == "InitialReplication" {
+                    std::fs::create_dir_all(&partial).unwrap();
+                    std::fs::write(partial.join("base-1.raw.partial"), b"half").unwrap();
+                }
+                let dir = site.dir().to_path_buf();
+                drop(site);
+                site = Site::open(&dir).unwrap();
+                assert_eq!(site.recovered(), [id.clone()]);
+                let j = site.job(&id).unwrap();
+                assert_eq!(j.properties.state, JobState::Failed);
+                assert_eq!(j.properties.errors[0].error_code, "interrupted");
+                if j.properties.tasks[i].name == "InitialReplication" {
+                    assert!(!partial.exists(), "the partial replica was left behind");
+                }
+            }
+        }
+        check_invariants(&mut site);
+    }
+    // Every job ends: no step leaves one running for ever.
+    site.advance(6 * 3_600_000, &NoProgress).unwrap();
+    for j in site.jobs().unwrap() {
+        assert!(
+            j.properties.state.is_final(),
+            "{} is still {:?}",
+            j.properties.friendly_name,
+            j.properties.state
+        );
+    }
+    check_invariants(&mut site);
+    for it in site.items().unwrap() {
+        assert!(
+            !it.properties.state.busy(),
+            "{} stays {:?}",
+            it.properties.friendly_name,
+            it.properties.state
+        );
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_operations_keep_the_site_legal(steps in proptest::collection::vec(step(), 1..14)) {
+        run(&steps);
+    }
+}
+
+#[test]
+fn the_tutorial_protects_both_machines() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut site = tutorial_site(dir.path());
+    for m in ["a", "b"] {
+        site.enable_replication(&enable(m)).unwrap();
+    }
+    site.advance(40 * 60_000, &NoProgress).unwrap();
+    for m in ["a", "b"] {
+        let it = site.item(m).unwrap();
+        assert_eq!(it.properties.state, ItemState::Protected, "{m}");
+        assert!(!site.recovery_points(m).unwrap().points.is_empty());
+    }
+}
