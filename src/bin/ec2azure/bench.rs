@@ -26,6 +26,9 @@ pub enum BenchCommand {
     /// Page-blob upload of a sparse VHD to the in-process fake and to a Blob endpoint (Azurite),
     /// against the naive way (every page, one stream).
     Upload(crate::upload::UploadBench),
+    /// Replication of 10, 50 and 200 machines over a simulated day: wall time, peak RSS and
+    /// site size per machine, and how they grow with the number of machines.
+    Replication(crate::bench_replication::ReplicationBench),
 }
 
 #[derive(Args)]
@@ -210,6 +213,7 @@ pub fn run(cmd: BenchCommand, quiet: bool) -> Result<ExitCode> {
         BenchCommand::Convert(b) => convert(b, quiet),
         BenchCommand::Points(b) => crate::bench_points::run(b, quiet),
         BenchCommand::Upload(b) => crate::upload::bench_upload(b, quiet),
+        BenchCommand::Replication(b) => crate::bench_replication::run(b, quiet),
     }
 }
 
