@@ -209,7 +209,11 @@ impl SupportMatrix {
     pub fn lookup(&self, os_type: OsType, os_name: &str) -> SupportLookup<'_> {
         let name = words(os_name);
         let mut too_old = None;
-        for entry in self.operating_systems.iter().filter(|e| e.os_type == os_type) {
+        for entry in self
+            .operating_systems
+            .iter()
+            .filter(|e| e.os_type == os_type)
+        {
             let Some(parsed) = std::iter::once(&entry.product)
                 .chain(&entry.aliases)
                 .find_map(|p| parse_after(&name, &words(p)))
@@ -276,7 +280,8 @@ fn parse_after(name: &[String], product: &[String]) -> Option<Parsed> {
     if product.is_empty() || name.len() < product.len() {
         return None;
     }
-    let start = (0..=name.len() - product.len()).find(|&i| name[i..i + product.len()] == *product)?;
+    let start =
+        (0..=name.len() - product.len()).find(|&i| name[i..i + product.len()] == *product)?;
     let rest = &name[start + product.len()..];
     let mut version = Vec::new();
     let mut service_pack = 0;
@@ -325,11 +330,31 @@ mod tests {
     fn the_tutorials_list_matches_the_names_instances_report() {
         use OsType::{Linux, Windows};
         let cases = [
-            (Windows, "Windows Server 2012 R2 Datacenter", Some("Windows Server 2012 R2")),
-            (Windows, "Microsoft Windows Server 2012 R2 Standard", Some("Windows Server 2012 R2")),
-            (Windows, "Windows Server 2012 Datacenter", Some("Windows Server 2012")),
-            (Windows, "Windows Server® 2012 Standard", Some("Windows Server 2012")),
-            (Windows, "Windows Server 2008 R2 SP1 Enterprise", Some("Windows Server 2008 R2 SP1")),
+            (
+                Windows,
+                "Windows Server 2012 R2 Datacenter",
+                Some("Windows Server 2012 R2"),
+            ),
+            (
+                Windows,
+                "Microsoft Windows Server 2012 R2 Standard",
+                Some("Windows Server 2012 R2"),
+            ),
+            (
+                Windows,
+                "Windows Server 2012 Datacenter",
+                Some("Windows Server 2012"),
+            ),
+            (
+                Windows,
+                "Windows Server® 2012 Standard",
+                Some("Windows Server 2012"),
+            ),
+            (
+                Windows,
+                "Windows Server 2008 R2 SP1 Enterprise",
+                Some("Windows Server 2008 R2 SP1"),
+            ),
             (
                 Windows,
                 "Microsoft Windows Server 2008 R2 Datacenter Service Pack 1",
@@ -343,7 +368,11 @@ mod tests {
             (Windows, "Windows Server 2008 Datacenter", None),
             (Windows, "Windows Server 2016 Datacenter", None),
             (Windows, "Windows 10 Pro", None),
-            (Linux, "Red Hat Enterprise Linux 6.7", Some("Red Hat Enterprise Linux 6.7")),
+            (
+                Linux,
+                "Red Hat Enterprise Linux 6.7",
+                Some("Red Hat Enterprise Linux 6.7"),
+            ),
             (
                 Linux,
                 "Red Hat Enterprise Linux Server release 6.7 (Santiago)",
@@ -375,7 +404,10 @@ mod tests {
         }"#;
         let m = SupportMatrix::from_json(json).unwrap();
         assert_eq!(m.disk_limits.data_disk_max_gib, 32767);
-        assert_eq!(m.disk_limits.os_disk_max_gib_gen1, 2048, "unset limits keep defaults");
+        assert_eq!(
+            m.disk_limits.os_disk_max_gib_gen1, 2048,
+            "unset limits keep defaults"
+        );
         assert!(matches!(
             m.lookup(OsType::Linux, "SUSE Linux Enterprise Server 12 SP4"),
             SupportLookup::Supported(_)
@@ -400,9 +432,18 @@ mod tests {
     #[test]
     fn a_bad_table_is_refused_with_what_is_wrong() {
         for (json, want) in [
-            (r#"{"operatingSystems": [{"osType": "Windows", "product": "", "version": "1"}]}"#, "must not be empty"),
-            (r#"{"operatingSystems": [], "diskLimits": {"osDiskMaxGibGen1": 1}}"#, "osDiskMaxGibGen1 is 1 GiB"),
-            (r#"{"operatingSystems": [{"osType": "BeOS", "product": "x", "version": "1"}]}"#, "unknown variant"),
+            (
+                r#"{"operatingSystems": [{"osType": "Windows", "product": "", "version": "1"}]}"#,
+                "must not be empty",
+            ),
+            (
+                r#"{"operatingSystems": [], "diskLimits": {"osDiskMaxGibGen1": 1}}"#,
+                "osDiskMaxGibGen1 is 1 GiB",
+            ),
+            (
+                r#"{"operatingSystems": [{"osType": "BeOS", "product": "x", "version": "1"}]}"#,
+                "unknown variant",
+            ),
             (r#"{"operatingSystems": [], "colour": 1}"#, "unknown field"),
         ] {
             let e = SupportMatrix::from_json(json).unwrap_err();
@@ -419,6 +460,9 @@ mod tests {
             "Windows Server 2008 R2 SP1 or later, Windows Server 2012, Windows Server 2012 R2, \
              Red Hat Enterprise Linux 6.7"
         );
-        assert_eq!(m.describe(Some(OsType::Linux)), "Red Hat Enterprise Linux 6.7");
+        assert_eq!(
+            m.describe(Some(OsType::Linux)),
+            "Red Hat Enterprise Linux 6.7"
+        );
     }
 }

@@ -250,7 +250,11 @@ pub(super) fn boot_disk(f: &MachineFacts) -> CheckResult {
         }
         | DiskBoot::GptWithEsp => CheckResult::passed(
             BOOT_DISK,
-            format!("the OS disk {:?} has a bootable layout: {}", d.name, d.boot.describe()),
+            format!(
+                "the OS disk {:?} has a bootable layout: {}",
+                d.name,
+                d.boot.describe()
+            ),
         ),
         layout => CheckResult::failed(
             BOOT_DISK,
@@ -333,7 +337,8 @@ pub(super) fn linux_gpt(f: &MachineFacts, m: &SupportMatrix) -> CheckResult {
     }
     // A scenario's matrix may list a distribution as supported on UEFI (the 2019 matrix
     // names SLES 12 SP4 and RHEL 8.0 with Mobility 9.30): then it may boot from GPT + ESP.
-    let uefi_listed = matches!(m.lookup(f.os_type, &f.os_name), SupportLookup::Supported(e) if e.uefi);
+    let uefi_listed =
+        matches!(m.lookup(f.os_type, &f.os_name), SupportLookup::Supported(e) if e.uefi);
     if uefi_listed && d.boot == DiskBoot::GptWithEsp {
         return CheckResult::passed(
             LINUX_GPT,
@@ -420,7 +425,8 @@ mod tests {
     #[test]
     fn one_os_disk_and_at_most_64_data_disks() {
         let mut f = windows();
-        f.disks.extend((0..64).map(|i| disk(&format!("xvd{i}"), 10 * GIB, false)));
+        f.disks
+            .extend((0..64).map(|i| disk(&format!("xvd{i}"), 10 * GIB, false)));
         assert_eq!(disk_count(&f, &l()).outcome, Outcome::Passed);
         f.disks.push(disk("xvdz", 10 * GIB, false));
         let r = disk_count(&f, &l());
@@ -434,11 +440,20 @@ mod tests {
         f.disks.push(disk("/dev/sdb", 30 * GIB, true));
         let r = disk_count(&f, &l());
         assert_eq!(r.error_id, Some(95311));
-        assert!(r.message.starts_with("the machine has 2 OS disks (\"/dev/sda1\" and \"/dev/sdb\");"), "{}", r.message);
+        assert!(
+            r.message
+                .starts_with("the machine has 2 OS disks (\"/dev/sda1\" and \"/dev/sdb\");"),
+            "{}",
+            r.message
+        );
         f.disks.clear();
         let r = disk_count(&f, &l());
         assert_eq!(r.error_id, Some(95310));
-        assert!(r.message.starts_with("the machine has no OS disk;"), "{}", r.message);
+        assert!(
+            r.message.starts_with("the machine has no OS disk;"),
+            "{}",
+            r.message
+        );
     }
 
     #[test]
@@ -453,9 +468,17 @@ mod tests {
              GiB for Generation 1 VMs"
         );
         f.disks[0].size_bytes = 2048 * GIB;
-        assert_eq!(os_disk_size(&f, &l()).outcome, Outcome::Passed, "2,048 GiB is the limit");
+        assert_eq!(
+            os_disk_size(&f, &l()).outcome,
+            Outcome::Passed,
+            "2,048 GiB is the limit"
+        );
         f.disks[0].size_bytes = 2048 * GIB + 512;
-        assert!(os_disk_size(&f, &l()).message.contains("2,048.00 GiB (2199023256064 bytes)"));
+        assert!(
+            os_disk_size(&f, &l())
+                .message
+                .contains("2,048.00 GiB (2199023256064 bytes)")
+        );
         // A UEFI machine becomes Generation 2: 4 TB.
         f.boot_mode = BootMode::Uefi;
         f.disks[0].boot = DiskBoot::GptWithEsp;
@@ -559,16 +582,18 @@ mod tests {
         );
         f.boot_mode = BootMode::LegacyBios;
         f.disks[0].boot = DiskBoot::GptWithEsp;
-        assert!(
-            boot_mode(&f)
-                .message
-                .ends_with("has GPT with an EFI system partition; a legacy-BIOS machine boots from an MBR disk")
-        );
+        assert!(boot_mode(&f).message.ends_with(
+            "has GPT with an EFI system partition; a legacy-BIOS machine boots from an MBR disk"
+        ));
         // Not reported (moto): the disk decides.
         f.boot_mode = BootMode::Unknown;
         let r = boot_mode(&f);
         assert_eq!(r.outcome, Outcome::Passed);
-        assert!(r.message.ends_with("so it becomes a Generation 2 VM"), "{}", r.message);
+        assert!(
+            r.message.ends_with("so it becomes a Generation 2 VM"),
+            "{}",
+            r.message
+        );
     }
 
     #[test]
@@ -589,7 +614,10 @@ mod tests {
         }
         let mut w = windows();
         w.disks[0].boot = DiskBoot::GptWithEsp;
-        assert_eq!(linux_gpt(&w, &SupportMatrix::default()).outcome, Outcome::Passed);
+        assert_eq!(
+            linux_gpt(&w, &SupportMatrix::default()).outcome,
+            Outcome::Passed
+        );
     }
 
     #[test]

@@ -79,7 +79,11 @@ impl BootMode {
 
 /// The boot layout read from a disk's first sectors (by the partition reader).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "layout", rename_all = "camelCase", rename_all_fields = "camelCase")]
+#[serde(
+    tag = "layout",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
 pub enum DiskBoot {
     /// A master boot record (a protective MBR in front of a GPT is reported as GPT).
     Mbr {
@@ -136,8 +140,12 @@ pub struct DiskFacts {
 
 /// The account the process server pushes the Mobility service with (a run-as account of the
 /// configuration server).
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "camelCase", rename_all_fields = "camelCase")]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(
+    tag = "kind",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
 pub enum PushAccount {
     /// A Linux account (the push install connects with SSH/SFTP).
     Linux {
@@ -158,25 +166,6 @@ pub enum PushAccount {
         /// LocalAccountTokenFilterPolicy` is 1 (remote UAC off: needed for a local account).
         local_account_token_filter_policy: bool,
     },
-}
-
-impl std::fmt::Debug for PushAccount {
-    // Only names and flags are held (no password), but keep account details to one line.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            PushAccount::Linux { user, is_root } => write!(f, "Linux({user:?}, root={is_root})"),
-            PushAccount::Windows {
-                user,
-                domain,
-                is_admin,
-                local_account_token_filter_policy,
-            } => write!(
-                f,
-                "Windows({domain:?}\\{user:?}, admin={is_admin}, \
-                 LocalAccountTokenFilterPolicy={local_account_token_filter_policy})"
-            ),
-        }
-    }
 }
 
 /// One security-group ingress rule that applies to the machine (EC2 `IpPermission`).

@@ -23,7 +23,11 @@ pub(super) fn os_supported(f: &MachineFacts, m: &SupportMatrix) -> CheckResult {
     match m.lookup(f.os_type, &f.os_name) {
         SupportLookup::Supported(e) => CheckResult::passed(
             OS_SUPPORTED,
-            format!("{:?} ({os}) is {} on the support list", f.os_name, e.label()),
+            format!(
+                "{:?} ({os}) is {} on the support list",
+                f.os_name,
+                e.label()
+            ),
         ),
         SupportLookup::ServicePackTooOld { entry, found } => CheckResult::failed(
             OS_SUPPORTED,
@@ -38,8 +42,14 @@ pub(super) fn os_supported(f: &MachineFacts, m: &SupportMatrix) -> CheckResult {
                 },
                 entry.label()
             ),
-            format!("{} is supported from service pack {} on.", entry.product, entry.min_service_pack),
-            format!("Install service pack {} or later and retry.", entry.min_service_pack),
+            format!(
+                "{} is supported from service pack {} on.",
+                entry.product, entry.min_service_pack
+            ),
+            format!(
+                "Install service pack {} or later and retry.",
+                entry.min_service_pack
+            ),
         ),
         SupportLookup::NotListed => CheckResult::failed(
             OS_SUPPORTED,
@@ -133,7 +143,11 @@ pub(super) fn pv_drivers(f: &MachineFacts) -> CheckResult {
         wrong.push(format!("the Red Hat PV driver {}", and_list(&red_hat)));
     }
     if xen.len() > 1 {
-        wrong.push(format!("{} Citrix PV / AWS PV drivers ({})", xen.len(), and_list(&xen)));
+        wrong.push(format!(
+            "{} Citrix PV / AWS PV drivers ({})",
+            xen.len(),
+            and_list(&xen)
+        ));
     }
     if wrong.is_empty() {
         let found = if f.pv_drivers.is_empty() {
@@ -144,7 +158,9 @@ pub(super) fn pv_drivers(f: &MachineFacts) -> CheckResult {
         };
         return CheckResult::passed(
             PV_DRIVERS,
-            format!("the machine has {found}: at most one Citrix PV or AWS PV driver, none from Red Hat"),
+            format!(
+                "the machine has {found}: at most one Citrix PV or AWS PV driver, none from Red Hat"
+            ),
         );
     }
     CheckResult::failed(
@@ -191,7 +207,12 @@ mod tests {
         let mut l = rhel();
         l.os_name = "Red Hat Enterprise Linux 7.2".into();
         let r = os_supported(&l, &SupportMatrix::default());
-        assert!(r.message.ends_with("Site Recovery supports Red Hat Enterprise Linux 6.7"), "{}", r.message);
+        assert!(
+            r.message
+                .ends_with("Site Recovery supports Red Hat Enterprise Linux 6.7"),
+            "{}",
+            r.message
+        );
     }
 
     #[test]
@@ -215,13 +236,21 @@ mod tests {
         f.virtualization_type = Virtualization::Paravirtual;
         let r = virtualization(&f);
         assert_eq!((r.outcome, r.error_id), (Outcome::Failed, None));
-        assert!(r.message.starts_with("the instance's virtualization type is paravirtual;"));
+        assert!(
+            r.message
+                .starts_with("the instance's virtualization type is paravirtual;")
+        );
     }
 
     #[test]
     fn pv_drivers_at_most_one_xen_none_from_red_hat() {
         let mut f = windows();
-        for ok in [vec![], vec!["AWS PV"], vec!["Citrix PV"], vec!["AWS PV", "AWS ENA"]] {
+        for ok in [
+            vec![],
+            vec!["AWS PV"],
+            vec!["Citrix PV"],
+            vec!["AWS PV", "AWS ENA"],
+        ] {
             f.pv_drivers = ok.iter().map(|s| s.to_string()).collect();
             assert_eq!(pv_drivers(&f).outcome, Outcome::Passed, "{ok:?}");
         }
@@ -236,6 +265,11 @@ mod tests {
         f.pv_drivers = vec!["Red Hat PV".into()];
         let r = pv_drivers(&f);
         assert_eq!(r.outcome, Outcome::Failed);
-        assert!(r.message.starts_with("the machine has the Red Hat PV driver \"Red Hat PV\";"), "{}", r.message);
+        assert!(
+            r.message
+                .starts_with("the machine has the Red Hat PV driver \"Red Hat PV\";"),
+            "{}",
+            r.message
+        );
     }
 }

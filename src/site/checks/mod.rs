@@ -24,6 +24,7 @@ mod fixtures;
 #[cfg(test)]
 mod tests;
 
+pub use crate::site::support::{OsType, SupportMatrix};
 pub use vault::REGISTRATION_KEY_VALIDITY_MS;
 
 pub use facts::{

@@ -141,7 +141,10 @@ fn cidr_contains(cidr: &str, ip: IpAddr) -> Option<bool> {
 
 /// Whether the rule's protocol covers TCP.
 fn is_tcp(rule: &IngressRule) -> bool {
-    matches!(rule.protocol.trim().to_ascii_lowercase().as_str(), "tcp" | "6" | "-1" | "all")
+    matches!(
+        rule.protocol.trim().to_ascii_lowercase().as_str(),
+        "tcp" | "6" | "-1" | "all"
+    )
 }
 
 /// Whether the rule covers every port (protocol `-1`, or no ports given).
@@ -184,7 +187,10 @@ pub(super) fn ports(f: &MachineFacts) -> CheckResult {
         OsType::Linux => &[(22, "SSH")],
     };
     let show = |p: &[(u16, &str)]| -> String {
-        let v: Vec<String> = p.iter().map(|(n, what)| format!("TCP {n} ({what})")).collect();
+        let v: Vec<String> = p
+            .iter()
+            .map(|(n, what)| format!("TCP {n} ({what})"))
+            .collect();
         and_list(&v)
     };
     let missing: Vec<(u16, &str)> = needed
@@ -300,13 +306,25 @@ mod tests {
              to 1; a local account needs Remote User Access control disabled \
              (LocalAccountTokenFilterPolicy = 1)"
         );
-        assert!(r.recommended_action.contains("LocalAccountTokenFilterPolicy /t REG_DWORD /d 1"));
+        assert!(
+            r.recommended_action
+                .contains("LocalAccountTokenFilterPolicy /t REG_DWORD /d 1")
+        );
         set(&mut f, Some("CORP"), false, false);
         let r = account(&f);
         assert_eq!(r.error_id, Some(95107));
-        assert!(r.message.starts_with("the domain account \"CORP\\migrator\" has no administrator rights"), "{}", r.message);
+        assert!(
+            r.message
+                .starts_with("the domain account \"CORP\\migrator\" has no administrator rights"),
+            "{}",
+            r.message
+        );
         set(&mut f, Some("CORP"), true, false);
-        assert_eq!(account(&f).outcome, Outcome::Passed, "a domain admin needs no policy");
+        assert_eq!(
+            account(&f).outcome,
+            Outcome::Passed,
+            "a domain admin needs no policy"
+        );
         set(&mut f, None, true, true);
         assert_eq!(account(&f).outcome, Outcome::Passed);
         f.account = None;
@@ -367,7 +385,12 @@ mod tests {
             },
         ];
         let r = ports(&f);
-        assert!(r.message.starts_with("the security groups do not allow TCP 135 (WMI) from"), "{}", r.message);
+        assert!(
+            r.message
+                .starts_with("the security groups do not allow TCP 135 (WMI) from"),
+            "{}",
+            r.message
+        );
         // All traffic from the process server's own address.
         f.network.ingress = vec![IngressRule {
             protocol: "-1".into(),

@@ -41,7 +41,9 @@ fn the_rhel_machine_passes_every_check() {
     let by = |n: &str| r.iter().find(|c| c.name == n).map(|c| c.message.clone());
     assert_eq!(
         by("os-supported").as_deref(),
-        Some("\"Red Hat Enterprise Linux 6.7\" (Linux) is Red Hat Enterprise Linux 6.7 on the support list")
+        Some(
+            "\"Red Hat Enterprise Linux 6.7\" (Linux) is Red Hat Enterprise Linux 6.7 on the support list"
+        )
     );
     assert_eq!(
         by("push-install-ports").as_deref(),
@@ -54,19 +56,34 @@ fn the_rhel_machine_passes_every_check() {
 fn each_check_fails_alone_on_facts_made_to_fail_it() {
     type Break = fn(&mut MachineFacts, &mut SiteFacts);
     let cases: Vec<(&str, Option<u32>, Break)> = vec![
-        ("os-supported", None, |f, _| f.os_name = "Windows Server 2016 Datacenter".into()),
-        ("os-architecture", None, |f, _| f.architecture = Architecture::I386),
+        ("os-supported", None, |f, _| {
+            f.os_name = "Windows Server 2016 Datacenter".into()
+        }),
+        ("os-architecture", None, |f, _| {
+            f.architecture = Architecture::I386
+        }),
         ("virtualization-type", None, |f, _| {
             f.virtualization_type = Virtualization::Paravirtual
         }),
-        ("pv-drivers", None, |f, _| f.pv_drivers.push("Citrix PV".into())),
-        ("disk-count", None, |f, _| {
-            f.disks.extend((0..65).map(|i| disk(&format!("xvd{i}"), 2 * GIB, false)))
+        ("pv-drivers", None, |f, _| {
+            f.pv_drivers.push("Citrix PV".into())
         }),
-        ("os-disk-size", None, |f, _| f.disks[0].size_bytes = 3072 * GIB),
-        ("data-disk-size", None, |f, _| f.disks.push(disk("xvdf", 9000 * GIB, false))),
-        ("disk-minimum-size", None, |f, _| f.disks.push(disk("xvdf", GIB, false))),
-        ("disk-sector-size", None, |f, _| f.disks[0].physical_sector_size = 4096),
+        ("disk-count", None, |f, _| {
+            f.disks
+                .extend((0..65).map(|i| disk(&format!("xvd{i}"), 2 * GIB, false)))
+        }),
+        ("os-disk-size", None, |f, _| {
+            f.disks[0].size_bytes = 3072 * GIB
+        }),
+        ("data-disk-size", None, |f, _| {
+            f.disks.push(disk("xvdf", 9000 * GIB, false))
+        }),
+        ("disk-minimum-size", None, |f, _| {
+            f.disks.push(disk("xvdf", GIB, false))
+        }),
+        ("disk-sector-size", None, |f, _| {
+            f.disks[0].physical_sector_size = 4096
+        }),
         ("boot-disk", Some(95310), |f, _| {
             f.disks[0].boot = DiskBoot::Mbr {
                 boot_signature: false,
@@ -78,15 +95,23 @@ fn each_check_fails_alone_on_facts_made_to_fail_it() {
             f.boot_mode = BootMode::Uefi;
             f.disks[0].boot = DiskBoot::GptWithEsp;
         }),
-        ("vm-name", None, |_, s| s.target.vm_name = Some("web_01".into())),
-        ("computer-name", None, |f, _| f.name = "win2012r2-webserver".into()),
-        ("storage-account-name", None, |_, s| s.target.storage_account = "AwsMigrated".into()),
+        ("vm-name", None, |_, s| {
+            s.target.vm_name = Some("web_01".into())
+        }),
+        ("computer-name", None, |f, _| {
+            f.name = "win2012r2-webserver".into()
+        }),
+        ("storage-account-name", None, |_, s| {
+            s.target.storage_account = "AwsMigrated".into()
+        }),
         ("push-install-account", Some(95107), |f, _| {
             if let Some(PushAccount::Windows { is_admin, .. }) = &mut f.account {
                 *is_admin = false;
             }
         }),
-        ("push-install-ports", Some(95117), |f, _| f.network.ingress.truncate(2)),
+        ("push-install-ports", Some(95117), |f, _| {
+            f.network.ingress.truncate(2)
+        }),
         ("process-server-ports", None, |f, _| {
             f.network.process_server_reachable_443 = false
         }),
@@ -94,7 +119,9 @@ fn each_check_fails_alone_on_facts_made_to_fail_it() {
             s.configuration_server_registered = false;
             s.registration_key_expires_ms = Some(NOW_MS - 1);
         }),
-        ("policy-association", Some(78253), |_, s| s.policy_associated = false),
+        ("policy-association", Some(78253), |_, s| {
+            s.policy_associated = false
+        }),
     ];
     let mut covered: Vec<&str> = cases.iter().map(|c| c.0).collect();
     for (name, id, brk) in cases {
@@ -103,8 +130,15 @@ fn each_check_fails_alone_on_facts_made_to_fail_it() {
         let r = check_machine(&f, &s);
         assert_eq!(failed(&r), [(name, id)], "breaking {name}: {r:#?}");
         let c = r.iter().find(|c| c.name == name).expect("present");
-        assert!(!c.possible_causes.is_empty() && !c.recommended_action.is_empty(), "{c:?}");
-        assert!(c.message.contains("; "), "{name}: found; expected: {}", c.message);
+        assert!(
+            !c.possible_causes.is_empty() && !c.recommended_action.is_empty(),
+            "{c:?}"
+        );
+        assert!(
+            c.message.contains("; "),
+            "{name}: found; expected: {}",
+            c.message
+        );
     }
     // The Linux-only check, on the Linux machine.
     let mut f = rhel();
@@ -120,7 +154,10 @@ fn each_check_fails_alone_on_facts_made_to_fail_it() {
         user: "ec2-user".into(),
         is_root: false,
     });
-    assert_eq!(failed(&check_machine(&f, &site())), [("push-install-account", Some(95108))]);
+    assert_eq!(
+        failed(&check_machine(&f, &site())),
+        [("push-install-account", Some(95108))]
+    );
     covered.push("linux-boot-disk-gpt");
     covered.sort_unstable();
     let mut all = CHECK_NAMES.to_vec();
@@ -148,10 +185,22 @@ fn a_uefi_windows_2012_machine_becomes_generation_2_with_a_warning() {
 #[test]
 fn the_generation_follows_the_firmware_and_the_disk() {
     let cases = [
-        (BootMode::LegacyBios, DiskBoot::Mbr { boot_signature: true }, Generation::V1),
+        (
+            BootMode::LegacyBios,
+            DiskBoot::Mbr {
+                boot_signature: true,
+            },
+            Generation::V1,
+        ),
         (BootMode::Uefi, DiskBoot::GptWithEsp, Generation::V2),
         (BootMode::Unknown, DiskBoot::GptWithEsp, Generation::V2),
-        (BootMode::Unknown, DiskBoot::Mbr { boot_signature: true }, Generation::V1),
+        (
+            BootMode::Unknown,
+            DiskBoot::Mbr {
+                boot_signature: true,
+            },
+            Generation::V1,
+        ),
         (BootMode::LegacyBios, DiskBoot::GptWithEsp, Generation::V1),
         (BootMode::Uefi, DiskBoot::GptWithoutEsp, Generation::V1),
         (BootMode::Uefi, DiskBoot::None, Generation::V1),
@@ -176,7 +225,12 @@ fn results_and_facts_are_json_in_the_services_spelling() {
     assert_eq!(v["name"], "policy-association");
     assert_eq!(v["outcome"], "Failed");
     assert_eq!(v["errorCode"], "78253");
-    assert!(v["errorMessage"].as_str().unwrap().starts_with("Protection couldn't"));
+    assert!(
+        v["errorMessage"]
+            .as_str()
+            .unwrap()
+            .starts_with("Protection couldn't")
+    );
     assert!(v["possibleCauses"].is_string() && v["recommendedAction"].is_string());
     let back: CheckResult = serde_json::from_value(v).unwrap();
     assert_eq!(back, r[20]);
@@ -186,14 +240,20 @@ fn results_and_facts_are_json_in_the_services_spelling() {
     )
     .unwrap();
     assert_eq!(numeric.error_id, Some(95107));
-    assert_eq!(serde_json::to_value(&r[0]).unwrap()["errorCode"], serde_json::Value::Null);
+    assert_eq!(
+        serde_json::to_value(&r[0]).unwrap()["errorCode"],
+        serde_json::Value::Null
+    );
 
     let f = serde_json::to_value(windows()).unwrap();
     assert_eq!(f["osType"], "Windows");
     assert_eq!(f["architecture"], "x86_64");
     assert_eq!(f["virtualizationType"], "hvm");
     assert_eq!(f["bootMode"], "legacy-bios");
-    assert_eq!(f["disks"][0]["boot"], serde_json::json!({"layout": "mbr", "bootSignature": true}));
+    assert_eq!(
+        f["disks"][0]["boot"],
+        serde_json::json!({"layout": "mbr", "bootSignature": true})
+    );
     assert_eq!(f["account"]["kind"], "windows");
     assert_eq!(f["account"]["localAccountTokenFilterPolicy"], true);
     assert_eq!(f["network"]["processServerIp"], "172.31.0.10");
@@ -204,7 +264,11 @@ fn results_and_facts_are_json_in_the_services_spelling() {
     let mut no_support = s.clone();
     no_support.as_object_mut().unwrap().remove("support");
     let back: SiteFacts = serde_json::from_value(no_support).unwrap();
-    assert_eq!(back, site(), "the support matrix defaults to the tutorial's");
+    assert_eq!(
+        back,
+        site(),
+        "the support matrix defaults to the tutorial's"
+    );
 }
 
 #[test]
@@ -217,7 +281,10 @@ fn sizes_read_plainly() {
     assert_eq!(gib(3072 * GIB), "3,072 GiB");
     assert_eq!(gib(GIB + GIB / 2), "1.50 GiB (1610612736 bytes)");
     assert_eq!(mib(GIB), "1,024 MiB");
-    assert_eq!(gib(u64::MAX), "17,179,869,183.99 GiB (18446744073709551615 bytes)");
+    assert_eq!(
+        gib(u64::MAX),
+        "17,179,869,183.99 GiB (18446744073709551615 bytes)"
+    );
 }
 
 fn text() -> impl Strategy<Value = String> {
@@ -240,17 +307,16 @@ fn disks() -> impl Strategy<Value = Vec<DiskFacts>> {
     ];
     let sector = prop_oneof![Just(512u32), Just(4096), any::<u32>()];
     let size = prop_oneof![any::<u64>(), (0u64..10_000).prop_map(|g| g << 30)];
-    let d = (text(), size, sector.clone(), sector, any::<bool>(), boot).prop_map(
-        |(name, size_bytes, l, p, is_os_disk, boot)| DiskFacts {
+    let d = (text(), size, sector.clone(), sector, any::<bool>(), boot)
+        .prop_map(|(name, size_bytes, l, p, is_os_disk, boot)| DiskFacts {
             name,
             size_bytes,
             logical_sector_size: l,
             physical_sector_size: p,
             is_os_disk,
             boot,
-        },
-    )
-    .boxed();
+        })
+        .boxed();
     prop_oneof![
         proptest::collection::vec(d.clone(), 0..4),
         proptest::collection::vec(d, 60..70),
@@ -344,8 +410,10 @@ fn machine() -> impl Strategy<Value = MachineFacts> {
         (disks(), account(), network),
     )
         .prop_map(
-            |((name, os_type, os_name, architecture, virtualization_type, pv_drivers, boot_mode),
-              (disks, account, network))| MachineFacts {
+            |(
+                (name, os_type, os_name, architecture, virtualization_type, pv_drivers, boot_mode),
+                (disks, account, network),
+            )| MachineFacts {
                 name,
                 os_type,
                 os_name,
@@ -369,17 +437,19 @@ fn site_facts() -> impl Strategy<Value = SiteFacts> {
         text(),
         proptest::option::of(text()),
     )
-        .prop_map(|(now_ms, key, registered, associated, storage, vm)| SiteFacts {
-            now_ms,
-            registration_key_expires_ms: key,
-            configuration_server_registered: registered,
-            policy_associated: associated,
-            target: TargetFacts {
-                storage_account: storage,
-                vm_name: vm,
+        .prop_map(
+            |(now_ms, key, registered, associated, storage, vm)| SiteFacts {
+                now_ms,
+                registration_key_expires_ms: key,
+                configuration_server_registered: registered,
+                policy_associated: associated,
+                target: TargetFacts {
+                    storage_account: storage,
+                    vm_name: vm,
+                },
+                support: crate::site::support::SupportMatrix::default(),
             },
-            support: crate::site::support::SupportMatrix::default(),
-        })
+        )
 }
 
 proptest! {

@@ -109,9 +109,17 @@ mod tests {
              valid for five days"
         );
         s.registration_key_expires_ms = None;
-        assert!(registration_key(&s).message.contains("has issued no registration key"));
+        assert!(
+            registration_key(&s)
+                .message
+                .contains("has issued no registration key")
+        );
         s.registration_key_expires_ms = Some(s.now_ms + REGISTRATION_KEY_VALIDITY_MS);
-        assert!(registration_key(&s).message.contains("valid until 2026-11-27T06:00:00Z (5d from now)"));
+        assert!(
+            registration_key(&s)
+                .message
+                .contains("valid until 2026-11-27T06:00:00Z (5d from now)")
+        );
         // Registered: the key's expiry no longer matters.
         s.configuration_server_registered = true;
         s.registration_key_expires_ms = Some(0);
@@ -128,6 +136,9 @@ mod tests {
             "Protection couldn't be successfully enabled for the virtual machine: no replication \
              policy is associated"
         ));
-        assert!(r.possible_causes.starts_with("This error may occur if a replication policy"));
+        assert!(
+            r.possible_causes
+                .starts_with("This error may occur if a replication policy")
+        );
     }
 }
