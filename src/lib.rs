@@ -68,6 +68,7 @@ pub mod journal;
 pub mod progress;
 pub mod recovery;
 pub mod sample;
+pub mod site;
 pub mod source;
 pub mod sync;
 pub mod transfer;
@@ -103,6 +104,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("journal", 8),
     ("recovery", 9),
     ("fuzzing", 10),
+    ("site", 11),
 ];
 
 #[cfg(test)]

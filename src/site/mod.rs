@@ -1,0 +1,3 @@
+//! Site Recovery offline: the site and its replication.
+
+pub mod replication;
