@@ -106,7 +106,7 @@ pub(crate) use reader::list_segments;
 pub use reader::{
     Defect, Journal, ScanOptions, Segment, SegmentBytes, UnavailablePoint, segment_info,
 };
-pub use writer::{JournalWriter, WriterOptions};
+pub use writer::{JournalEnd, JournalWriter, WriterOptions};
 
 pub use crate::clock::{format_duration, format_time, parse_duration, parse_time};
 use crate::digest::Digest;

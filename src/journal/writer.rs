@@ -47,6 +47,25 @@ pub struct JournalWriter {
     /// Marker sequence number → (segment number, offset of its record header).
     markers: HashMap<u64, (u32, u64)>,
     bytes: u64,
+    /// Resumed in place: new segments are stamped with their first record's time, and
+    /// `finish` syncs instead of renaming.
+    in_place: bool,
+    /// Segments this writer created or appended to (synced by `finish`).
+    touched: Vec<u32>,
+}
+
+/// Where a journal ends, as [`JournalWriter::position`] reports it and
+/// [`JournalWriter::resume`] takes it: enough to append to the journal later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct JournalEnd {
+    /// The last segment's number (0: no segment yet).
+    pub segment: u32,
+    /// The last segment's length in bytes.
+    pub segment_len: u64,
+    /// The sequence number the next record gets.
+    pub next_seq: u64,
+    /// The last record's time, milliseconds since the Unix epoch (0: none).
+    pub last_time_ms: u64,
 }
 
 impl JournalWriter {
@@ -57,18 +76,7 @@ impl JournalWriter {
     /// `dir` exists and is not empty, the disk description is invalid, or the temporary directory
     /// cannot be made.
     pub fn create(dir: &Path, info: JournalInfo, opts: WriterOptions) -> Result<JournalWriter> {
-        if info.sector_size != 512 && info.sector_size != 4096 {
-            return Err(Error::argument(format!(
-                "sector size: expected 512 or 4096, found {}",
-                info.sector_size
-            )));
-        }
-        if info.disk_size == 0 || !info.disk_size.is_multiple_of(u64::from(info.sector_size)) {
-            return Err(Error::argument(format!(
-                "disk size {}: a journal needs a non-zero multiple of the {}-byte sector",
-                info.disk_size, info.sector_size
-            )));
-        }
+        check_info(&info)?;
         if let Ok(mut rd) = std::fs::read_dir(dir)
             && rd.next().is_some()
         {
@@ -102,7 +110,102 @@ impl JournalWriter {
             last_time: 0,
             markers: HashMap::new(),
             bytes: 0,
+            in_place: false,
+            touched: Vec::new(),
         })
+    }
+
+    /// Appends, in place, to the journal in `dir` that ends at `end` (as an earlier writer's
+    /// [`JournalWriter::position`] gave it; `JournalEnd { next_seq: 1, ..}` with segment 0 for
+    /// a journal not started). Anything in `dir` past `end` — a segment numbered higher, bytes
+    /// after `segment_len` in the last one, left by a run that was not committed — is removed
+    /// first, so a resumed run that writes the same records writes the same bytes. New segments
+    /// are stamped with the time of their first record (not `opts.created_ms`), so where a
+    /// journal is cut into runs does not change its bytes. [`JournalWriter::finish`] syncs the
+    /// segments written and renames nothing.
+    ///
+    /// # Errors
+    /// The disk description is invalid; the last segment is missing, shorter than `end` says or
+    /// belongs to another disk; `dir` cannot be listed or trimmed.
+    pub fn resume(
+        dir: &Path,
+        info: JournalInfo,
+        opts: WriterOptions,
+        end: JournalEnd,
+    ) -> Result<JournalWriter> {
+        check_info(&info)?;
+        let mut w = JournalWriter {
+            target: dir.to_path_buf(),
+            tmp: None,
+            info,
+            opts,
+            segment: 0,
+            file: None,
+            seg_len: 0,
+            next_seq: 1,
+            last_time: 0,
+            markers: HashMap::new(),
+            bytes: 0,
+            in_place: true,
+            touched: Vec::new(),
+        };
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::io("creating the journal directory", e).with_path(dir))?;
+        for (n, path) in super::reader::list_segments(dir)? {
+            if n > end.segment {
+                std::fs::remove_file(&path).map_err(|e| {
+                    Error::io("removing an uncommitted journal segment", e).with_path(&path)
+                })?;
+            }
+        }
+        w.segment = end.segment;
+        w.next_seq = end.next_seq.max(1);
+        w.last_time = end.last_time_ms;
+        if end.segment > 0 {
+            let path = dir.join(segment_file_name(end.segment));
+            let (found, _) = super::reader::segment_info(&path, end.segment)?;
+            if found != info {
+                return Err(Error::invalid(
+                    "the journal's last segment belongs to another disk or base",
+                )
+                .with_path(&path));
+            }
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&path)
+                .map_err(|e| Error::io("opening the last segment", e).with_path(&path))?;
+            let len = file
+                .metadata()
+                .map_err(|e| Error::io("reading the last segment's size", e).with_path(&path))?
+                .len();
+            if len < end.segment_len || end.segment_len < SEGMENT_HEADER_LEN as u64 {
+                return Err(Error::invalid(format!(
+                    "the last segment holds {len} bytes, the journal's end is recorded at {}",
+                    end.segment_len
+                ))
+                .with_path(&path));
+            }
+            file.set_len(end.segment_len)
+                .map_err(|e| Error::io("trimming the last segment", e).with_path(&path))?;
+            let mut f = file;
+            std::io::Seek::seek(&mut f, std::io::SeekFrom::End(0))
+                .map_err(|e| Error::io("seeking the last segment", e).with_path(&path))?;
+            w.file = Some(BufWriter::with_capacity(1 << 20, f));
+            w.seg_len = end.segment_len;
+            w.touched.push(end.segment);
+        }
+        Ok(w)
+    }
+
+    /// Where the journal ends now (after the records appended so far).
+    pub fn position(&self) -> JournalEnd {
+        JournalEnd {
+            segment: self.segment,
+            segment_len: self.seg_len,
+            next_seq: self.next_seq,
+            last_time_ms: self.last_time,
+        }
     }
 
     /// The directory the segments are being written to (until [`JournalWriter::finish`]).
@@ -120,9 +223,15 @@ impl JournalWriter {
         self.bytes
     }
 
-    fn start_segment(&mut self) -> Result<()> {
+    fn start_segment(&mut self, first_time_ms: u64) -> Result<()> {
         self.flush()?;
         self.segment += 1;
+        self.touched.push(self.segment);
+        let created_ms = if self.in_place {
+            first_time_ms
+        } else {
+            self.opts.created_ms
+        };
         let path = self.temp_dir().join(segment_file_name(self.segment));
         let file = File::create_new(&path)
             .map_err(|e| Error::io("creating a journal segment", e).with_path(&path))?;
@@ -136,7 +245,7 @@ impl JournalWriter {
             segment: self.segment.into(),
             first_seq: self.next_seq.into(),
             base_root: self.info.base_root.0,
-            created_ms: self.opts.created_ms.into(),
+            created_ms: created_ms.into(),
             reserved: [0; 28],
             crc: 0.into(),
         };
@@ -203,7 +312,7 @@ impl JournalWriter {
             || (self.seg_len > SEGMENT_HEADER_LEN as u64
                 && self.seg_len + rec_len > self.opts.segment_size)
         {
-            self.start_segment()?;
+            self.start_segment(time_ms)?;
         }
         let at = self.seg_len;
         let path = &self.target;
@@ -287,8 +396,21 @@ impl JournalWriter {
     /// # Errors
     /// Writing, syncing or renaming fails; the temporary directory is removed then.
     pub fn finish(mut self) -> Result<u64> {
+        if self.in_place {
+            self.flush()?;
+            self.file = None;
+            if self.opts.sync {
+                for &n in &self.touched {
+                    let p = self.target.join(segment_file_name(n));
+                    File::open(&p)
+                        .and_then(|f| f.sync_all())
+                        .map_err(|e| Error::io("syncing a journal segment", e).with_path(&p))?;
+                }
+            }
+            return Ok(self.bytes);
+        }
         if self.file.is_none() {
-            self.start_segment()?; // an empty journal still names its disk and base
+            self.start_segment(self.opts.created_ms)?; // an empty journal still names its disk and base
         }
         self.flush()?;
         let tmp = self
@@ -313,6 +435,23 @@ impl JournalWriter {
         })?;
         Ok(self.bytes)
     }
+}
+
+/// Checks a journal's disk description.
+fn check_info(info: &JournalInfo) -> Result<()> {
+    if info.sector_size != 512 && info.sector_size != 4096 {
+        return Err(Error::argument(format!(
+            "sector size: expected 512 or 4096, found {}",
+            info.sector_size
+        )));
+    }
+    if info.disk_size == 0 || !info.disk_size.is_multiple_of(u64::from(info.sector_size)) {
+        return Err(Error::argument(format!(
+            "disk size {}: a journal needs a non-zero multiple of the {}-byte sector",
+            info.disk_size, info.sector_size
+        )));
+    }
+    Ok(())
 }
 
 /// The 96-byte payload of `m`.

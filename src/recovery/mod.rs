@@ -25,7 +25,10 @@ pub use overlay::{
     Overlay, PointCheck, PointImage, block_digests, check_base_size, check_points, root_of,
 };
 pub use replica::{ProcessReport, Replica, ReplicaState, ReplicaStatus};
-pub use sources::{DiffReport, SimReport, SimSpec, diff, diff_changed, group_id, simulate};
+pub use sources::{
+    DiffReport, IntervalChurn, SimReport, SimSpec, SpanSim, diff, diff_changed, diff_changed_into,
+    group_id, simulate, simulate_span,
+};
 
 use crate::digest::{Digest, Manifest};
 use crate::error::{Error, Result};

@@ -184,79 +184,35 @@ pub fn simulate(
             created_ms: spec.start_ms,
         },
     )?;
-    let align: u64 = if size >= 1 << 20 { 4096 } else { 512 };
-    let units = size / align;
-    let max_units = (spec.max_write.clamp(align, crate::journal::MAX_WRITE) / align).min(units);
     let mut rng = SplitMix64(spec.seed ^ 0x005E_ED0F_1E55);
-    let hot_units = (units / 10).max(1);
-    let hot_start = rng.next_u64() % (units - hot_units + 1);
+    let shape = Shape::new(size, spec, &mut rng);
     let intervals = spec.duration_ms / spec.crash_interval_ms;
     let budget = spec.write_rate.saturating_mul(spec.crash_interval_ms) / 1000;
     let mut report = SimReport {
         base_root,
         ..SimReport::default()
     };
-    let mut buf = vec![0u8; (max_units * align) as usize];
+    let mut buf = vec![0u8; (shape.max_units * shape.align) as usize];
     progress.begin("simulating", intervals);
     for i in 0..intervals {
         if progress.cancelled() {
             return Err(Error::cancelled());
         }
         let t0 = spec.start_ms + i * spec.crash_interval_ms;
-        // This interval's writes: (unit, units, zero).
-        let mut ops = Vec::new();
-        let mut left = budget;
-        while left > 0 {
-            let n = (1 + rng.next_u64() % max_units)
-                .min(left.div_ceil(align))
-                .max(1);
-            let (lo, span) = if rng.next_f64() < spec.hot_fraction {
-                (hot_start, hot_units)
-            } else {
-                (0, units)
-            };
-            let n = n.min(span);
-            let at = lo + rng.next_u64() % (span - n + 1);
-            let zero = rng.next_f64() < spec.zero_fraction;
-            ops.push((at, n, zero));
-            left = left.saturating_sub(n * align);
-        }
+        let ops = shape.interval_ops(&mut rng, budget, spec);
         let count = ops.len() as u64;
         for (k, (at, n, zero)) in ops.into_iter().enumerate() {
             let t = t0 + (k as u64 * spec.crash_interval_ms) / count.max(1);
-            let (off, len) = (at * align, n * align);
+            let len = shape.emit(&mut w, spec.seed, t, at, n, zero, &mut buf)?;
             if zero {
-                w.zero(t, off, len)?;
                 report.zeros += 1;
             } else {
-                let data = &mut buf[..len as usize];
-                SplitMix64(
-                    spec.seed
-                        .wrapping_mul(0x9E37_79B9)
-                        .wrapping_add(w.next_seq()),
-                )
-                .fill(data);
-                w.write(t, off, data)?;
                 report.writes += 1;
                 report.data_bytes += len;
             }
         }
         let t1 = t0 + spec.crash_interval_ms;
-        let app =
-            spec.app_frequency_ms > 0 && (t1 - spec.start_ms).is_multiple_of(spec.app_frequency_ms);
-        w.marker(
-            t1,
-            &Marker {
-                consistency: if app {
-                    Consistency::App
-                } else {
-                    Consistency::Crash
-                },
-                digest: None,
-                group: spec.group.map(|g| (g, t1 / spec.crash_interval_ms)),
-                label: if app { "app".into() } else { String::new() },
-            },
-        )?;
+        let app = interval_marker(&mut w, spec, t1)?;
         report.points += 1;
         report.app_points += u64::from(app);
         progress.advance(1);
@@ -273,6 +229,226 @@ pub fn simulate(
         }
     }
     report.journal_bytes = w.finish()?;
+    Ok(report)
+}
+
+/// Where a workload writes on a disk: 4 KiB units (512 bytes on disks under 1 MiB), a hot spot
+/// of a tenth of them.
+struct Shape {
+    align: u64,
+    units: u64,
+    max_units: u64,
+    hot_start: u64,
+    hot_units: u64,
+}
+
+impl Shape {
+    /// The shape of `spec`'s workload on a `size`-byte disk (the hot spot drawn from `rng`).
+    fn new(size: u64, spec: &SimSpec, rng: &mut SplitMix64) -> Shape {
+        let align: u64 = if size >= 1 << 20 { 4096 } else { 512 };
+        let units = size / align;
+        let max_units = (spec.max_write.clamp(align, crate::journal::MAX_WRITE) / align).min(units);
+        let hot_units = (units / 10).max(1);
+        let hot_start = rng.next_u64() % (units - hot_units + 1);
+        Shape {
+            align,
+            units,
+            max_units,
+            hot_start,
+            hot_units,
+        }
+    }
+
+    /// One crash-consistent interval's writes, `budget` bytes in all: (unit, units, zero).
+    fn interval_ops(
+        &self,
+        rng: &mut SplitMix64,
+        budget: u64,
+        spec: &SimSpec,
+    ) -> Vec<(u64, u64, bool)> {
+        let mut ops = Vec::new();
+        let mut left = budget;
+        while left > 0 {
+            let n = (1 + rng.next_u64() % self.max_units)
+                .min(left.div_ceil(self.align))
+                .max(1);
+            let (lo, span) = if rng.next_f64() < spec.hot_fraction {
+                (self.hot_start, self.hot_units)
+            } else {
+                (0, self.units)
+            };
+            let n = n.min(span);
+            let at = lo + rng.next_u64() % (span - n + 1);
+            let zero = rng.next_f64() < spec.zero_fraction;
+            ops.push((at, n, zero));
+            left = left.saturating_sub(n * self.align);
+        }
+        ops
+    }
+
+    /// Appends one op at time `t`: a zeroing, or a write of seeded bytes (drawn from the seed
+    /// and the record's sequence number). Returns its length in bytes.
+    #[allow(clippy::too_many_arguments)]
+    fn emit(
+        &self,
+        w: &mut JournalWriter,
+        seed: u64,
+        t: u64,
+        at: u64,
+        n: u64,
+        zero: bool,
+        buf: &mut [u8],
+    ) -> Result<u64> {
+        let (off, len) = (at * self.align, n * self.align);
+        if zero {
+            w.zero(t, off, len)?;
+        } else {
+            let data = &mut buf[..len as usize];
+            SplitMix64(seed.wrapping_mul(0x9E37_79B9).wrapping_add(w.next_seq())).fill(data);
+            w.write(t, off, data)?;
+        }
+        Ok(len)
+    }
+}
+
+/// Appends the marker that ends the interval ending at `t1`: app-consistent when `t1` is a
+/// multiple of the app frequency from the workload's start. Returns whether it is.
+fn interval_marker(w: &mut JournalWriter, spec: &SimSpec, t1: u64) -> Result<bool> {
+    let app =
+        spec.app_frequency_ms > 0 && (t1 - spec.start_ms).is_multiple_of(spec.app_frequency_ms);
+    w.marker(
+        t1,
+        &Marker {
+            consistency: if app {
+                Consistency::App
+            } else {
+                Consistency::Crash
+            },
+            digest: None,
+            group: spec.group.map(|g| (g, t1 / spec.crash_interval_ms)),
+            label: if app { "app".into() } else { String::new() },
+        },
+    )?;
+    Ok(app)
+}
+
+/// The data change of one crash-consistent interval within a span.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct IntervalChurn {
+    /// The interval's end (its marker's time), milliseconds since the Unix epoch.
+    pub end_ms: u64,
+    /// How much of the interval the span covered, milliseconds.
+    pub covered_ms: u64,
+    /// Bytes written (and zeroed) in that part.
+    pub bytes: u64,
+}
+
+/// What [`simulate_span`] appended.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct SpanSim {
+    /// Write records.
+    pub writes: u64,
+    /// Zero-range records.
+    pub zeros: u64,
+    /// Bytes of write payload.
+    pub data_bytes: u64,
+    /// Bytes zeroed.
+    pub zeroed_bytes: u64,
+    /// Markers.
+    pub points: u64,
+    /// Of which app-consistent.
+    pub app_points: u64,
+    /// Per interval the span touched: its data change.
+    pub churn: Vec<IntervalChurn>,
+}
+
+/// Appends to `w` the part of `spec`'s workload whose records fall in the span `(from_ms,
+/// to_ms]` of simulated time, on a `size`-byte disk: a workload cut into spans at any times
+/// writes the same records, so the same bytes, as one run over their union.
+///
+/// The workload starts at `spec.start_ms`; interval `i` covers `(start + i·I, start + (i+1)·I]`
+/// (I = `crash_interval_ms`), gets `write_rate × I` bytes of writes drawn from the seed and
+/// `i` alone (spread strictly inside it: the n writes at `t0 + k·I/(n+1)`), and ends with a
+/// marker at its end (app-consistent at multiples of the app frequency from the start, as
+/// [`simulate`]). A record is appended only when `active(time)` holds: the machine is running
+/// then (a stopped machine neither writes nor takes points). Marker digests are not computed
+/// (the caller knows the disk at the span's start; [`check_points`] gives them).
+///
+/// # Errors
+/// The spec is invalid, the span is empty or starts before the workload, or writing fails.
+pub fn simulate_span(
+    w: &mut JournalWriter,
+    size: u64,
+    spec: &SimSpec,
+    from_ms: u64,
+    to_ms: u64,
+    active: &dyn Fn(u64) -> bool,
+) -> Result<SpanSim> {
+    if size == 0 || !size.is_multiple_of(512) {
+        return Err(Error::argument(format!(
+            "a {size}-byte disk: a journal needs a non-zero multiple of 512 bytes"
+        )));
+    }
+    if spec.crash_interval_ms == 0 {
+        return Err(Error::argument(
+            "crash-consistent interval: expected more than 0",
+        ));
+    }
+    if !(0.0..=1.0).contains(&spec.hot_fraction) || !(0.0..=1.0).contains(&spec.zero_fraction) {
+        return Err(Error::argument("fractions must lie between 0 and 1"));
+    }
+    if from_ms < spec.start_ms || to_ms < from_ms {
+        return Err(Error::argument(format!(
+            "span {from_ms}..{to_ms} ms: expected a span from the workload's start ({} ms) on",
+            spec.start_ms
+        )));
+    }
+    let mut rng = SplitMix64(spec.seed ^ 0x005E_ED0F_1E55);
+    let shape = Shape::new(size, spec, &mut rng);
+    let interval = spec.crash_interval_ms;
+    let budget = spec.write_rate.saturating_mul(interval) / 1000;
+    let first = (from_ms - spec.start_ms) / interval;
+    let last = (to_ms - spec.start_ms).div_ceil(interval);
+    let mut report = SpanSim::default();
+    let mut buf = vec![0u8; (shape.max_units * shape.align) as usize];
+    for i in first..last {
+        let t0 = spec.start_ms + i * interval;
+        let t1 = t0 + interval;
+        let (lo, hi) = (from_ms.max(t0), to_ms.min(t1));
+        if hi <= lo {
+            continue;
+        }
+        let mut irng =
+            SplitMix64(spec.seed ^ 0x1A7E_57A1 ^ (i + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let ops = shape.interval_ops(&mut irng, budget, spec);
+        let count = ops.len() as u64;
+        let mut churn = 0;
+        for (k, (at, n, zero)) in ops.into_iter().enumerate() {
+            let t = t0 + ((k as u64 + 1) * interval) / (count + 1);
+            if t <= from_ms || t > to_ms || !active(t) {
+                continue;
+            }
+            let len = shape.emit(w, spec.seed, t, at, n, zero, &mut buf)?;
+            churn += len;
+            if zero {
+                report.zeros += 1;
+                report.zeroed_bytes += len;
+            } else {
+                report.writes += 1;
+                report.data_bytes += len;
+            }
+        }
+        report.churn.push(IntervalChurn {
+            end_ms: t1,
+            covered_ms: hi - lo,
+            bytes: churn,
+        });
+        if t1 > from_ms && t1 <= to_ms && active(t1) {
+            let app = interval_marker(w, spec, t1)?;
+            report.points += 1;
+            report.app_points += u64::from(app);
+        }
+    }
     Ok(report)
 }
 
@@ -401,6 +577,35 @@ pub fn diff_changed(
             "a {size}-byte disk: a journal needs a non-zero multiple of 512 bytes"
         )));
     }
+    let base_root = old.root_digest()?;
+    let mut w = diff_journal(out, base_root, size, time_ms)?;
+    let mut report = diff_changed_into(old, new, changed, &mut w, time_ms, progress)?;
+    report.journal_bytes = finish_diff_journal(w, time_ms, report.root)?;
+    Ok(report)
+}
+
+/// [`diff_changed`] into a journal already open (a replica's source side, continuing earlier
+/// spans): the changed blocks are appended at `time_ms`, without a marker (the caller appends
+/// the point's marker with the returned root). `old` must describe the disk as the journal
+/// leaves it before these records.
+///
+/// # Errors
+/// As [`diff_changed`].
+pub fn diff_changed_into(
+    old: &crate::digest::Manifest,
+    new: &dyn DiskImage,
+    changed: &[u64],
+    w: &mut JournalWriter,
+    time_ms: u64,
+    progress: &dyn Progress,
+) -> Result<DiffReport> {
+    let size = old.size;
+    if new.len() != size {
+        return Err(Error::argument(format!(
+            "the old image's manifest is for {size} bytes, the new image has {}",
+            new.len()
+        )));
+    }
     let blocks = crate::digest::Manifest::block_count(size);
     if let Some(&b) = changed.iter().find(|&&b| b >= blocks) {
         return Err(Error::invalid(format!(
@@ -413,7 +618,6 @@ pub fn diff_changed(
     let mut changed = changed.to_vec();
     changed.sort_unstable();
     changed.dedup();
-    let mut w = diff_journal(out, base_root, size, time_ms)?;
     let mut report = DiffReport {
         base_root,
         ..DiffReport::default()
@@ -453,9 +657,7 @@ pub fn diff_changed(
         }
     }
     progress.finish();
-    let root = super::root_of(&digests);
-    report.root = root;
-    report.journal_bytes = finish_diff_journal(w, time_ms, root)?;
+    report.root = super::root_of(&digests);
     Ok(report)
 }
 

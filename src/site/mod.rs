@@ -21,6 +21,7 @@ pub mod jobs;
 pub mod lock;
 pub mod model;
 pub mod protect;
+pub mod replication;
 pub mod runner;
 pub mod scenario;
 pub mod states;
