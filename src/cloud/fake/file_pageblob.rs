@@ -452,8 +452,11 @@ impl PageBlobStore for FileBlobs {
         let (path, _, s) = self.existing(blob)?;
         check_page_range(offset, len, s.len, Some(MAX_PUT))?;
         // The bytes first, outside the sidecar lock (puts of other ranges go on in parallel).
+        // (Created if a crash in Create left the sidecar without its file.)
         let f = OpenOptions::new()
             .write(true)
+            .create(true)
+            .truncate(false)
             .open(&path)
             .map_err(|e| internal("opening", &path, e))?;
         f.write_all_at(data, offset)
