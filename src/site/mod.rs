@@ -15,6 +15,7 @@
 //! `--wait`): jobs' tasks end at their modelled durations ([`jobs::Durations`]) and do their
 //! work then; replication is computed for the span.
 
+pub mod azure;
 pub mod checks;
 pub mod estate;
 pub mod jobs;

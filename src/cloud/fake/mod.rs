@@ -1,5 +1,7 @@
 //! In-process fakes of the clouds, deterministic and with injectable faults, for unit and
-//! property tests: [`ebs`] (the EBS direct APIs) and [`pageblob`] (Azure page blobs).
+//! property tests: [`ebs`] (the EBS direct APIs) and [`pageblob`] (Azure page blobs); and
+//! [`file_pageblob`], page blobs kept in files (a site's storage accounts).
 
 pub mod ebs;
+pub mod file_pageblob;
 pub mod pageblob;
