@@ -213,26 +213,8 @@ impl Kind for ProtectableItem {
     const TYPE: &'static str = "Microsoft.RecoveryServices/vaults/replicationFabrics/replicationProtectionContainers/replicationProtectableItems";
 }
 
-/// A health error (asr-model.md §1.10).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct HealthError {
-    /// Site Recovery's error id, when it has one.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error_code: Option<String>,
-    /// `Replication`, `Configuration`, `FabricInfrastructure`, …
-    pub error_category: String,
-    /// `Error` or `Warning`.
-    pub error_level: String,
-    /// The message.
-    pub error_message: String,
-    /// Possible causes.
-    pub possible_causes: String,
-    /// What to do.
-    pub recommended_action: String,
-    /// When it was raised (RFC 3339).
-    pub creation_time_utc: String,
-}
+/// A health error (asr-model.md §1.10), as replication computes it.
+pub use super::replication::HealthError;
 
 /// One replicated disk of an item.
 #[derive(Debug, Clone, Serialize, Deserialize)]

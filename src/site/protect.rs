@@ -268,27 +268,15 @@ impl Site {
                      create --multi-vm)",
                 ));
             }
-            let rg = format!("{sub}/resourceGroups/{}", req.resource_group);
-            let storage = format!(
-                "{rg}/providers/Microsoft.Storage/storageAccounts/{}",
-                req.storage_account
-            );
-            let network = format!(
-                "{rg}/providers/Microsoft.Network/virtualNetworks/{}",
-                req.network
-            );
-            for (what, id) in [
-                ("resource group", &rg),
-                ("storage account", &storage),
-                ("virtual network", &network),
-            ] {
-                if !t.exists(id)? {
-                    return Err(Error::not_found(format!(
-                        "the target {what} {} does not exist",
-                        id.rsplit('/').next().unwrap_or(id)
-                    )));
-                }
-            }
+            let sub_id = sub.trim_start_matches("/subscriptions/");
+            let rg = super::azure::resource_group(t, sub_id, &req.resource_group)?.id;
+            let storage =
+                super::azure::storage_account(t, sub_id, &req.resource_group, &req.storage_account)?
+                    .id;
+            let vnet =
+                super::azure::virtual_network(t, sub_id, &req.resource_group, &req.network)?;
+            super::azure::subnet(t, &vnet.id, &req.subnet)?;
+            let network = vnet.id;
             let instance = match &p.properties.instance_id {
                 id if !id.is_empty() => e.ec2.describe_instances(std::slice::from_ref(id))?.pop(),
                 _ => None,
@@ -448,6 +436,7 @@ impl Site {
         let items = self.items()?;
         let fabrics = self.tx(|t| t.list::<Fabric>(None))?;
         let mut ps_bytes: std::collections::BTreeMap<String, u64> = Default::default();
+        let mut ps_items: std::collections::BTreeMap<String, Vec<String>> = Default::default();
         for it in items {
             if !it.properties.state.replicates() || it.properties.replication.is_empty() {
                 continue;
@@ -474,34 +463,66 @@ impl Site {
             let mut disks = it.properties.replication.clone();
             let mut reports = Vec::new();
             for d in &mut disks {
-                let mut abs = d.clone();
-                abs.replica_dir = self.dir.join(&d.replica_dir);
-                abs.source_dir = self.dir.join(&d.source_dir);
-                let r = repl::advance(&mut abs, from, to, &env)?;
-                abs.replica_dir = d.replica_dir.clone();
-                abs.source_dir = d.source_dir.clone();
-                *d = abs;
-                reports.push(r);
+                let (rel_r, rel_s) = (d.replica_dir.clone(), d.source_dir.clone());
+                d.replica_dir = self.dir.join(&rel_r);
+                d.source_dir = self.dir.join(&rel_s);
+                let r = repl::advance(d, from, to, &env);
+                d.replica_dir = rel_r;
+                d.source_dir = rel_s;
+                reports.push(r?);
             }
-            let health = repl::item_health(&disks, &reports, &env, to);
+            let dh: Vec<repl::DiskHealth> = reports.iter().map(|r| r.health.clone()).collect();
+            let churn: Vec<&[crate::recovery::IntervalChurn]> =
+                reports.iter().map(|r| r.written.churn.as_slice()).collect();
+            let health = repl::machine_health(&dh, &churn, to);
+            let received = dh
+                .iter()
+                .map(|d| d.last_recovery_point_received_ms)
+                .try_fold(u64::MAX, |a, r| r.map(|r| a.min(r)))
+                .filter(|&t| t != u64::MAX);
             sum.items += 1;
             for r in &reports {
-                sum.bytes_written += r.data_bytes_written();
-                sum.points += r.points_written();
-                sum.pruned += r.points_folded();
-                sum.wall_ms += r.wall_ms();
+                sum.bytes_written += r.written.data_bytes;
+                sum.points += r.new_points;
+                sum.pruned += r.folded_points;
+                sum.wall_ms += r.wall.total_ms;
             }
-            *ps_bytes.entry(it.properties.process_server_id.clone()).or_default() +=
-                reports.iter().map(|r| r.data_bytes_written()).sum::<u64>();
+            let written: u64 = reports.iter().map(|r| r.written.data_bytes).sum();
+            ps_items
+                .entry(it.properties.process_server_id.clone())
+                .or_default()
+                .push(it.id.clone());
+            *ps_bytes.entry(it.properties.process_server_id.clone()).or_default() += written;
             let id = it.id.clone();
             self.tx(|t| {
                 let mut cur = t.get::<ReplicatedItem>(&id)?;
                 cur.properties.replication = disks;
-                apply_health(&mut cur.properties, &health);
+                let p = &mut cur.properties;
+                p.replication_health = format!("{:?}", health.replication_health);
+                p.health_errors = health.health_errors.clone();
+                p.rpo_in_seconds = health.rpo_in_seconds;
+                p.last_rpo_calculated_ms = Some(to);
+                p.last_recovery_point_received_ms = received;
+                for (pd, d) in p.protected_disks.iter_mut().zip(&dh) {
+                    pd.rpo_in_seconds = d.rpo_in_seconds;
+                }
                 t.update(&mut cur)
             })?;
         }
-        let _ = ps_bytes;
+        // The process server's own limit: 2 TB a day over its machines.
+        for (ps, bytes) in ps_bytes {
+            let Some(err) = repl::process_server_churn(bytes, to.saturating_sub(from), to) else {
+                continue;
+            };
+            for id in ps_items.remove(&ps).unwrap_or_default() {
+                self.tx(|t| {
+                    let mut cur = t.get::<ReplicatedItem>(&id)?;
+                    cur.properties.health_errors.push(err.clone());
+                    cur.properties.replication_health = "Critical".into();
+                    t.update(&mut cur)
+                })?;
+            }
+        }
         Ok(sum)
     }
 
@@ -608,14 +629,6 @@ pub fn policy_of(p: &ReplicationPolicy) -> Policy {
         crash_interval_ms: 5 * 60_000,
         rpo_threshold_ms: d.recovery_point_threshold_in_minutes * 60_000,
     }
-}
-
-fn apply_health(it: &mut ReplicatedItem, h: &repl::MachineHealth) {
-    it.replication_health = h.replication_health.as_str().to_string();
-    it.health_errors = h.health_errors.clone();
-    it.rpo_in_seconds = h.rpo_in_seconds;
-    it.last_rpo_calculated_ms = Some(h.last_rpo_calculated_ms);
-    it.last_recovery_point_received_ms = h.last_recovery_point_received_ms;
 }
 
 fn add_protectable(
@@ -1108,7 +1121,7 @@ fn initial_replication(site: &mut Site, item_id: &str, progress: &dyn Progress) 
         };
         let (state, report) = repl::initial_replication(
             &image,
-            device,
+            volume,
             &site.dir().join(&replica_rel),
             &site.dir().join(&source_rel),
             policy,
@@ -1116,8 +1129,8 @@ fn initial_replication(site: &mut Site, item_id: &str, progress: &dyn Progress) 
             now,
             progress,
         )?;
-        read_ms += report.wall_ms();
-        bytes += report.bytes_read();
+        read_ms += report.wall.snapshot_read_ms;
+        bytes += report.replica_bytes;
         let mut state = state;
         state.replica_dir = replica_rel.clone();
         state.source_dir = source_rel;
@@ -1134,7 +1147,7 @@ fn initial_replication(site: &mut Site, item_id: &str, progress: &dyn Progress) 
         });
     }
     out.insert("snapshots".into(), serde_json::to_value(&snaps).unwrap_or_default());
-    out.insert("bytesRead".into(), bytes.into());
+    out.insert("replicaBytes".into(), bytes.into());
     out.insert("snapshotReadWallMs".into(), read_ms.into());
     site.tx(|t| {
         let mut it = t.get::<ReplicatedItem>(item_id)?;

@@ -153,6 +153,15 @@ impl Scenario {
     }
 }
 
+/// The `[azure]` table: what the simulated Azure starts with.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AzureSection {
+    /// Storage account names someone else holds in Azure (refused as taken).
+    #[serde(default)]
+    pub taken_storage_account_names: Vec<String>,
+}
+
 /// Makes a site in `dir` from `scenario` (whose relative paths are under `base`): its settings,
 /// its estate loaded into the in-process fake (or, with `mode` an endpoint, into that endpoint
 /// by the caller), its guests and support matrix.
@@ -177,10 +186,14 @@ pub fn init_site(dir: &Path, scenario: &Scenario, base: &Path, mode: AwsMode) ->
         (AwsMode::Fake, None) => Some(FakeEc2::new()),
         _ => None,
     };
+    let azure: AzureSection = scenario.section("azure")?.unwrap_or_default();
+    let sub = config.subscription_id.clone();
     let mut site = Site::init(dir, config)?;
     site.tx(|t| {
         store_estate(t, &mode, fake.as_ref(), &guests)?;
-        t.set_setting("support", &support)
+        t.set_setting("support", &support)?;
+        super::azure::create_subscription(t, &sub, "ec2azure simulated subscription")?;
+        super::azure::set_taken_storage_account_names(t, &azure.taken_storage_account_names)
     })?;
     Ok(site)
 }

@@ -61,15 +61,12 @@ impl Site {
     ) -> Result<Resource<Vault>> {
         check_name("vault", name)?;
         let sub = self.subscription();
+        let sub_id = self.config.subscription_id.clone();
         self.tx(|t| {
-            let rg = format!("{sub}/resourceGroups/{resource_group}");
-            if !t.exists(&rg)? {
-                return Err(Error::not_found(format!(
-                    "resource group {resource_group} does not exist (create it with `ec2azure \
-                     azure group create`)"
-                )));
-            }
-            let id = vault_id(&sub, resource_group, name);
+            let rg = super::azure::resource_group(t, &sub_id, resource_group)?;
+            let location = super::azure::location(location)?.name.to_string();
+            let id = vault_id(&sub, &rg.name, name);
+            let rg = rg.id;
             if !t.list::<Vault>(None)?.is_empty() {
                 return Err(Error::conflict(
                     "the site has a vault already (one vault per site)",
@@ -79,7 +76,7 @@ impl Site {
                 &id,
                 Some(&rg),
                 &Vault {
-                    location: location.to_string(),
+                    location,
                     sku: "Standard".into(),
                     registration_key: None,
                 },

@@ -12,6 +12,7 @@ mod demo;
 mod inspect;
 mod recovery;
 mod site;
+mod site_azure;
 mod site_protect;
 mod snapshot;
 mod term;
@@ -93,6 +94,8 @@ enum Command {
     Site(SiteCmd<site::SiteCommand>),
     /// The site's simulated clock: show it, advance it (jobs and replication run).
     Clock(SiteCmd<site::ClockCommand>),
+    /// The site's Azure subscription: resource groups, storage accounts, networks, disks, VMs.
+    Azure(SiteCmd<site_azure::AzureCommand>),
     /// The Recovery Services vault: create it, download its registration key.
     Vault(SiteCmd<site::VaultCommand>),
     /// The configuration server (with its process server): register it, add run-as accounts.
@@ -261,6 +264,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::BootCheck(a) => boot::boot_check(*a, quiet),
         Command::Site(c) => site::site_cmd(c.command, &c.site, quiet),
         Command::Clock(c) => site::clock_cmd(c.command, &c.site, quiet),
+        Command::Azure(c) => site_azure::azure_cmd(c.command, &c.site, quiet),
         Command::Vault(c) => site::vault_cmd(c.command, &c.site, quiet),
         Command::ConfigServer(c) => site::config_server_cmd(c.command, &c.site, quiet),
         Command::Policy(c) => site::policy_cmd(c.command, &c.site, quiet),

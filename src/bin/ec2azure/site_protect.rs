@@ -328,7 +328,7 @@ pub(crate) fn replication_cmd(c: ReplicationCommand, o: &SiteOpt, quiet: bool) -
                         println!(
                             "    {} {}: {}",
                             e.error_level,
-                            e.error_code.as_deref().unwrap_or("-"),
+                            e.error_code,
                             e.error_message
                         );
                     }
