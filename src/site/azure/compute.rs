@@ -362,11 +362,12 @@ pub struct VirtualMachine {
     pub storage_profile: StorageProfile,
     /// Its NICs.
     pub network_profile: NetworkProfile,
-    /// Its generation (the OS disk's).
+    /// Its generation (the OS disk's; Azure shows it in the instance view).
     pub hyper_v_generation: HyperVGeneration,
     /// `Succeeded`.
     pub provisioning_state: String,
-    /// Running, stopped or deallocated.
+    /// Running, stopped or deallocated. Azure reports it only in the instance view
+    /// (`PowerState/running`, see [`instance_view`]); kept here as a property.
     pub power_state: PowerState,
     /// Its tags.
     #[serde(default, skip_serializing_if = "Tags::is_empty")]
