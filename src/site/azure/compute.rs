@@ -1,5 +1,5 @@
 //! Managed disks (imported from a page blob, as a failover makes them) and virtual machines
-//! (a size from [`sizes`](super::sizes), NICs, an OS disk and data disks, a generation, a power
+//! (a size from [`sizes`], NICs, an OS disk and data disks, a generation, a power
 //! state), with ARM's rules: a disk or NIC serves one VM at a time and is refused deletion while
 //! it does; a VM's generation must be one its size runs; deleting a VM can take its NICs and
 //! disks with it (Azure's `deleteOption: Delete`, what cleaning up a test failover needs).
