@@ -1,5 +1,5 @@
 //! Managed disks (imported from a page blob, as a failover makes them) and virtual machines
-//! (a size from [`sizes`](super::sizes), NICs, an OS disk and data disks, a generation, a power
+//! (a size from [`sizes`], NICs, an OS disk and data disks, a generation, a power
 //! state), with ARM's rules: a disk or NIC serves one VM at a time and is refused deletion while
 //! it does; a VM's generation must be one its size runs; deleting a VM can take its NICs and
 //! disks with it (Azure's `deleteOption: Delete`, what cleaning up a test failover needs).
@@ -362,11 +362,12 @@ pub struct VirtualMachine {
     pub storage_profile: StorageProfile,
     /// Its NICs.
     pub network_profile: NetworkProfile,
-    /// Its generation (the OS disk's).
+    /// Its generation (the OS disk's; Azure shows it in the instance view).
     pub hyper_v_generation: HyperVGeneration,
     /// `Succeeded`.
     pub provisioning_state: String,
-    /// Running, stopped or deallocated.
+    /// Running, stopped or deallocated. Azure reports it only in the instance view
+    /// (`PowerState/running`, see [`instance_view`]); kept here as a property.
     pub power_state: PowerState,
     /// Its tags.
     #[serde(default, skip_serializing_if = "Tags::is_empty")]

@@ -481,3 +481,5 @@ pub fn delete_resource_group(tx: &Tx, sub: &str, name: &str, blobs_root: &Path) 
 
 #[cfg(test)]
 pub(crate) mod tests;
+#[cfg(test)]
+mod upload_tests;

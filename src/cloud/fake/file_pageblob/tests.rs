@@ -1,6 +1,7 @@
 //! [`FileBlobs`] against the rules the in-process fake enforces: the same cases run on both,
 //! a differential property test drives both with one random sequence of calls, crashes are
-//! injected between the data and its record, and the upload engine round-trips a disk.
+//! injected between the data and its record. (The upload engine over `FileBlobs` is tested
+//! in `site::azure::upload_tests`, above `transfer` in the layers.)
 
 use super::*;
 use crate::cloud::fake::pageblob::FakePageBlobs;
@@ -239,72 +240,6 @@ fn parallel_puts_are_all_recorded() {
     let ranges = f.page_ranges(&name()).unwrap();
     assert_eq!(ranges.len(), 64);
     assert!(ranges.iter().all(|&(o, l)| o % 1024 == 0 && l == 512));
-}
-
-#[test]
-fn the_upload_engine_round_trips_a_disk_through_files() {
-    use crate::transfer::{DownloadOptions, Source, UploadOptions, download, upload};
-    let mut bytes = vec![0u8; (9 << 20) + 1000];
-    for (o, l, seed) in [
-        (512usize, 1024usize, 1u8),
-        ((4 << 20) - 512, 2048, 2),
-        (5 << 20, 3 << 20, 3),
-    ] {
-        for (i, b) in bytes[o..o + l].iter_mut().enumerate() {
-            *b = (i as u8).wrapping_mul(31).wrapping_add(seed) | 1;
-        }
-    }
-    let disk = crate::image::MemImage::new(bytes.clone());
-    let (d, f) = files();
-    f.create_container("vhds").unwrap();
-    let blob = BlobName::new("vhds", "disk.vhd");
-    let opts = UploadOptions {
-        target: crate::check::Target::PageBlob,
-        unique_id: Some([7; 16]),
-        timestamp: Some(1000),
-        verify: true,
-        content_md5: true,
-        parallel: 4,
-        ..UploadOptions::default()
-    };
-    let r = upload(Source::Disk(&disk), &f, &blob, &opts).unwrap();
-    assert!(r.verified && r.metadata_written, "{r:?}");
-    assert_eq!(r.start, "created");
-    // A second run finds the blob complete and sends nothing (resume by identity).
-    let again = upload(
-        Source::Disk(&disk),
-        &FileBlobs::new(d.path().join("acct")),
-        &blob,
-        &opts,
-    )
-    .unwrap();
-    assert_eq!(again.bytes_sent, 0, "{again:?}");
-    let out = d.path().join("back.vhd");
-    download(
-        &f,
-        &blob,
-        &out,
-        &DownloadOptions {
-            sync: false,
-            ..DownloadOptions::default()
-        },
-    )
-    .unwrap();
-    let back = std::fs::read(&out).unwrap();
-    let vsize = crate::export::align_mib(bytes.len() as u64) as usize;
-    assert_eq!(back.len(), vsize + 512);
-    assert_eq!(&back[..bytes.len()], &bytes[..]);
-    assert!(back[bytes.len()..vsize].iter().all(|&b| b == 0));
-    let footer = crate::image::vhd::Footer::new_fixed(vsize as u64, [7; 16], 1000).encode();
-    assert_eq!(&back[vsize..], &footer[..]);
-    // Holes stay holes: the data file holds about the data, not the whole length.
-    use std::os::unix::fs::MetadataExt;
-    let m = std::fs::metadata(d.path().join("acct/vhds/disk%2Evhd")).unwrap();
-    assert!(
-        m.blocks() * 512 < 6 << 20,
-        "{} bytes allocated",
-        m.blocks() * 512
-    );
 }
 
 /// One call of the differential test.
