@@ -10,7 +10,8 @@
 use super::Site;
 use super::store::Tx;
 use crate::cloud::ebs::EbsApi;
-use crate::cloud::ec2::{Ec2Api, FakeEc2, FakeEc2State, Instance};
+use crate::cloud::ec2::{Ec2Api, FakeEc2, Instance};
+use crate::cloud::fake::ec2::FakeEc2State;
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;

@@ -20,16 +20,16 @@ use super::model::{
     ContainerMapping, Fabric, MultiVmSync, ProtectableItem, ProtectedDiskDetails,
     ReplicatedItem, ReplicationPolicy, ReplicationTarget,
 };
-use super::replication::{self as repl, DiskReplication, SpanEnv, Window};
+use super::replication::{self as repl, SpanEnv, Window};
 use super::runner::{ItemEffect, TaskOutput, TaskResult, start_job};
 use super::states::{ItemState, Operation};
 use super::store::{Resource, Tx};
 use super::support::OsType;
-use super::vault::{container_of, find_fabric, mapped_policy, pick_fabric, the_vault};
+use super::vault::{container_of, mapped_policy, pick_fabric, the_vault};
 use super::{Site, now_ms};
 use crate::cloud::ebs::{EbsSnapshot, RetryPolicy};
 use crate::cloud::ec2::{
-    self, Ec2Api, Instance, Platform, Protocol, effective_boot_mode, instance_type_size,
+    self, Platform, Protocol, effective_boot_mode, instance_type_size,
     readable_snapshot,
 };
 use crate::error::{Error, Result};
@@ -438,7 +438,12 @@ impl Site {
         let mut ps_bytes: std::collections::BTreeMap<String, u64> = Default::default();
         let mut ps_items: std::collections::BTreeMap<String, Vec<String>> = Default::default();
         for it in items {
-            if !it.properties.state.replicates() || it.properties.replication.is_empty() {
+            // The workload runs from initial replication on: what it writes while Finalize
+            // protection runs is shipped as soon as the item replicates.
+            let state = it.properties.state;
+            if it.properties.replication.is_empty()
+                || !(state.replicates() || state == ItemState::InitialReplicationInProgress)
+            {
                 continue;
             }
             let policy = self.item_policy(&it)?;
@@ -466,7 +471,14 @@ impl Site {
                 let (rel_r, rel_s) = (d.replica_dir.clone(), d.source_dir.clone());
                 d.replica_dir = self.dir.join(&rel_r);
                 d.source_dir = self.dir.join(&rel_s);
-                let r = repl::advance(d, from, to, &env);
+                // Each disk goes on from where its journal ends (a span it sat out is
+                // caught up).
+                let start = d.generated_to_ms.min(from);
+                let r = if to > d.generated_to_ms {
+                    repl::advance(d, start, to, &env)
+                } else {
+                    repl::advance(d, d.generated_to_ms, d.generated_to_ms, &env)
+                };
                 d.replica_dir = rel_r;
                 d.source_dir = rel_s;
                 reports.push(r?);
@@ -911,7 +923,7 @@ pub fn disk_boot(disk: &dyn DiskImage) -> Result<DiskBoot> {
         BootLayout::GptWithEsp => DiskBoot::GptWithEsp,
         BootLayout::GptWithoutEsp => DiskBoot::GptWithoutEsp,
         BootLayout::None => match table.mbr {
-            Some(m) if m.entries.iter().any(|p| p.partition_type != 0) => DiskBoot::Mbr {
+            Some(m) if m.entries.iter().any(|p| p.kind != 0) => DiskBoot::Mbr {
                 boot_signature: false,
             },
             _ => DiskBoot::None,

@@ -6,7 +6,6 @@ use anyhow::{Context, Result};
 use clap::Args;
 use ec2azure::NoProgress;
 use ec2azure::clock::parse_duration;
-use ec2azure::site::Site;
 use ec2azure::site::estate::AwsMode;
 use ec2azure::site::protect::EnableRequest;
 use ec2azure::site::scenario::{Scenario, init_site};
