@@ -82,8 +82,17 @@ pub struct CloudError {
 
 impl CloudError {
     /// The kind an answer with this status is: 404 not found, 409/412 conflict, 401/403
-    /// denied, 400 invalid argument, anything else (or no answer) a cloud error.
+    /// denied, 400 invalid argument, anything else (or no answer) a cloud error. EC2 answers 400
+    /// for a missing resource and for a wrong state, so its codes decide first: `*.NotFound`
+    /// is not found, `IncorrectState` / `IncorrectInstanceState` a conflict,
+    /// `UnauthorizedOperation` / `AuthFailure` denied.
     pub fn kind(&self) -> ErrorKind {
+        match self.code.as_deref() {
+            Some(c) if c.ends_with(".NotFound") => return ErrorKind::NotFound,
+            Some("IncorrectState" | "IncorrectInstanceState") => return ErrorKind::Conflict,
+            Some("UnauthorizedOperation" | "AuthFailure") => return ErrorKind::Denied,
+            _ => {}
+        }
         match self.status {
             Some(404) => ErrorKind::NotFound,
             Some(409 | 412) => ErrorKind::Conflict,
@@ -328,6 +337,22 @@ mod tests {
             let src = std::error::Error::source(&e).map(|s| s.to_string());
             assert_eq!(src.as_deref(), Some("inner"));
             assert_eq!(e.to_string(), "put page", "the cause is not flattened in");
+        }
+        // EC2's codes at HTTP 400 decide the kind.
+        for (code, kind) in [
+            ("InvalidInstanceID.NotFound", ErrorKind::NotFound),
+            ("InvalidVolume.NotFound", ErrorKind::NotFound),
+            ("IncorrectInstanceState", ErrorKind::Conflict),
+            ("AuthFailure", ErrorKind::Denied),
+            ("InvalidParameterValue", ErrorKind::InvalidArgument),
+        ] {
+            let c = CloudError {
+                service: "ec2",
+                status: Some(400),
+                code: Some(code.into()),
+                transient: false,
+            };
+            assert_eq!(c.kind(), kind, "{code}");
         }
     }
 }

@@ -3,7 +3,7 @@
 //! checksums, CompleteSnapshot with the linear aggregate checksum).
 //!
 //! Region, credentials and endpoint come from the usual AWS settings (environment, profile) or
-//! the arguments; an endpoint URL points the client at an emulator such as moto. The SDK's own
+//! the arguments ([`aws_sdk`](super::aws_sdk), shared with the EC2 client); an endpoint URL points the client at an emulator such as moto. The SDK's own
 //! retries are off: [`RetryPolicy`] decides, so throttling and "not found yet" are retried the same
 //! way for the fake and the real service. Every call has a timeout. The client is synchronous to
 //! its callers (the `DiskImage` API is); a small tokio runtime drives the SDK underneath.
@@ -75,6 +75,27 @@ impl AwsEbs {
         Self::build(endpoint, region, CALL_TIMEOUT, None)
     }
 
+    /// As [`AwsEbs::new`], with these static credentials instead of the usual AWS settings:
+    /// for emulators (moto takes any) and tests, which must not depend on the environment.
+    ///
+    /// # Errors
+    /// The async runtime cannot start.
+    pub fn with_credentials(
+        endpoint: Option<&str>,
+        region: Option<&str>,
+        access_key_id: &str,
+        secret_access_key: &str,
+    ) -> Result<Self> {
+        let creds = aws_sdk_ebs::config::Credentials::new(
+            access_key_id,
+            secret_access_key,
+            None,
+            None,
+            "ec2azure",
+        );
+        Self::build(endpoint, region, CALL_TIMEOUT, Some(creds))
+    }
+
     /// As [`AwsEbs::new`], with `timeout` per call attempt and, when given, these static
     /// credentials instead of the usual AWS settings.
     fn build(
@@ -83,36 +104,10 @@ impl AwsEbs {
         timeout: Duration,
         credentials: Option<aws_sdk_ebs::config::Credentials>,
     ) -> Result<Self> {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .map_err(|e| Error::io("starting the async runtime", e))?;
-        let shared = rt.block_on(async {
-            let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-            if let Some(r) = region {
-                loader = loader.region(aws_config::Region::new(r.to_string()));
-            }
-            if let Some(e) = endpoint {
-                loader = loader.endpoint_url(e);
-            }
-            if let Some(c) = credentials {
-                loader = loader.credentials_provider(c);
-            }
-            loader
-                .timeout_config(
-                    aws_config::timeout::TimeoutConfig::builder()
-                        .operation_attempt_timeout(timeout)
-                        .connect_timeout(Duration::from_secs(10))
-                        .build(),
-                )
-                .retry_config(aws_config::retry::RetryConfig::disabled())
-                .load()
-                .await
-        });
+        let setup = super::aws_sdk::setup(endpoint, region, timeout, credentials)?;
         Ok(AwsEbs {
-            client: Client::new(&shared),
-            rt,
+            client: Client::new(&setup.config),
+            rt: setup.rt,
         })
     }
 

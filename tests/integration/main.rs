@@ -5,6 +5,7 @@ mod cli;
 mod conformance;
 mod damaged;
 mod ebs;
+mod ec2;
 mod fuzz_seeds;
 mod oracle;
 mod points;
