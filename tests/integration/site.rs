@@ -241,7 +241,14 @@ fn a_process_killed_mid_job_leaves_a_failed_job_and_a_legal_state() {
     let dir = tempfile::tempdir().unwrap();
     let scn = tutorial_scenario(dir.path(), "");
     // More data, so initial replication takes long enough to be caught.
-    sparse_file(&dir.path().join("web01.raw"), 2 * GIB, &[(800 << 20, pattern(300 << 20, 3))]);
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(dir.path().join("web01.raw"))
+            .unwrap();
+        f.write_all_at(&pattern(300 << 20, 3), 800 << 20).unwrap();
+    }
     let s = dir.path().join("site");
     site(&s, &["site", "init", "--scenario", p(&scn)]).ok();
     tutorial_enable(&s);
