@@ -292,12 +292,12 @@ fn tag(k: &str, v: &str) -> t::Tag {
 }
 
 /// `inner` seen as a disk of `len` bytes: zeros past its end (or everywhere, without one).
-struct Sized<'a> {
+struct AsVolume<'a> {
     inner: Option<&'a dyn DiskImage>,
     len: u64,
 }
 
-impl DiskImage for Sized<'_> {
+impl DiskImage for AsVolume<'_> {
     fn len(&self) -> u64 {
         self.len
     }
@@ -577,7 +577,7 @@ impl AwsEc2 {
                     }
                     None => None,
                 };
-                let img = Sized {
+                let img = AsVolume {
                     inner: opened.as_deref(),
                     len: v.size_gib.saturating_mul(1 << 30),
                 };

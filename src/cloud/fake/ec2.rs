@@ -30,7 +30,7 @@ use crate::cloud::ebs::{BLOCK_SIZE, BlockData, BlockPage, ChangedPage, EbsApi, E
 use crate::cloud::ec2::{
     Architecture, BlockDevice, BootMode, Ec2Api, Ec2Error, Image, IngressRule, Instance,
     InstanceState, NAME_TAG, Platform, Protocol, SecurityGroup, Snapshot, SnapshotState,
-    StateChange, Virtualization, Volume, VolumeAttachment,
+    StateChange, Virtualization, Volume, VolumeAttachment, unsure_on_timeout,
 };
 use crate::cloud::retry::RetryPolicy;
 use crate::error::{Error, Result};
@@ -842,7 +842,13 @@ impl FakeEc2 {
         self.retry.run(&format!("{op:?}"), || {
             let mut s = crate::sync::lock(&self.state);
             if let Some(f) = s.take_fault(op) {
-                return Err(f.ec2());
+                // A create that timed out may have been done: not repeated blindly.
+                return Err(match op {
+                    Operation::CreateSnapshot | Operation::CreateSnapshots => {
+                        unsure_on_timeout(f.ec2())
+                    }
+                    _ => f.ec2(),
+                });
             }
             body(&mut s)
         })
