@@ -9,6 +9,7 @@ mod ec2;
 mod fuzz_seeds;
 mod oracle;
 mod points;
+mod site;
 mod upload;
 mod util;
 mod vhdgen;
