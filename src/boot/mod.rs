@@ -387,6 +387,7 @@ pub fn check(disk: BootDisk, opts: &BootOptions, progress: &dyn Progress) -> Res
             (out, "raw", false, "exported to a temporary sparse raw file".to_string())
         }
     };
+    let ovmf_vars = ovmf.as_ref().map(|(_, v)| v.clone());
     let ovmf = match ovmf {
         Some((code, vars)) => {
             let mine = dir.join("vars.fd");
@@ -409,7 +410,35 @@ pub fn check(disk: BootDisk, opts: &BootOptions, progress: &dyn Progress) -> Res
     let mut out = report(Verdict::Timeout, String::new(), findings, Some(firmware));
     out.accel = Some(if kvm { "kvm" } else { "tcg" });
     out.served_as = Some(served_as);
-    let r = run_vm(&spec, opts, expect.as_ref(), progress, &mut out);
+    let mut r = run_vm(&spec, opts, expect.as_ref(), progress, &mut out);
+    if kvm
+        && opts.accel == Accel::Auto
+        && let Err(e) = &r
+        && e.kind() != ErrorKind::Interrupted
+    {
+        // Nested or restricted KVM fails in ways only a run shows (MSRs refused, emulation
+        // failures): say so, and boot again under TCG.
+        let why = e.to_string();
+        let mut again = report(Verdict::Timeout, String::new(), out.findings.clone(), Some(firmware));
+        again.findings.push(Finding {
+            name: "accel",
+            status: Status::Info,
+            detail: format!("KVM failed ({why}); booted again under TCG"),
+        });
+        again.served_as = out.served_as.take();
+        again.accel = Some("tcg");
+        out = again;
+        let mut tcg = spec.clone();
+        tcg.kvm = false;
+        if let Some((code, mine)) = &tcg.ovmf
+            && let Some(src) = ovmf_vars.as_ref()
+        {
+            let _ = code;
+            std::fs::copy(src, mine)
+                .map_err(|e| Error::io("copying OVMF's variable store", e).with_path(src))?;
+        }
+        r = run_vm(&tcg, opts, expect.as_ref(), progress, &mut out);
+    }
     drop(work);
     r?;
     out.elapsed_ms = started.elapsed().as_millis() as u64;
@@ -491,7 +520,10 @@ fn run_vm(
         }
         serial = read_from(&spec.serial_log(), 0);
         debug = read_from(&spec.debug_log(), 0);
-        let stats = q.execute("query-blockstats", json!({}))?;
+        let stats = match q.execute("query-blockstats", json!({})) {
+            Ok(v) => v,
+            Err(e) => return Err(vm.exited().map(qemu_failed).unwrap_or(e)),
+        };
         let (bytes, ops) = stats
             .as_array()
             .and_then(|a| a.iter().find(|d| d["device"] == "disk0"))
@@ -513,7 +545,10 @@ fn run_vm(
             last_sample = Some(now);
         }
         latest = sample;
-        let status = q.execute("query-status", json!({}))?;
+        let status = match q.execute("query-status", json!({})) {
+            Ok(v) => v,
+            Err(e) => return Err(vm.exited().map(qemu_failed).unwrap_or(e)),
+        };
         let state = status["status"].as_str().unwrap_or("").to_string();
         for ev in &q.events {
             if ev.event == "SHUTDOWN" {
@@ -521,7 +556,12 @@ fn run_vm(
                 stopped = if reason.contains("reset") { Stopped::Reset } else if reason.contains("shutdown") { Stopped::PoweredOff } else { Stopped::Other };
             }
         }
-        if stopped == Stopped::Running && matches!(state.as_str(), "shutdown" | "guest-panicked" | "internal-error" | "io-error") {
+        if state == "internal-error" {
+            return Err(Error::unsupported(
+                "the VM stopped with an internal error (qemu could not run the guest's code)",
+            ));
+        }
+        if stopped == Stopped::Running && matches!(state.as_str(), "shutdown" | "guest-panicked" | "io-error") {
             stopped = Stopped::Other;
         }
         let kernel = verdict::kernel_banner(&serial);
@@ -551,10 +591,11 @@ fn run_vm(
             ended = Some((Verdict::Booted, format!("the OS is up: its console shows a login prompt ({l:?})")));
         } else if stopped != Stopped::Running {
             ended = Some(match (stopped, kernel.is_some(), expect) {
+                (Stopped::Reset, false, _) => (Verdict::GuestReset, format!("the guest reset itself before an OS started{}", last_line(&serial))),
                 (_, _, Some(re)) => (Verdict::ExpectNotMatched, format!("the guest stopped ({}) before the console printed anything matching {:?}", stopped_name(stopped), re.as_str())),
                 (Stopped::PoweredOff, true, None) => (Verdict::Booted, "the kernel started and powered the VM off cleanly".into()),
-                (Stopped::Reset, _, None) => (Verdict::GuestReset, "the guest reset itself before an OS showed it was running".into()),
-                _ => (Verdict::StoppedWithoutOs, format!("the guest stopped ({}) with no sign of an OS", stopped_name(stopped))),
+                (Stopped::Reset, _, None) => (Verdict::GuestReset, format!("the guest reset itself before an OS showed it was running{}", last_line(&serial))),
+                _ => (Verdict::StoppedWithoutOs, format!("the guest stopped ({}) with no sign of an OS{}", stopped_name(stopped), last_line(&serial))),
             });
         } else if now >= deadline {
             let os_reads = bytes >= 64 << 20;
@@ -661,6 +702,14 @@ fn run_vm(
     }
     out.serial_excerpt = verdict::tail_lines(&serial, 40);
     Ok(())
+}
+
+/// "; the console's last line: …" or nothing.
+fn last_line(serial: &str) -> String {
+    verdict::tail_lines(serial, 1)
+        .first()
+        .map(|l| format!("; the console's last line: {l:?}"))
+        .unwrap_or_default()
 }
 
 fn stopped_name(s: Stopped) -> &'static str {
