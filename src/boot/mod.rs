@@ -280,7 +280,11 @@ pub fn check(disk: BootDisk, opts: &BootOptions, progress: &dyn Progress) -> Res
     let layout = table.boot_layout();
     let mut findings = vec![Finding {
         name: "partition-table",
-        status: if table.problems.is_empty() { Status::Info } else { Status::Fail },
+        status: if table.problems.is_empty() {
+            Status::Info
+        } else {
+            Status::Fail
+        },
         detail: if table.problems.is_empty() {
             table.summary()
         } else {
@@ -321,14 +325,21 @@ pub fn check(disk: BootDisk, opts: &BootOptions, progress: &dyn Progress) -> Res
                 "the disk has a GPT but no EFI system partition (UEFI has nothing to load) and no \
                  BIOS boot partition with boot code (a BIOS has nothing to run)"
             }
-            _ => "sector 0 has no 55 AA boot signature and there is no GPT: no firmware boots this disk",
+            _ => {
+                "sector 0 has no 55 AA boot signature and there is no GPT: no firmware boots this disk"
+            }
         };
         findings.push(Finding {
             name: "boot-type",
             status: Status::Fail,
             detail: format!("not bootable: {why}"),
         });
-        return Ok(report(Verdict::NotBootable, format!("not bootable: {why}"), findings, None));
+        return Ok(report(
+            Verdict::NotBootable,
+            format!("not bootable: {why}"),
+            findings,
+            None,
+        ));
     };
     findings.push(Finding {
         name: "boot-type",
@@ -360,7 +371,9 @@ pub fn check(disk: BootDisk, opts: &BootOptions, progress: &dyn Progress) -> Res
         }
     };
     let work = match &opts.work_dir {
-        Some(d) => tempfile::Builder::new().prefix("ec2azure-boot-").tempdir_in(d),
+        Some(d) => tempfile::Builder::new()
+            .prefix("ec2azure-boot-")
+            .tempdir_in(d),
         None => tempfile::Builder::new().prefix("ec2azure-boot-").tempdir(),
     }
     .map_err(|e| Error::io("creating the boot check's work folder", e))?;
@@ -370,7 +383,12 @@ pub fn check(disk: BootDisk, opts: &BootOptions, progress: &dyn Progress) -> Res
             let f = qemu_format(format).unwrap_or("raw");
             let abs = std::fs::canonicalize(path)
                 .map_err(|e| Error::io("resolving the input's path", e).with_path(path))?;
-            (abs, f, true, format!("{} read by qemu through a temporary overlay", format.name()))
+            (
+                abs,
+                f,
+                true,
+                format!("{} read by qemu through a temporary overlay", format.name()),
+            )
         }
         _ => {
             let out = dir.join("disk.raw");
@@ -384,7 +402,12 @@ pub fn check(disk: BootDisk, opts: &BootOptions, progress: &dyn Progress) -> Res
                     ..ConvertOptions::default()
                 },
             )?;
-            (out, "raw", false, "exported to a temporary sparse raw file".to_string())
+            (
+                out,
+                "raw",
+                false,
+                "exported to a temporary sparse raw file".to_string(),
+            )
         }
     };
     let ovmf_vars = ovmf.as_ref().map(|(_, v)| v.clone());
@@ -419,7 +442,12 @@ pub fn check(disk: BootDisk, opts: &BootOptions, progress: &dyn Progress) -> Res
         // Nested or restricted KVM fails in ways only a run shows (MSRs refused, emulation
         // failures): say so, and boot again under TCG.
         let why = e.to_string();
-        let mut again = report(Verdict::Timeout, String::new(), out.findings.clone(), Some(firmware));
+        let mut again = report(
+            Verdict::Timeout,
+            String::new(),
+            out.findings.clone(),
+            Some(firmware),
+        );
         again.findings.push(Finding {
             name: "accel",
             status: Status::Info,
@@ -493,15 +521,16 @@ fn run_vm(
     };
     let deadline = t0 + opts.timeout;
     let mut alive = || true;
-    let mut q = match qmp::Qmp::connect(&spec.qmp_socket(), t0 + Duration::from_secs(30), &mut alive) {
-        Ok(q) => q,
-        Err(e) => {
-            if let Some(s) = vm.exited() {
-                return Err(qemu_failed(s));
+    let mut q =
+        match qmp::Qmp::connect(&spec.qmp_socket(), t0 + Duration::from_secs(30), &mut alive) {
+            Ok(q) => q,
+            Err(e) => {
+                if let Some(s) = vm.exited() {
+                    return Err(qemu_failed(s));
+                }
+                return Err(e);
             }
-            return Err(e);
-        }
-    };
+        };
     out.qemu_version = Some(format!("{}.{}.{}", q.version.0, q.version.1, q.version.2));
     let mut last_sample = None::<Instant>;
     let mut latest;
@@ -553,7 +582,13 @@ fn run_vm(
         for ev in &q.events {
             if ev.event == "SHUTDOWN" {
                 let reason = ev.data["reason"].as_str().unwrap_or("");
-                stopped = if reason.contains("reset") { Stopped::Reset } else if reason.contains("shutdown") { Stopped::PoweredOff } else { Stopped::Other };
+                stopped = if reason.contains("reset") {
+                    Stopped::Reset
+                } else if reason.contains("shutdown") {
+                    Stopped::PoweredOff
+                } else {
+                    Stopped::Other
+                };
             }
         }
         if state == "internal-error" {
@@ -561,7 +596,9 @@ fn run_vm(
                 "the VM stopped with an internal error (qemu could not run the guest's code)",
             ));
         }
-        if stopped == Stopped::Running && matches!(state.as_str(), "shutdown" | "guest-panicked" | "io-error") {
+        if stopped == Stopped::Running
+            && matches!(state.as_str(), "shutdown" | "guest-panicked" | "io-error")
+        {
             stopped = Stopped::Other;
         }
         let kernel = verdict::kernel_banner(&serial);
@@ -572,11 +609,20 @@ fn run_vm(
         if let Some(re) = expect
             && let Some(m) = re.find(&serial)
         {
-            ended = Some((Verdict::Booted, format!("the serial console printed {:?}, which --expect asked for", verdict::clean(m.as_str()))));
+            ended = Some((
+                Verdict::Booted,
+                format!(
+                    "the serial console printed {:?}, which --expect asked for",
+                    verdict::clean(m.as_str())
+                ),
+            ));
         } else if let Some(p) = verdict::kernel_panic(&serial) {
             ended = Some((Verdict::KernelPanic, format!("the kernel panicked: {p}")));
         } else if let Some(l) = verdict::loader_error(&serial) {
-            ended = Some((Verdict::BootLoaderError, format!("the boot loader failed: {l}")));
+            ended = Some((
+                Verdict::BootLoaderError,
+                format!("the boot loader failed: {l}"),
+            ));
         } else if verdict::firmware_verdict(&debug, &serial) == FirmwareVerdict::NoBootableDevice {
             ended = Some((
                 Verdict::NoBootableDevice,
@@ -588,31 +634,93 @@ fn run_vm(
         } else if expect.is_none()
             && let Some(l) = verdict::login_prompt(&serial)
         {
-            ended = Some((Verdict::Booted, format!("the OS is up: its console shows a login prompt ({l:?})")));
+            ended = Some((
+                Verdict::Booted,
+                format!("the OS is up: its console shows a login prompt ({l:?})"),
+            ));
         } else if stopped != Stopped::Running {
             ended = Some(match (stopped, kernel.is_some(), expect) {
-                (Stopped::Reset, false, _) => (Verdict::GuestReset, format!("the guest reset itself before an OS started{}", last_line(&serial))),
-                (_, _, Some(re)) => (Verdict::ExpectNotMatched, format!("the guest stopped ({}) before the console printed anything matching {:?}", stopped_name(stopped), re.as_str())),
-                (Stopped::PoweredOff, true, None) => (Verdict::Booted, "the kernel started and powered the VM off cleanly".into()),
-                (Stopped::Reset, _, None) => (Verdict::GuestReset, format!("the guest reset itself before an OS showed it was running{}", last_line(&serial))),
-                _ => (Verdict::StoppedWithoutOs, format!("the guest stopped ({}) with no sign of an OS{}", stopped_name(stopped), last_line(&serial))),
+                (Stopped::Reset, false, _) => (
+                    Verdict::GuestReset,
+                    format!(
+                        "the guest reset itself before an OS started{}",
+                        last_line(&serial)
+                    ),
+                ),
+                (_, _, Some(re)) => (
+                    Verdict::ExpectNotMatched,
+                    format!(
+                        "the guest stopped ({}) before the console printed anything matching {:?}",
+                        stopped_name(stopped),
+                        re.as_str()
+                    ),
+                ),
+                (Stopped::PoweredOff, true, None) => (
+                    Verdict::Booted,
+                    "the kernel started and powered the VM off cleanly".into(),
+                ),
+                (Stopped::Reset, _, None) => (
+                    Verdict::GuestReset,
+                    format!(
+                        "the guest reset itself before an OS showed it was running{}",
+                        last_line(&serial)
+                    ),
+                ),
+                _ => (
+                    Verdict::StoppedWithoutOs,
+                    format!(
+                        "the guest stopped ({}) with no sign of an OS{}",
+                        stopped_name(stopped),
+                        last_line(&serial)
+                    ),
+                ),
             });
         } else if now >= deadline {
             let os_reads = bytes >= 64 << 20;
             ended = Some(match (kernel.is_some(), expect) {
-                (_, Some(re)) => (Verdict::ExpectNotMatched, format!("nothing matching {:?} on the serial console within {}s", re.as_str(), opts.timeout.as_secs())),
-                (true, None) => (Verdict::Booted, format!("the kernel started and was still running at the timeout ({}s)", opts.timeout.as_secs())),
-                (false, None) if os_reads => (Verdict::Booted, format!("no serial console output, but the guest read {} MiB from the disk: an OS is loading", bytes >> 20)),
-                _ => (Verdict::Timeout, format!(
-                    "no sign of an operating system within {}s ({}; {} bytes read from the disk; {})",
-                    opts.timeout.as_secs(),
-                    match verdict::firmware_verdict(&debug, &serial) {
-                        FirmwareVerdict::BootingFromDisk => "the firmware started the disk's boot code",
-                        _ => "the firmware did not say it booted from the disk",
-                    },
-                    bytes,
-                    if serial.trim().is_empty() { "nothing on the serial console".to_string() } else { format!("the serial console's last line: {:?}", verdict::tail_lines(&serial, 1).join("")) }
-                )),
+                (_, Some(re)) => (
+                    Verdict::ExpectNotMatched,
+                    format!(
+                        "nothing matching {:?} on the serial console within {}s",
+                        re.as_str(),
+                        opts.timeout.as_secs()
+                    ),
+                ),
+                (true, None) => (
+                    Verdict::Booted,
+                    format!(
+                        "the kernel started and was still running at the timeout ({}s)",
+                        opts.timeout.as_secs()
+                    ),
+                ),
+                (false, None) if os_reads => (
+                    Verdict::Booted,
+                    format!(
+                        "no serial console output, but the guest read {} MiB from the disk: an OS is loading",
+                        bytes >> 20
+                    ),
+                ),
+                _ => (
+                    Verdict::Timeout,
+                    format!(
+                        "no sign of an operating system within {}s ({}; {} bytes read from the disk; {})",
+                        opts.timeout.as_secs(),
+                        match verdict::firmware_verdict(&debug, &serial) {
+                            FirmwareVerdict::BootingFromDisk =>
+                                "the firmware started the disk's boot code",
+                            _ => "the firmware did not say it booted from the disk",
+                        },
+                        bytes,
+                        if serial.trim().is_empty() {
+                            "nothing on the serial console".to_string()
+                        } else {
+                            format!(
+                                "the serial console's last line: {:?}",
+                                verdict::tail_lines(&serial, 1).join("")
+                            )
+                        }
+                    ),
+                ),
             });
         }
         if ended.is_some() {
@@ -621,7 +729,11 @@ fn run_vm(
         std::thread::sleep(opts.poll);
     }
     out.time_to_verdict_ms = t0.elapsed().as_millis() as u64;
-    if out.disk_reads.last().is_none_or(|l| l.at_ms != latest.at_ms) {
+    if out
+        .disk_reads
+        .last()
+        .is_none_or(|l| l.at_ms != latest.at_ms)
+    {
         out.disk_reads.push(latest);
     }
     // The screen as it is now.
@@ -640,32 +752,50 @@ fn run_vm(
             FirmwareVerdict::NoBootableDevice => Status::Fail,
             FirmwareVerdict::Unknown => Status::Info,
         },
-        detail: verdict::firmware_line(&debug, &serial).unwrap_or_else(|| "the firmware said nothing recognisable".into()),
+        detail: verdict::firmware_line(&debug, &serial)
+            .unwrap_or_else(|| "the firmware said nothing recognisable".into()),
     });
     let total = out.disk_reads.last().map(|d| d.bytes).unwrap_or(0);
     out.findings.push(Finding {
         name: "disk-reads",
-        status: if total > 0 { Status::Pass } else { Status::Fail },
+        status: if total > 0 {
+            Status::Pass
+        } else {
+            Status::Fail
+        },
         detail: format!(
             "{} bytes read in {} operations{}",
             total,
             out.disk_reads.last().map(|d| d.operations).unwrap_or(0),
-            bytes_at_kernel.map(|b| format!("; {b} bytes by the time the kernel printed its banner")).unwrap_or_default()
+            bytes_at_kernel
+                .map(|b| format!("; {b} bytes by the time the kernel printed its banner"))
+                .unwrap_or_default()
         ),
     });
-    let lines = serial.lines().filter(|l| !verdict::clean(l).trim().is_empty()).count();
+    let lines = serial
+        .lines()
+        .filter(|l| !verdict::clean(l).trim().is_empty())
+        .count();
     out.findings.push(Finding {
         name: "serial",
         status: Status::Info,
         detail: format!("{lines} lines on the serial console"),
     });
     if let Some(l) = verdict::loader_error(&serial) {
-        out.findings.push(Finding { name: "boot-loader", status: Status::Fail, detail: l });
+        out.findings.push(Finding {
+            name: "boot-loader",
+            status: Status::Fail,
+            detail: l,
+        });
     }
     out.kernel = verdict::kernel_banner(&serial);
     out.findings.push(Finding {
         name: "kernel",
-        status: if out.kernel.is_some() { Status::Pass } else { Status::Info },
+        status: if out.kernel.is_some() {
+            Status::Pass
+        } else {
+            Status::Info
+        },
         detail: match (&out.kernel, verdict::kernel_panic(&serial)) {
             (_, Some(p)) => p,
             (Some(k), None) => k.clone(),
@@ -673,13 +803,21 @@ fn run_vm(
         },
     });
     if let Some(l) = verdict::login_prompt(&serial) {
-        out.findings.push(Finding { name: "login-prompt", status: Status::Pass, detail: l });
+        out.findings.push(Finding {
+            name: "login-prompt",
+            status: Status::Pass,
+            detail: l,
+        });
     }
     if let Some(re) = expect {
         let m = re.find(&serial).map(|m| m.as_str().to_string());
         out.findings.push(Finding {
             name: "expect",
-            status: if m.is_some() { Status::Pass } else { Status::Fail },
+            status: if m.is_some() {
+                Status::Pass
+            } else {
+                Status::Fail
+            },
             detail: match m {
                 Some(m) => format!("{:?} matched: {:?}", re.as_str(), verdict::clean(&m)),
                 None => format!("{:?} did not match", re.as_str()),
@@ -689,16 +827,28 @@ fn run_vm(
     out.findings.push(Finding {
         name: "guest-state",
         status: Status::Info,
-        detail: format!("{} after {} ms", stopped_name(stopped), out.time_to_verdict_ms),
+        detail: format!(
+            "{} after {} ms",
+            stopped_name(stopped),
+            out.time_to_verdict_ms
+        ),
     });
     match shot {
         Ok(Some((path, size))) => {
-            out.findings.push(Finding { name: "screenshot", status: Status::Info, detail: format!("{}×{} PNG at {}", size.0, size.1, path.display()) });
+            out.findings.push(Finding {
+                name: "screenshot",
+                status: Status::Info,
+                detail: format!("{}×{} PNG at {}", size.0, size.1, path.display()),
+            });
             out.screenshot = Some(path);
             out.screenshot_size = Some(size);
         }
         Ok(None) => {}
-        Err(e) => out.findings.push(Finding { name: "screenshot", status: Status::Fail, detail: format!("no screenshot: {e}") }),
+        Err(e) => out.findings.push(Finding {
+            name: "screenshot",
+            status: Status::Fail,
+            detail: format!("no screenshot: {e}"),
+        }),
     }
     out.serial_excerpt = verdict::tail_lines(&serial, 40);
     Ok(())
@@ -737,7 +887,8 @@ fn take_screenshot(
     } else {
         let f = spec.dir.join("screen.ppm");
         q.execute("screendump", json!({ "filename": f }))?;
-        let ppm = std::fs::read(&f).map_err(|e| Error::io("reading qemu's screendump", e).with_path(&f))?;
+        let ppm = std::fs::read(&f)
+            .map_err(|e| Error::io("reading qemu's screendump", e).with_path(&f))?;
         png::ppm_to_png(&ppm)?
     };
     let size = png::png_size(&png)?;

@@ -22,11 +22,26 @@ use std::process::{Child, Command, Stdio};
 
 /// Where Debian, Fedora and Arch put OVMF's code and variable store (4 MiB builds first).
 const OVMF_PAIRS: &[(&str, &str)] = &[
-    ("/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_VARS_4M.fd"),
-    ("/usr/share/OVMF/OVMF_CODE.fd", "/usr/share/OVMF/OVMF_VARS.fd"),
-    ("/usr/share/edk2/ovmf/OVMF_CODE.fd", "/usr/share/edk2/ovmf/OVMF_VARS.fd"),
-    ("/usr/share/edk2/x64/OVMF_CODE.fd", "/usr/share/edk2/x64/OVMF_VARS.fd"),
-    ("/usr/share/qemu/OVMF_CODE.fd", "/usr/share/qemu/OVMF_VARS.fd"),
+    (
+        "/usr/share/OVMF/OVMF_CODE_4M.fd",
+        "/usr/share/OVMF/OVMF_VARS_4M.fd",
+    ),
+    (
+        "/usr/share/OVMF/OVMF_CODE.fd",
+        "/usr/share/OVMF/OVMF_VARS.fd",
+    ),
+    (
+        "/usr/share/edk2/ovmf/OVMF_CODE.fd",
+        "/usr/share/edk2/ovmf/OVMF_VARS.fd",
+    ),
+    (
+        "/usr/share/edk2/x64/OVMF_CODE.fd",
+        "/usr/share/edk2/x64/OVMF_VARS.fd",
+    ),
+    (
+        "/usr/share/qemu/OVMF_CODE.fd",
+        "/usr/share/qemu/OVMF_VARS.fd",
+    ),
 ];
 
 /// The qemu binary: `$EC2AZURE_QEMU`, else `qemu-system-x86_64` on PATH.
@@ -126,7 +141,11 @@ impl VmSpec {
             "-nodefaults".into(),
             "-no-user-config".into(),
             "-machine".into(),
-            if self.ovmf.is_some() { "q35".into() } else { "pc".into() },
+            if self.ovmf.is_some() {
+                "q35".into()
+            } else {
+                "pc".into()
+            },
             "-accel".into(),
             if self.kvm { "kvm".into() } else { "tcg".into() },
             "-m".into(),

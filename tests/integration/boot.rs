@@ -78,14 +78,25 @@ fn valid_png(path: &Path) -> (u32, u32) {
     }
     let mut raw = Vec::new();
     std::io::Read::read_to_end(&mut flate2::read::ZlibDecoder::new(&idat[..]), &mut raw).unwrap();
-    assert_eq!(raw.len(), h as usize * (1 + w as usize * channels), "pixel data size");
+    assert_eq!(
+        raw.len(),
+        h as usize * (1 + w as usize * channels),
+        "pixel data size"
+    );
     (w, h)
 }
 
 /// Boots `args` with --json and a screenshot, expecting exit `code`.
 fn boot(dir: &Path, name: &str, args: &[&str], code: i32) -> serde_json::Value {
     let shot = dir.join(format!("{name}.png"));
-    let mut all = vec!["boot-check", "--json", "--timeout", "150s", "--screenshot", p(&shot)];
+    let mut all = vec![
+        "boot-check",
+        "--json",
+        "--timeout",
+        "150s",
+        "--screenshot",
+        p(&shot),
+    ];
     all.extend_from_slice(args);
     let out = ec2azure(&all);
     out.expect_code(code);
@@ -103,7 +114,10 @@ fn assert_booted(v: &serde_json::Value, firmware: &str) {
     assert_eq!(v["booted"], true);
     assert_eq!(v["firmware"], firmware);
     let serial = v["serial_excerpt"].as_array().unwrap();
-    assert!(serial.iter().any(|l| l.as_str().unwrap().contains(MARKER)), "{v:#}");
+    assert!(
+        serial.iter().any(|l| l.as_str().unwrap().contains(MARKER)),
+        "{v:#}"
+    );
     assert!(v["kernel"].as_str().unwrap().starts_with("Linux version "));
     let names: Vec<&str> = v["findings"]
         .as_array()
@@ -111,11 +125,22 @@ fn assert_booted(v: &serde_json::Value, firmware: &str) {
         .iter()
         .map(|f| f["name"].as_str().unwrap())
         .collect();
-    for n in ["partition-table", "boot-type", "firmware", "disk-reads", "kernel", "expect", "screenshot"] {
+    for n in [
+        "partition-table",
+        "boot-type",
+        "firmware",
+        "disk-reads",
+        "kernel",
+        "expect",
+        "screenshot",
+    ] {
         assert!(names.contains(&n), "finding {n} missing: {names:?}");
     }
     let reads = v["disk_reads"].as_array().unwrap();
-    assert!(reads.last().unwrap()["bytes"].as_u64().unwrap() > 1 << 20, "the kernel was read");
+    assert!(
+        reads.last().unwrap()["bytes"].as_u64().unwrap() > 1 << 20,
+        "the kernel was read"
+    );
 }
 
 /// One sample booted from raw, a fixed VHD, a VHDX and a recovery point.
@@ -142,7 +167,11 @@ fn sample_boots_everywhere(kind: &str, firmware: &str, layout: &str) {
     assert_eq!(hash(&vhd), before, "the VHD is unchanged");
     // A VHDX qemu-img wrote.
     let vhdx = d.path().join("s.vhdx");
-    crate::util::run("qemu-img", ["convert", "-f", "raw", "-O", "vhdx", p(&raw), p(&vhdx)]).ok();
+    crate::util::run(
+        "qemu-img",
+        ["convert", "-f", "raw", "-O", "vhdx", p(&raw), p(&vhdx)],
+    )
+    .ok();
     let before = hash(&vhdx);
     let v = boot(d.path(), "vhdx", &[&[p(&vhdx)][..], &expect].concat(), 0);
     assert_booted(&v, firmware);
@@ -156,16 +185,28 @@ fn sample_boots_everywhere(kind: &str, firmware: &str, layout: &str) {
     let v = boot(
         d.path(),
         "point",
-        &[&["--base", p(&base), "--journal", p(&j), "--point", "latest"][..], &expect].concat(),
+        &[
+            &["--base", p(&base), "--journal", p(&j), "--point", "latest"][..],
+            &expect,
+        ]
+        .concat(),
         0,
     );
     assert_booted(&v, firmware);
     assert_eq!(v["served_as"], "exported to a temporary sparse raw file");
-    assert_eq!((hash(&base), dir_hash(&j)), (hb, hj), "base and journal unchanged");
+    assert_eq!(
+        (hash(&base), dir_hash(&j)),
+        (hb, hj),
+        "base and journal unchanged"
+    );
 }
 
 fn dir_hash(dir: &Path) -> String {
-    let mut names: Vec<_> = std::fs::read_dir(dir).unwrap().flatten().map(|e| e.path()).collect();
+    let mut names: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
     names.sort();
     names.iter().map(|n| hash(n)).collect::<Vec<_>>().join(",")
 }
@@ -191,7 +232,12 @@ fn a_zeroed_mbr_is_not_bootable_without_starting_qemu() {
         .env("EC2AZURE_QEMU", "/nonexistent/qemu")
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["verdict"], "not-bootable");
     assert_eq!(v["layout"], "none");
@@ -204,7 +250,12 @@ fn a_gpt_without_an_esp_is_not_bootable() {
     let d = tempfile::tempdir().unwrap();
     let raw = d.path().join("noesp.raw");
     let sectors = 16384;
-    let linux = Guid::from_fields(0x0FC6_3DAF, 0x8483, 0x4772, *b"\x8E\x79\x3D\x69\xD8\x47\x7D\xE4");
+    let linux = Guid::from_fields(
+        0x0FC6_3DAF,
+        0x8483,
+        0x4772,
+        *b"\x8E\x79\x3D\x69\xD8\x47\x7D\xE4",
+    );
     let pieces = partition::build_gpt(
         sectors,
         Guid([3; 16]),
@@ -224,7 +275,12 @@ fn a_gpt_without_an_esp_is_not_bootable() {
     let v = out.json();
     assert_eq!(v["verdict"], "not-bootable");
     assert_eq!(v["layout"], "gpt-without-esp");
-    assert!(v["reason"].as_str().unwrap().contains("no EFI system partition"));
+    assert!(
+        v["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no EFI system partition")
+    );
     // The partition table is reported in full.
     assert_eq!(v["partitions"]["gpt"]["entries"][0]["name"], "root");
 }
@@ -235,19 +291,26 @@ fn a_truncated_kernel_does_not_boot() {
         return;
     }
     let d = tempfile::tempdir().unwrap();
-    let kernel = ec2azure::boot::sample::SampleTools::discover(&[tools_dir()], "bios".parse().unwrap())
-        .unwrap()
-        .kernel;
+    let kernel =
+        ec2azure::boot::sample::SampleTools::discover(&[tools_dir()], "bios".parse().unwrap())
+            .unwrap()
+            .kernel;
     let half = d.path().join("vmlinuz");
     let bytes = std::fs::read(&kernel).unwrap();
     std::fs::write(&half, &bytes[..bytes.len() / 3]).unwrap();
-    for (kind, verdicts) in [("bios", ["guest-reset", "boot-loader-error"]), ("uefi", ["boot-loader-error", "boot-loader-error"])] {
+    for (kind, verdicts) in [
+        ("bios", ["guest-reset", "boot-loader-error"]),
+        ("uefi", ["boot-loader-error", "boot-loader-error"]),
+    ] {
         let img = make_sample(d.path(), kind);
         let fat = format!("{}@@1048576", p(&img));
         crate::util::run("mcopy", ["-o", "-i", &fat, p(&half), "::/vmlinuz"]).ok();
         let before = hash(&img);
         let v = boot(d.path(), kind, &["--expect", MARKER, p(&img)], 1);
-        assert!(verdicts.contains(&v["verdict"].as_str().unwrap()), "{kind}: {v:#}");
+        assert!(
+            verdicts.contains(&v["verdict"].as_str().unwrap()),
+            "{kind}: {v:#}"
+        );
         assert!(v["kernel"].is_null(), "no kernel banner");
         assert_eq!(hash(&img), before);
     }
@@ -279,7 +342,15 @@ fn a_hung_guest_ends_at_the_timeout_and_its_vm_is_gone() {
     let before = hash(&raw);
     let t = std::time::Instant::now();
     let shot = d.path().join("hang.png");
-    let out = ec2azure(["boot-check", "--json", "--timeout", "6s", "--screenshot", p(&shot), p(&raw)]);
+    let out = ec2azure([
+        "boot-check",
+        "--json",
+        "--timeout",
+        "6s",
+        "--screenshot",
+        p(&shot),
+        p(&raw),
+    ]);
     out.expect_code(1);
     let v = out.json();
     assert_eq!(v["verdict"], "timeout", "{out}");
@@ -288,7 +359,10 @@ fn a_hung_guest_ends_at_the_timeout_and_its_vm_is_gone() {
     assert!(t.elapsed() < std::time::Duration::from_secs(60));
     let (w, h) = valid_png(&shot);
     assert_eq!(v["screenshot_size"], serde_json::json!([w, h]));
-    assert!(processes_naming(p(&raw)).is_empty(), "a qemu is left running");
+    assert!(
+        processes_naming(p(&raw)).is_empty(),
+        "a qemu is left running"
+    );
     assert_eq!(hash(&raw), before);
 }
 
