@@ -378,16 +378,22 @@ pub fn check(disk: BootDisk, opts: &BootOptions, progress: &dyn Progress) -> Res
     }
     .map_err(|e| Error::io("creating the boot check's work folder", e))?;
     let dir = work.path().to_path_buf();
-    let (disk_path, disk_format, snapshot, served_as) = match disk {
-        BootDisk::File { path, format } if qemu_format(format).is_some() => {
-            let f = qemu_format(format).unwrap_or("raw");
+    let direct = match disk {
+        BootDisk::File { path, format } => qemu_reads(path, format, image.len())?,
+        BootDisk::Image(_) => None,
+    };
+    let (disk_path, disk_format, snapshot, served_as) = match (disk, direct) {
+        (BootDisk::File { path, format }, Some((f, how))) => {
             let abs = std::fs::canonicalize(path)
                 .map_err(|e| Error::io("resolving the input's path", e).with_path(path))?;
             (
                 abs,
                 f,
                 true,
-                format!("{} read by qemu through a temporary overlay", format.name()),
+                format!(
+                    "{} read by qemu {how}through a temporary overlay",
+                    format.name()
+                ),
             )
         }
         _ => {
@@ -404,7 +410,7 @@ pub fn check(disk: BootDisk, opts: &BootOptions, progress: &dyn Progress) -> Res
             )?;
             (
                 out,
-                "raw",
+                "format=raw".to_string(),
                 false,
                 "exported to a temporary sparse raw file".to_string(),
             )
@@ -473,16 +479,31 @@ pub fn check(disk: BootDisk, opts: &BootOptions, progress: &dyn Progress) -> Res
     Ok(out)
 }
 
-/// qemu's driver name for a format it reads itself (OVA is not one).
-fn qemu_format(f: Format) -> Option<&'static str> {
-    match f {
-        Format::Raw => Some("raw"),
-        Format::Vhd => Some("vpc"),
-        Format::Vhdx => Some("vhdx"),
-        Format::Qcow2 => Some("qcow2"),
-        Format::Vmdk => Some("vmdk"),
+/// How qemu reads a file of `format` itself, or `None` when it is better exported: qemu's
+/// driver options and a note. A fixed VHD is read as raw limited to the virtual size (the same
+/// bytes ec2azure reads, whatever qemu's vpc driver makes of the creator and CHS fields); a
+/// dynamic one with qemu's vpc driver; a differencing VHD (qemu has no parent support) and an
+/// OVA are exported.
+fn qemu_reads(path: &Path, format: Format, size: u64) -> Result<Option<(String, &'static str)>> {
+    Ok(match format {
+        Format::Raw => Some(("format=raw".into(), "")),
+        Format::Vhdx => Some(("format=vhdx".into(), "")),
+        Format::Qcow2 => Some(("format=qcow2".into(), "")),
+        Format::Vmdk => Some(("format=vmdk".into(), "")),
         Format::Ova => None,
-    }
+        Format::Vhd => {
+            let raw = crate::image::RawImage::open(path)?;
+            let tail = raw.tail_sector()?;
+            match tail.map(|t| crate::image::vhd::Footer::decode(&t).disk_type) {
+                Some(crate::image::vhd::DiskType::Fixed) => Some((
+                    format!("format=raw,size={size}"),
+                    "(fixed: its data as raw) ",
+                )),
+                Some(crate::image::vhd::DiskType::Dynamic) => Some(("format=vpc".into(), "")),
+                _ => None,
+            }
+        }
+    })
 }
 
 /// The part of a file from `from` on, as text (lossy).

@@ -8,7 +8,7 @@
 //!   qemu-system-x86_64 -nodefaults -no-user-config -machine pc|q35 -accel kvm|tcg -m 512
 //!     -display none -vga std -no-reboot -no-shutdown
 //!     [-drive if=pflash,readonly=on,file=OVMF_CODE.fd -drive if=pflash,file=DIR/vars.fd]
-//!     -drive file=DISK,format=F,if=none,id=disk0,snapshot=on   (writes go to a temporary
+//!     -drive file=DISK,format=F[,size=N],if=none,id=disk0,snapshot=on   (writes go to a temporary
 //!     -device ide-hd,drive=disk0,bootindex=0                      overlay, never the input)
 //!     -chardev file,id=serial0,path=DIR/serial.log -serial chardev:serial0
 //!     -chardev file,id=debug0,path=DIR/debug.log -device isa-debugcon,iobase=0x402,chardev=debug0
@@ -104,8 +104,8 @@ pub struct VmSpec {
     pub memory_mib: u32,
     /// The disk file and the format qemu reads it as (`raw`, `vpc`, `vhdx`, `qcow2`, `vmdk`).
     pub disk: PathBuf,
-    /// qemu's format name for it.
-    pub disk_format: &'static str,
+    /// qemu's driver options for it (`format=raw`, `format=raw,size=N`, `format=vpc`, ...).
+    pub disk_format: String,
     /// Serve the disk through a temporary overlay (`snapshot=on`): the file is never written.
     /// `false` only for a private temporary copy.
     pub snapshot: bool,
@@ -172,7 +172,7 @@ impl VmSpec {
         a.extend([
             "-drive".into(),
             format!(
-                "file={},format={},if=none,id=disk0,cache=unsafe{}",
+                "file={},{},if=none,id=disk0,cache=unsafe{}",
                 opt(&self.disk),
                 self.disk_format,
                 if self.snapshot { ",snapshot=on" } else { "" }
