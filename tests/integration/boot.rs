@@ -346,7 +346,7 @@ fn a_hung_guest_ends_at_the_timeout_and_its_vm_is_gone() {
         "boot-check",
         "--json",
         "--timeout",
-        "6s",
+        "10s",
         "--screenshot",
         p(&shot),
         p(&raw),
