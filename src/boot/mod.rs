@@ -479,6 +479,23 @@ pub fn check(disk: BootDisk, opts: &BootOptions, progress: &dyn Progress) -> Res
     Ok(out)
 }
 
+/// Why a boot check with `firmware` cannot start a VM here (qemu, or OVMF for UEFI, missing),
+/// or `None` when it can. A caller that must say "not checked" rather than fail asks this
+/// first; [`check`] itself still reports a disk with no boot path as [`Verdict::NotBootable`]
+/// without needing either.
+pub fn missing_tools(firmware: Firmware) -> Option<String> {
+    let qemu = qemu::find_qemu().err().map(|e| e.to_string());
+    let ovmf = match firmware {
+        Firmware::Bios => None,
+        Firmware::Uefi | Firmware::Auto => qemu::find_ovmf().err().map(|e| e.to_string()),
+    };
+    match (qemu, ovmf) {
+        (None, None) => None,
+        (Some(a), Some(b)) => Some(format!("{a}; {b}")),
+        (a, b) => a.or(b),
+    }
+}
+
 /// How qemu reads a file of `format` itself, or `None` when it is better exported: qemu's
 /// driver options and a note. A fixed VHD is read as raw limited to the virtual size (the same
 /// bytes ec2azure reads, whatever qemu's vpc driver makes of the creator and CHS fields); a
@@ -546,10 +563,11 @@ fn run_vm(
         match qmp::Qmp::connect(&spec.qmp_socket(), t0 + Duration::from_secs(30), &mut alive) {
             Ok(q) => q,
             Err(e) => {
-                if let Some(s) = vm.exited() {
-                    return Err(qemu_failed(s));
-                }
-                return Err(e);
+                // The socket may close a moment before the process is gone.
+                return Err(vm
+                    .exited_within(Duration::from_secs(1))
+                    .map(qemu_failed)
+                    .unwrap_or(e));
             }
         };
     out.qemu_version = Some(format!("{}.{}.{}", q.version.0, q.version.1, q.version.2));
@@ -572,7 +590,12 @@ fn run_vm(
         debug = read_from(&spec.debug_log(), 0);
         let stats = match q.execute("query-blockstats", json!({})) {
             Ok(v) => v,
-            Err(e) => return Err(vm.exited().map(qemu_failed).unwrap_or(e)),
+            Err(e) => {
+                return Err(vm
+                    .exited_within(Duration::from_secs(1))
+                    .map(qemu_failed)
+                    .unwrap_or(e));
+            }
         };
         let (bytes, ops) = stats
             .as_array()
@@ -597,7 +620,12 @@ fn run_vm(
         latest = sample;
         let status = match q.execute("query-status", json!({})) {
             Ok(v) => v,
-            Err(e) => return Err(vm.exited().map(qemu_failed).unwrap_or(e)),
+            Err(e) => {
+                return Err(vm
+                    .exited_within(Duration::from_secs(1))
+                    .map(qemu_failed)
+                    .unwrap_or(e));
+            }
         };
         let state = status["status"].as_str().unwrap_or("").to_string();
         for ev in &q.events {

@@ -246,6 +246,20 @@ impl Vm {
         }
     }
 
+    /// [`Vm::exited`], waiting up to `wait` for it.
+    pub fn exited_within(&mut self, wait: std::time::Duration) -> Option<String> {
+        let until = std::time::Instant::now() + wait;
+        loop {
+            if let Some(s) = self.exited() {
+                return Some(s);
+            }
+            if std::time::Instant::now() >= until {
+                return None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
     /// Waits up to `grace` for qemu to exit by itself (after QMP `quit`), then kills it.
     pub fn stop(&mut self, grace: std::time::Duration) {
         let until = std::time::Instant::now() + grace;

@@ -72,19 +72,18 @@ pub fn firmware_verdict(debug: &str, serial: &str) -> FirmwareVerdict {
 
 /// The firmware's own line saying so, for the report.
 pub fn firmware_line(debug: &str, serial: &str) -> Option<String> {
-    let all = FIRMWARE_NO_BOOT.iter().chain(FIRMWARE_BOOTING);
-    let mut best: Option<(usize, String)> = None;
-    for text in [debug, serial] {
-        for l in text.lines() {
-            if all.clone().any(|p| l.contains(p)) {
-                best = Some((0, clean(l)));
-            }
-        }
-        if best.is_some() {
-            break;
-        }
-    }
-    best.map(|b| b.1)
+    // The last such line of the debug port, else of the console.
+    [debug, serial].iter().find_map(|text| {
+        text.lines()
+            .filter(|l| {
+                FIRMWARE_NO_BOOT
+                    .iter()
+                    .chain(FIRMWARE_BOOTING)
+                    .any(|p| l.contains(p))
+            })
+            .last()
+            .map(clean)
+    })
 }
 
 /// The first boot-loader error line on the console.
