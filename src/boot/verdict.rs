@@ -75,13 +75,13 @@ pub fn firmware_line(debug: &str, serial: &str) -> Option<String> {
     // The last such line of the debug port, else of the console.
     [debug, serial].iter().find_map(|text| {
         text.lines()
-            .filter(|l| {
+            .rev()
+            .find(|l| {
                 FIRMWARE_NO_BOOT
                     .iter()
                     .chain(FIRMWARE_BOOTING)
                     .any(|p| l.contains(p))
             })
-            .last()
             .map(clean)
     })
 }
