@@ -95,3 +95,100 @@ if [ "$(azurite_version)" != "$AZURITE_VERSION" ] || [ ! -x "$NODE_PREFIX/node_m
     exit 1
   fi
 fi
+
+# ---- boot check (issue 13) ---------------------------------------------------------------
+# `ec2azure boot-check` and its tests boot disks under qemu-system-x86_64 (SeaBIOS, and OVMF for
+# UEFI); `sample --bootable` builds the disks with mtools and syslinux. Those come from Debian.
+# The samples' kernel (linux-image-amd64), busybox-static and systemd-boot-efi are only data
+# for the disk image: they are downloaded (apt-get download) and unpacked with dpkg-deb into
+# .test-tools/boot/ (the package's own tree: boot/vmlinuz-*, bin/busybox,
+# usr/lib/systemd/boot/efi/systemd-bootx64.efi), never installed. Debian keeps one version of
+# each in its archive, so they are the archive's current ones, written to
+# .test-tools/boot/VERSIONS. qemu-system-x86 must be the same version as an installed
+# qemu-utils (Debian's packages require it, and apt would otherwise remove a newer qemu-utils
+# from backports): it is installed at that version, from bookworm-backports through a
+# temporary source list when the version is a backport; apt is never allowed to remove a
+# package here (--no-remove).
+BOOT_TOOLS="$TOOLS/boot"
+boot_apt() {
+  # apt-get install with --no-remove: a conflict fails loudly instead of removing packages.
+  echo "installing from Debian: $*" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  if [ -z "$apt_updated" ]; then
+    $SUDO apt-get update -qq
+    apt_updated=1
+  fi
+  $SUDO apt-get install -y -qq --no-install-recommends --no-remove "$@" >/dev/null
+}
+boot_apt_backports() {
+  # The same, with bookworm-backports (or the running release's backports) added for this
+  # call only, in a private apt state folder.
+  local codename bpo
+  codename="$(. /etc/os-release && echo "${VERSION_CODENAME:-bookworm}")"
+  bpo="$TOOLS/apt-backports"
+  mkdir -p "$bpo/lists/partial" "$bpo/archives/partial"
+  printf 'deb http://deb.debian.org/debian %s main\ndeb http://deb.debian.org/debian %s-updates main\ndeb http://deb.debian.org/debian-security %s-security main\ndeb http://deb.debian.org/debian %s-backports main\n' \
+    "$codename" "$codename" "$codename" "$codename" >"$bpo/sources.list"
+  local opts=(-o "Dir::Etc::sourcelist=$bpo/sources.list" -o "Dir::Etc::sourceparts=-"
+    -o "Dir::State::lists=$bpo/lists" -o "Dir::Cache::archives=$bpo/archives")
+  echo "installing from Debian $codename-backports: $*" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get "${opts[@]}" update -qq
+  $SUDO apt-get "${opts[@]}" install -y -qq --no-install-recommends --no-remove \
+    -t "$codename-backports" "$@" >/dev/null
+}
+
+boot_missing=()
+command -v mformat >/dev/null 2>&1 || boot_missing+=(mtools)
+command -v syslinux >/dev/null 2>&1 || boot_missing+=(syslinux)
+[ -f /usr/lib/syslinux/mbr/mbr.bin ] || boot_missing+=(syslinux-common)
+[ -f /usr/share/OVMF/OVMF_CODE_4M.fd ] || [ -f /usr/share/OVMF/OVMF_CODE.fd ] || boot_missing+=(ovmf)
+if [ ${#boot_missing[@]} -gt 0 ]; then boot_apt "${boot_missing[@]}"; fi
+utils_version="$(dpkg-query -W -f='${Version}' qemu-utils 2>/dev/null || true)"
+system_version="$(dpkg-query -W -f='${Version}' qemu-system-x86 2>/dev/null || true)"
+if ! command -v qemu-system-x86_64 >/dev/null 2>&1 ||
+  { [ -n "$utils_version" ] && [ "$utils_version" != "$system_version" ]; }; then
+  if [ -z "$utils_version" ]; then
+    boot_apt qemu-system-x86
+  elif [[ "$utils_version" == *bpo* ]]; then
+    boot_apt_backports "qemu-system-x86=$utils_version" "qemu-system-common=$utils_version" \
+      "qemu-system-data=$utils_version" seabios
+  else
+    boot_apt "qemu-system-x86=$utils_version"
+  fi
+fi
+
+boot_extract() {
+  # boot_extract PACKAGE PATH-IN-PACKAGE...: unpack those paths of PACKAGE's current .deb.
+  local pkg="$1"
+  shift
+  mkdir -p "$BOOT_TOOLS/debs"
+  rm -f "$BOOT_TOOLS/debs/${pkg}"_*.deb
+  (cd "$BOOT_TOOLS/debs" && apt-get download -q "$pkg" 2>/dev/null) ||
+    { $SUDO apt-get update -qq && apt_updated=1 && (cd "$BOOT_TOOLS/debs" && apt-get download -q "$pkg"); }
+  local deb
+  deb="$(ls "$BOOT_TOOLS/debs/${pkg}"_*.deb)"
+  dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$BOOT_TOOLS" --wildcards "$@"
+  echo "$pkg $(dpkg-deb -f "$deb" Version)" >>"$BOOT_TOOLS/VERSIONS"
+  rm -f "$deb"
+}
+if ! ls "$BOOT_TOOLS"/boot/vmlinuz-* >/dev/null 2>&1; then
+  # linux-image-amd64 only depends on the versioned kernel package: fetch that one.
+  kernel_pkg="$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')"
+  if [ -z "$kernel_pkg" ]; then
+    $SUDO apt-get update -qq
+    apt_updated=1
+    kernel_pkg="$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')"
+  fi
+  echo "extracting the kernel of $kernel_pkg into $BOOT_TOOLS" >&2
+  boot_extract "$kernel_pkg" './boot/vmlinuz-*'
+fi
+if [ ! -x "$BOOT_TOOLS/bin/busybox" ]; then
+  echo "extracting busybox-static into $BOOT_TOOLS" >&2
+  boot_extract busybox-static ./bin/busybox
+fi
+if [ ! -f "$BOOT_TOOLS/usr/lib/systemd/boot/efi/systemd-bootx64.efi" ]; then
+  echo "extracting systemd-boot-efi into $BOOT_TOOLS" >&2
+  boot_extract systemd-boot-efi ./usr/lib/systemd/boot/efi/systemd-bootx64.efi
+fi
+# ---- end of boot check ---------------------------------------------------------------------

@@ -361,3 +361,34 @@ pub fn ova(data: &[u8]) {
         }
     }
 }
+
+/// Arbitrary bytes as a disk's first sectors: the MBR and GPT reader never panics, and what it
+/// reports is consistent (the layout follows the table; entries from a valid GPT lie in order).
+pub fn partition_table(data: &[u8]) {
+    use crate::image::partition::{BootLayout, read};
+    let disk = MemImage::new(data.to_vec());
+    let Ok(t) = read(&disk) else { return };
+    let _ = t.summary();
+    let _ = t.bios_bootable();
+    match t.boot_layout() {
+        BootLayout::GptWithEsp => assert!(
+            t.gpt
+                .as_ref()
+                .is_some_and(|g| g.entries.iter().any(|e| e.is_esp()))
+        ),
+        BootLayout::GptWithoutEsp => assert!(
+            t.gpt
+                .as_ref()
+                .is_some_and(|g| !g.entries.iter().any(|e| e.is_esp()))
+        ),
+        BootLayout::Mbr => {
+            assert!(t.gpt.is_none() && t.mbr.as_ref().is_some_and(|m| m.boot_signature))
+        }
+        BootLayout::None => assert!(t.gpt.is_none()),
+    }
+    if let Some(g) = &t.gpt {
+        assert!(g.last_usable < disk.len() / 512);
+        assert!(g.entries.windows(2).all(|w| w[0].index < w[1].index));
+    }
+    let _ = serde_json::to_string(&t);
+}

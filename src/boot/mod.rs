@@ -280,7 +280,11 @@ pub fn check(disk: BootDisk, opts: &BootOptions, progress: &dyn Progress) -> Res
     let layout = table.boot_layout();
     let mut findings = vec![Finding {
         name: "partition-table",
-        status: if table.problems.is_empty() { Status::Info } else { Status::Fail },
+        status: if table.problems.is_empty() {
+            Status::Info
+        } else {
+            Status::Fail
+        },
         detail: if table.problems.is_empty() {
             table.summary()
         } else {
@@ -321,14 +325,21 @@ pub fn check(disk: BootDisk, opts: &BootOptions, progress: &dyn Progress) -> Res
                 "the disk has a GPT but no EFI system partition (UEFI has nothing to load) and no \
                  BIOS boot partition with boot code (a BIOS has nothing to run)"
             }
-            _ => "sector 0 has no 55 AA boot signature and there is no GPT: no firmware boots this disk",
+            _ => {
+                "sector 0 has no 55 AA boot signature and there is no GPT: no firmware boots this disk"
+            }
         };
         findings.push(Finding {
             name: "boot-type",
             status: Status::Fail,
             detail: format!("not bootable: {why}"),
         });
-        return Ok(report(Verdict::NotBootable, format!("not bootable: {why}"), findings, None));
+        return Ok(report(
+            Verdict::NotBootable,
+            format!("not bootable: {why}"),
+            findings,
+            None,
+        ));
     };
     findings.push(Finding {
         name: "boot-type",
@@ -360,17 +371,30 @@ pub fn check(disk: BootDisk, opts: &BootOptions, progress: &dyn Progress) -> Res
         }
     };
     let work = match &opts.work_dir {
-        Some(d) => tempfile::Builder::new().prefix("ec2azure-boot-").tempdir_in(d),
+        Some(d) => tempfile::Builder::new()
+            .prefix("ec2azure-boot-")
+            .tempdir_in(d),
         None => tempfile::Builder::new().prefix("ec2azure-boot-").tempdir(),
     }
     .map_err(|e| Error::io("creating the boot check's work folder", e))?;
     let dir = work.path().to_path_buf();
-    let (disk_path, disk_format, snapshot, served_as) = match disk {
-        BootDisk::File { path, format } if qemu_format(format).is_some() => {
-            let f = qemu_format(format).unwrap_or("raw");
+    let direct = match disk {
+        BootDisk::File { path, format } => qemu_reads(path, format, image.len())?,
+        BootDisk::Image(_) => None,
+    };
+    let (disk_path, disk_format, snapshot, served_as) = match (disk, direct) {
+        (BootDisk::File { path, format }, Some((f, how))) => {
             let abs = std::fs::canonicalize(path)
                 .map_err(|e| Error::io("resolving the input's path", e).with_path(path))?;
-            (abs, f, true, format!("{} read by qemu through a temporary overlay", format.name()))
+            (
+                abs,
+                f,
+                true,
+                format!(
+                    "{} read by qemu {how}through a temporary overlay",
+                    format.name()
+                ),
+            )
         }
         _ => {
             let out = dir.join("disk.raw");
@@ -384,9 +408,15 @@ pub fn check(disk: BootDisk, opts: &BootOptions, progress: &dyn Progress) -> Res
                     ..ConvertOptions::default()
                 },
             )?;
-            (out, "raw", false, "exported to a temporary sparse raw file".to_string())
+            (
+                out,
+                "format=raw".to_string(),
+                false,
+                "exported to a temporary sparse raw file".to_string(),
+            )
         }
     };
+    let ovmf_vars = ovmf.as_ref().map(|(_, v)| v.clone());
     let ovmf = match ovmf {
         Some((code, vars)) => {
             let mine = dir.join("vars.fd");
@@ -409,23 +439,88 @@ pub fn check(disk: BootDisk, opts: &BootOptions, progress: &dyn Progress) -> Res
     let mut out = report(Verdict::Timeout, String::new(), findings, Some(firmware));
     out.accel = Some(if kvm { "kvm" } else { "tcg" });
     out.served_as = Some(served_as);
-    let r = run_vm(&spec, opts, expect.as_ref(), progress, &mut out);
+    let mut r = run_vm(&spec, opts, expect.as_ref(), progress, &mut out);
+    if kvm
+        && opts.accel == Accel::Auto
+        && let Err(e) = &r
+        && e.kind() != ErrorKind::Interrupted
+    {
+        // Nested or restricted KVM fails in ways only a run shows (MSRs refused, emulation
+        // failures): say so, and boot again under TCG.
+        let why = e.to_string();
+        let mut again = report(
+            Verdict::Timeout,
+            String::new(),
+            out.findings.clone(),
+            Some(firmware),
+        );
+        again.findings.push(Finding {
+            name: "accel",
+            status: Status::Info,
+            detail: format!("KVM failed ({why}); booted again under TCG"),
+        });
+        again.served_as = out.served_as.take();
+        again.accel = Some("tcg");
+        out = again;
+        let mut tcg = spec.clone();
+        tcg.kvm = false;
+        if let Some((code, mine)) = &tcg.ovmf
+            && let Some(src) = ovmf_vars.as_ref()
+        {
+            let _ = code;
+            std::fs::copy(src, mine)
+                .map_err(|e| Error::io("copying OVMF's variable store", e).with_path(src))?;
+        }
+        r = run_vm(&tcg, opts, expect.as_ref(), progress, &mut out);
+    }
     drop(work);
     r?;
     out.elapsed_ms = started.elapsed().as_millis() as u64;
     Ok(out)
 }
 
-/// qemu's driver name for a format it reads itself (OVA is not one).
-fn qemu_format(f: Format) -> Option<&'static str> {
-    match f {
-        Format::Raw => Some("raw"),
-        Format::Vhd => Some("vpc"),
-        Format::Vhdx => Some("vhdx"),
-        Format::Qcow2 => Some("qcow2"),
-        Format::Vmdk => Some("vmdk"),
-        Format::Ova => None,
+/// Why a boot check with `firmware` cannot start a VM here (qemu, or OVMF for UEFI, missing),
+/// or `None` when it can. A caller that must say "not checked" rather than fail asks this
+/// first; [`check`] itself still reports a disk with no boot path as [`Verdict::NotBootable`]
+/// without needing either.
+pub fn missing_tools(firmware: Firmware) -> Option<String> {
+    let qemu = qemu::find_qemu().err().map(|e| e.to_string());
+    let ovmf = match firmware {
+        Firmware::Bios => None,
+        Firmware::Uefi | Firmware::Auto => qemu::find_ovmf().err().map(|e| e.to_string()),
+    };
+    match (qemu, ovmf) {
+        (None, None) => None,
+        (Some(a), Some(b)) => Some(format!("{a}; {b}")),
+        (a, b) => a.or(b),
     }
+}
+
+/// How qemu reads a file of `format` itself, or `None` when it is better exported: qemu's
+/// driver options and a note. A fixed VHD is read as raw limited to the virtual size (the same
+/// bytes ec2azure reads, whatever qemu's vpc driver makes of the creator and CHS fields); a
+/// dynamic one with qemu's vpc driver; a differencing VHD (qemu has no parent support) and an
+/// OVA are exported.
+fn qemu_reads(path: &Path, format: Format, size: u64) -> Result<Option<(String, &'static str)>> {
+    Ok(match format {
+        Format::Raw => Some(("format=raw".into(), "")),
+        Format::Vhdx => Some(("format=vhdx".into(), "")),
+        Format::Qcow2 => Some(("format=qcow2".into(), "")),
+        Format::Vmdk => Some(("format=vmdk".into(), "")),
+        Format::Ova => None,
+        Format::Vhd => {
+            let raw = crate::image::RawImage::open(path)?;
+            let tail = raw.tail_sector()?;
+            match tail.map(|t| crate::image::vhd::Footer::decode(&t).disk_type) {
+                Some(crate::image::vhd::DiskType::Fixed) => Some((
+                    format!("format=raw,size={size}"),
+                    "(fixed: its data as raw) ",
+                )),
+                Some(crate::image::vhd::DiskType::Dynamic) => Some(("format=vpc".into(), "")),
+                _ => None,
+            }
+        }
+    })
 }
 
 /// The part of a file from `from` on, as text (lossy).
@@ -464,15 +559,17 @@ fn run_vm(
     };
     let deadline = t0 + opts.timeout;
     let mut alive = || true;
-    let mut q = match qmp::Qmp::connect(&spec.qmp_socket(), t0 + Duration::from_secs(30), &mut alive) {
-        Ok(q) => q,
-        Err(e) => {
-            if let Some(s) = vm.exited() {
-                return Err(qemu_failed(s));
+    let mut q =
+        match qmp::Qmp::connect(&spec.qmp_socket(), t0 + Duration::from_secs(30), &mut alive) {
+            Ok(q) => q,
+            Err(e) => {
+                // The socket may close a moment before the process is gone.
+                return Err(vm
+                    .exited_within(Duration::from_secs(1))
+                    .map(qemu_failed)
+                    .unwrap_or(e));
             }
-            return Err(e);
-        }
-    };
+        };
     out.qemu_version = Some(format!("{}.{}.{}", q.version.0, q.version.1, q.version.2));
     let mut last_sample = None::<Instant>;
     let mut latest;
@@ -491,7 +588,15 @@ fn run_vm(
         }
         serial = read_from(&spec.serial_log(), 0);
         debug = read_from(&spec.debug_log(), 0);
-        let stats = q.execute("query-blockstats", json!({}))?;
+        let stats = match q.execute("query-blockstats", json!({})) {
+            Ok(v) => v,
+            Err(e) => {
+                return Err(vm
+                    .exited_within(Duration::from_secs(1))
+                    .map(qemu_failed)
+                    .unwrap_or(e));
+            }
+        };
         let (bytes, ops) = stats
             .as_array()
             .and_then(|a| a.iter().find(|d| d["device"] == "disk0"))
@@ -513,15 +618,36 @@ fn run_vm(
             last_sample = Some(now);
         }
         latest = sample;
-        let status = q.execute("query-status", json!({}))?;
+        let status = match q.execute("query-status", json!({})) {
+            Ok(v) => v,
+            Err(e) => {
+                return Err(vm
+                    .exited_within(Duration::from_secs(1))
+                    .map(qemu_failed)
+                    .unwrap_or(e));
+            }
+        };
         let state = status["status"].as_str().unwrap_or("").to_string();
         for ev in &q.events {
             if ev.event == "SHUTDOWN" {
                 let reason = ev.data["reason"].as_str().unwrap_or("");
-                stopped = if reason.contains("reset") { Stopped::Reset } else if reason.contains("shutdown") { Stopped::PoweredOff } else { Stopped::Other };
+                stopped = if reason.contains("reset") {
+                    Stopped::Reset
+                } else if reason.contains("shutdown") {
+                    Stopped::PoweredOff
+                } else {
+                    Stopped::Other
+                };
             }
         }
-        if stopped == Stopped::Running && matches!(state.as_str(), "shutdown" | "guest-panicked" | "internal-error" | "io-error") {
+        if state == "internal-error" {
+            return Err(Error::unsupported(
+                "the VM stopped with an internal error (qemu could not run the guest's code)",
+            ));
+        }
+        if stopped == Stopped::Running
+            && matches!(state.as_str(), "shutdown" | "guest-panicked" | "io-error")
+        {
             stopped = Stopped::Other;
         }
         let kernel = verdict::kernel_banner(&serial);
@@ -532,11 +658,20 @@ fn run_vm(
         if let Some(re) = expect
             && let Some(m) = re.find(&serial)
         {
-            ended = Some((Verdict::Booted, format!("the serial console printed {:?}, which --expect asked for", verdict::clean(m.as_str()))));
+            ended = Some((
+                Verdict::Booted,
+                format!(
+                    "the serial console printed {:?}, which --expect asked for",
+                    verdict::clean(m.as_str())
+                ),
+            ));
         } else if let Some(p) = verdict::kernel_panic(&serial) {
             ended = Some((Verdict::KernelPanic, format!("the kernel panicked: {p}")));
         } else if let Some(l) = verdict::loader_error(&serial) {
-            ended = Some((Verdict::BootLoaderError, format!("the boot loader failed: {l}")));
+            ended = Some((
+                Verdict::BootLoaderError,
+                format!("the boot loader failed: {l}"),
+            ));
         } else if verdict::firmware_verdict(&debug, &serial) == FirmwareVerdict::NoBootableDevice {
             ended = Some((
                 Verdict::NoBootableDevice,
@@ -548,30 +683,93 @@ fn run_vm(
         } else if expect.is_none()
             && let Some(l) = verdict::login_prompt(&serial)
         {
-            ended = Some((Verdict::Booted, format!("the OS is up: its console shows a login prompt ({l:?})")));
+            ended = Some((
+                Verdict::Booted,
+                format!("the OS is up: its console shows a login prompt ({l:?})"),
+            ));
         } else if stopped != Stopped::Running {
             ended = Some(match (stopped, kernel.is_some(), expect) {
-                (_, _, Some(re)) => (Verdict::ExpectNotMatched, format!("the guest stopped ({}) before the console printed anything matching {:?}", stopped_name(stopped), re.as_str())),
-                (Stopped::PoweredOff, true, None) => (Verdict::Booted, "the kernel started and powered the VM off cleanly".into()),
-                (Stopped::Reset, _, None) => (Verdict::GuestReset, "the guest reset itself before an OS showed it was running".into()),
-                _ => (Verdict::StoppedWithoutOs, format!("the guest stopped ({}) with no sign of an OS", stopped_name(stopped))),
+                (Stopped::Reset, false, _) => (
+                    Verdict::GuestReset,
+                    format!(
+                        "the guest reset itself before an OS started{}",
+                        last_line(&serial)
+                    ),
+                ),
+                (_, _, Some(re)) => (
+                    Verdict::ExpectNotMatched,
+                    format!(
+                        "the guest stopped ({}) before the console printed anything matching {:?}",
+                        stopped_name(stopped),
+                        re.as_str()
+                    ),
+                ),
+                (Stopped::PoweredOff, true, None) => (
+                    Verdict::Booted,
+                    "the kernel started and powered the VM off cleanly".into(),
+                ),
+                (Stopped::Reset, _, None) => (
+                    Verdict::GuestReset,
+                    format!(
+                        "the guest reset itself before an OS showed it was running{}",
+                        last_line(&serial)
+                    ),
+                ),
+                _ => (
+                    Verdict::StoppedWithoutOs,
+                    format!(
+                        "the guest stopped ({}) with no sign of an OS{}",
+                        stopped_name(stopped),
+                        last_line(&serial)
+                    ),
+                ),
             });
         } else if now >= deadline {
             let os_reads = bytes >= 64 << 20;
             ended = Some(match (kernel.is_some(), expect) {
-                (_, Some(re)) => (Verdict::ExpectNotMatched, format!("nothing matching {:?} on the serial console within {}s", re.as_str(), opts.timeout.as_secs())),
-                (true, None) => (Verdict::Booted, format!("the kernel started and was still running at the timeout ({}s)", opts.timeout.as_secs())),
-                (false, None) if os_reads => (Verdict::Booted, format!("no serial console output, but the guest read {} MiB from the disk: an OS is loading", bytes >> 20)),
-                _ => (Verdict::Timeout, format!(
-                    "no sign of an operating system within {}s ({}; {} bytes read from the disk; {})",
-                    opts.timeout.as_secs(),
-                    match verdict::firmware_verdict(&debug, &serial) {
-                        FirmwareVerdict::BootingFromDisk => "the firmware started the disk's boot code",
-                        _ => "the firmware did not say it booted from the disk",
-                    },
-                    bytes,
-                    if serial.trim().is_empty() { "nothing on the serial console".to_string() } else { format!("the serial console's last line: {:?}", verdict::tail_lines(&serial, 1).join("")) }
-                )),
+                (_, Some(re)) => (
+                    Verdict::ExpectNotMatched,
+                    format!(
+                        "nothing matching {:?} on the serial console within {}s",
+                        re.as_str(),
+                        opts.timeout.as_secs()
+                    ),
+                ),
+                (true, None) => (
+                    Verdict::Booted,
+                    format!(
+                        "the kernel started and was still running at the timeout ({}s)",
+                        opts.timeout.as_secs()
+                    ),
+                ),
+                (false, None) if os_reads => (
+                    Verdict::Booted,
+                    format!(
+                        "no serial console output, but the guest read {} MiB from the disk: an OS is loading",
+                        bytes >> 20
+                    ),
+                ),
+                _ => (
+                    Verdict::Timeout,
+                    format!(
+                        "no sign of an operating system within {}s ({}; {} bytes read from the disk; {})",
+                        opts.timeout.as_secs(),
+                        match verdict::firmware_verdict(&debug, &serial) {
+                            FirmwareVerdict::BootingFromDisk =>
+                                "the firmware started the disk's boot code",
+                            _ => "the firmware did not say it booted from the disk",
+                        },
+                        bytes,
+                        if serial.trim().is_empty() {
+                            "nothing on the serial console".to_string()
+                        } else {
+                            format!(
+                                "the serial console's last line: {:?}",
+                                verdict::tail_lines(&serial, 1).join("")
+                            )
+                        }
+                    ),
+                ),
             });
         }
         if ended.is_some() {
@@ -580,7 +778,11 @@ fn run_vm(
         std::thread::sleep(opts.poll);
     }
     out.time_to_verdict_ms = t0.elapsed().as_millis() as u64;
-    if out.disk_reads.last().is_none_or(|l| l.at_ms != latest.at_ms) {
+    if out
+        .disk_reads
+        .last()
+        .is_none_or(|l| l.at_ms != latest.at_ms)
+    {
         out.disk_reads.push(latest);
     }
     // The screen as it is now.
@@ -599,32 +801,50 @@ fn run_vm(
             FirmwareVerdict::NoBootableDevice => Status::Fail,
             FirmwareVerdict::Unknown => Status::Info,
         },
-        detail: verdict::firmware_line(&debug, &serial).unwrap_or_else(|| "the firmware said nothing recognisable".into()),
+        detail: verdict::firmware_line(&debug, &serial)
+            .unwrap_or_else(|| "the firmware said nothing recognisable".into()),
     });
     let total = out.disk_reads.last().map(|d| d.bytes).unwrap_or(0);
     out.findings.push(Finding {
         name: "disk-reads",
-        status: if total > 0 { Status::Pass } else { Status::Fail },
+        status: if total > 0 {
+            Status::Pass
+        } else {
+            Status::Fail
+        },
         detail: format!(
             "{} bytes read in {} operations{}",
             total,
             out.disk_reads.last().map(|d| d.operations).unwrap_or(0),
-            bytes_at_kernel.map(|b| format!("; {b} bytes by the time the kernel printed its banner")).unwrap_or_default()
+            bytes_at_kernel
+                .map(|b| format!("; {b} bytes by the time the kernel printed its banner"))
+                .unwrap_or_default()
         ),
     });
-    let lines = serial.lines().filter(|l| !verdict::clean(l).trim().is_empty()).count();
+    let lines = serial
+        .lines()
+        .filter(|l| !verdict::clean(l).trim().is_empty())
+        .count();
     out.findings.push(Finding {
         name: "serial",
         status: Status::Info,
         detail: format!("{lines} lines on the serial console"),
     });
     if let Some(l) = verdict::loader_error(&serial) {
-        out.findings.push(Finding { name: "boot-loader", status: Status::Fail, detail: l });
+        out.findings.push(Finding {
+            name: "boot-loader",
+            status: Status::Fail,
+            detail: l,
+        });
     }
     out.kernel = verdict::kernel_banner(&serial);
     out.findings.push(Finding {
         name: "kernel",
-        status: if out.kernel.is_some() { Status::Pass } else { Status::Info },
+        status: if out.kernel.is_some() {
+            Status::Pass
+        } else {
+            Status::Info
+        },
         detail: match (&out.kernel, verdict::kernel_panic(&serial)) {
             (_, Some(p)) => p,
             (Some(k), None) => k.clone(),
@@ -632,13 +852,21 @@ fn run_vm(
         },
     });
     if let Some(l) = verdict::login_prompt(&serial) {
-        out.findings.push(Finding { name: "login-prompt", status: Status::Pass, detail: l });
+        out.findings.push(Finding {
+            name: "login-prompt",
+            status: Status::Pass,
+            detail: l,
+        });
     }
     if let Some(re) = expect {
         let m = re.find(&serial).map(|m| m.as_str().to_string());
         out.findings.push(Finding {
             name: "expect",
-            status: if m.is_some() { Status::Pass } else { Status::Fail },
+            status: if m.is_some() {
+                Status::Pass
+            } else {
+                Status::Fail
+            },
             detail: match m {
                 Some(m) => format!("{:?} matched: {:?}", re.as_str(), verdict::clean(&m)),
                 None => format!("{:?} did not match", re.as_str()),
@@ -648,19 +876,39 @@ fn run_vm(
     out.findings.push(Finding {
         name: "guest-state",
         status: Status::Info,
-        detail: format!("{} after {} ms", stopped_name(stopped), out.time_to_verdict_ms),
+        detail: format!(
+            "{} after {} ms",
+            stopped_name(stopped),
+            out.time_to_verdict_ms
+        ),
     });
     match shot {
         Ok(Some((path, size))) => {
-            out.findings.push(Finding { name: "screenshot", status: Status::Info, detail: format!("{}×{} PNG at {}", size.0, size.1, path.display()) });
+            out.findings.push(Finding {
+                name: "screenshot",
+                status: Status::Info,
+                detail: format!("{}×{} PNG at {}", size.0, size.1, path.display()),
+            });
             out.screenshot = Some(path);
             out.screenshot_size = Some(size);
         }
         Ok(None) => {}
-        Err(e) => out.findings.push(Finding { name: "screenshot", status: Status::Fail, detail: format!("no screenshot: {e}") }),
+        Err(e) => out.findings.push(Finding {
+            name: "screenshot",
+            status: Status::Fail,
+            detail: format!("no screenshot: {e}"),
+        }),
     }
     out.serial_excerpt = verdict::tail_lines(&serial, 40);
     Ok(())
+}
+
+/// "; the console's last line: …" or nothing.
+fn last_line(serial: &str) -> String {
+    verdict::tail_lines(serial, 1)
+        .first()
+        .map(|l| format!("; the console's last line: {l:?}"))
+        .unwrap_or_default()
 }
 
 fn stopped_name(s: Stopped) -> &'static str {
@@ -688,7 +936,8 @@ fn take_screenshot(
     } else {
         let f = spec.dir.join("screen.ppm");
         q.execute("screendump", json!({ "filename": f }))?;
-        let ppm = std::fs::read(&f).map_err(|e| Error::io("reading qemu's screendump", e).with_path(&f))?;
+        let ppm = std::fs::read(&f)
+            .map_err(|e| Error::io("reading qemu's screendump", e).with_path(&f))?;
         png::ppm_to_png(&ppm)?
     };
     let size = png::png_size(&png)?;

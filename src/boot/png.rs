@@ -61,14 +61,19 @@ pub fn ppm_to_png(ppm: &[u8]) -> Result<Vec<u8>> {
         raw.extend_from_slice(r);
     }
     let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
-    z.write_all(&raw).map_err(|e| Error::io("compressing PNG", e))?;
+    z.write_all(&raw)
+        .map_err(|e| Error::io("compressing PNG", e))?;
     let idat = z.finish().map_err(|e| Error::io("compressing PNG", e))?;
     let mut ihdr = Vec::with_capacity(13);
     ihdr.extend_from_slice(&w.to_be_bytes());
     ihdr.extend_from_slice(&h.to_be_bytes());
     ihdr.extend_from_slice(&[8, 2, 0, 0, 0]); // 8 bits, truecolour, deflate, no filter, no interlace
     let mut out = PNG_SIGNATURE.to_vec();
-    for (kind, data) in [(b"IHDR", &ihdr[..]), (b"IDAT", &idat[..]), (b"IEND", &[][..])] {
+    for (kind, data) in [
+        (b"IHDR", &ihdr[..]),
+        (b"IDAT", &idat[..]),
+        (b"IEND", &[][..]),
+    ] {
         out.extend_from_slice(&(data.len() as u32).to_be_bytes());
         out.extend_from_slice(kind);
         out.extend_from_slice(data);

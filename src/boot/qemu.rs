@@ -8,7 +8,7 @@
 //!   qemu-system-x86_64 -nodefaults -no-user-config -machine pc|q35 -accel kvm|tcg -m 512
 //!     -display none -vga std -no-reboot -no-shutdown
 //!     [-drive if=pflash,readonly=on,file=OVMF_CODE.fd -drive if=pflash,file=DIR/vars.fd]
-//!     -drive file=DISK,format=F,if=none,id=disk0,snapshot=on   (writes go to a temporary
+//!     -drive file=DISK,format=F[,size=N],if=none,id=disk0,snapshot=on   (writes go to a temporary
 //!     -device ide-hd,drive=disk0,bootindex=0                      overlay, never the input)
 //!     -chardev file,id=serial0,path=DIR/serial.log -serial chardev:serial0
 //!     -chardev file,id=debug0,path=DIR/debug.log -device isa-debugcon,iobase=0x402,chardev=debug0
@@ -22,11 +22,26 @@ use std::process::{Child, Command, Stdio};
 
 /// Where Debian, Fedora and Arch put OVMF's code and variable store (4 MiB builds first).
 const OVMF_PAIRS: &[(&str, &str)] = &[
-    ("/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_VARS_4M.fd"),
-    ("/usr/share/OVMF/OVMF_CODE.fd", "/usr/share/OVMF/OVMF_VARS.fd"),
-    ("/usr/share/edk2/ovmf/OVMF_CODE.fd", "/usr/share/edk2/ovmf/OVMF_VARS.fd"),
-    ("/usr/share/edk2/x64/OVMF_CODE.fd", "/usr/share/edk2/x64/OVMF_VARS.fd"),
-    ("/usr/share/qemu/OVMF_CODE.fd", "/usr/share/qemu/OVMF_VARS.fd"),
+    (
+        "/usr/share/OVMF/OVMF_CODE_4M.fd",
+        "/usr/share/OVMF/OVMF_VARS_4M.fd",
+    ),
+    (
+        "/usr/share/OVMF/OVMF_CODE.fd",
+        "/usr/share/OVMF/OVMF_VARS.fd",
+    ),
+    (
+        "/usr/share/edk2/ovmf/OVMF_CODE.fd",
+        "/usr/share/edk2/ovmf/OVMF_VARS.fd",
+    ),
+    (
+        "/usr/share/edk2/x64/OVMF_CODE.fd",
+        "/usr/share/edk2/x64/OVMF_VARS.fd",
+    ),
+    (
+        "/usr/share/qemu/OVMF_CODE.fd",
+        "/usr/share/qemu/OVMF_VARS.fd",
+    ),
 ];
 
 /// The qemu binary: `$EC2AZURE_QEMU`, else `qemu-system-x86_64` on PATH.
@@ -89,8 +104,8 @@ pub struct VmSpec {
     pub memory_mib: u32,
     /// The disk file and the format qemu reads it as (`raw`, `vpc`, `vhdx`, `qcow2`, `vmdk`).
     pub disk: PathBuf,
-    /// qemu's format name for it.
-    pub disk_format: &'static str,
+    /// qemu's driver options for it (`format=raw`, `format=raw,size=N`, `format=vpc`, ...).
+    pub disk_format: String,
     /// Serve the disk through a temporary overlay (`snapshot=on`): the file is never written.
     /// `false` only for a private temporary copy.
     pub snapshot: bool,
@@ -126,7 +141,11 @@ impl VmSpec {
             "-nodefaults".into(),
             "-no-user-config".into(),
             "-machine".into(),
-            if self.ovmf.is_some() { "q35".into() } else { "pc".into() },
+            if self.ovmf.is_some() {
+                "q35".into()
+            } else {
+                "pc".into()
+            },
             "-accel".into(),
             if self.kvm { "kvm".into() } else { "tcg".into() },
             "-m".into(),
@@ -153,7 +172,7 @@ impl VmSpec {
         a.extend([
             "-drive".into(),
             format!(
-                "file={},format={},if=none,id=disk0,cache=unsafe{}",
+                "file={},{},if=none,id=disk0,cache=unsafe{}",
                 opt(&self.disk),
                 self.disk_format,
                 if self.snapshot { ",snapshot=on" } else { "" }
@@ -224,6 +243,20 @@ impl Vm {
             Ok(Some(s)) => Some(s.to_string()),
             Ok(None) => None,
             Err(e) => Some(format!("cannot wait for qemu: {e}")),
+        }
+    }
+
+    /// [`Vm::exited`], waiting up to `wait` for it.
+    pub fn exited_within(&mut self, wait: std::time::Duration) -> Option<String> {
+        let until = std::time::Instant::now() + wait;
+        loop {
+            if let Some(s) = self.exited() {
+                return Some(s);
+            }
+            if std::time::Instant::now() >= until {
+                return None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
         }
     }
 

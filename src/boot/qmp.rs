@@ -95,8 +95,11 @@ impl Qmp {
             ));
         }
         serde_json::from_str(&line).map_err(|e| {
-            Error::invalid(format!("qemu sent a QMP line that is not JSON: {}", line.trim()))
-                .with_source(e)
+            Error::invalid(format!(
+                "qemu sent a QMP line that is not JSON: {}",
+                line.trim()
+            ))
+            .with_source(e)
         })
     }
 

@@ -49,7 +49,9 @@ impl std::str::FromStr for SampleBoot {
         match s {
             "bios" => Ok(SampleBoot::Bios),
             "uefi" => Ok(SampleBoot::Uefi),
-            other => Err(Error::argument(format!("unknown boot type {other:?}: expected bios or uefi"))),
+            other => Err(Error::argument(format!(
+                "unknown boot type {other:?}: expected bios or uefi"
+            ))),
         }
     }
 }
@@ -110,16 +112,20 @@ impl SampleTools {
             Error::not_found(format!(
                 "the bootable sample needs {what} (Debian package {pkg}; scripts/install-test-deps.sh \
                  extracts it into .test-tools/boot), looked in {}",
-                rs.iter().map(|r| r.display().to_string()).collect::<Vec<_>>().join(", ")
+                rs.iter()
+                    .map(|r| r.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ))
         };
         let kernel = rs
             .iter()
             .find_map(|r| newest_kernel(&r.join("boot")))
             .ok_or_else(|| missing("a Linux kernel (boot/vmlinuz-*)", "linux-image-amd64"))?;
-        let busybox = first_file(rs.iter().flat_map(|r| {
-            [r.join("bin/busybox"), r.join("usr/bin/busybox")]
-        }))
+        let busybox = first_file(
+            rs.iter()
+                .flat_map(|r| [r.join("bin/busybox"), r.join("usr/bin/busybox")]),
+        )
         .filter(|p| is_static_elf(p))
         .ok_or_else(|| missing("a static busybox (bin/busybox)", "busybox-static"))?;
         let mtools = on_path("mformat")
@@ -130,7 +136,10 @@ impl SampleTools {
             SampleBoot::Bios => {
                 mbr_bin = Some(
                     first_file(rs.iter().flat_map(|r| {
-                        [r.join("usr/lib/syslinux/mbr/mbr.bin"), r.join("usr/share/syslinux/mbr.bin")]
+                        [
+                            r.join("usr/lib/syslinux/mbr/mbr.bin"),
+                            r.join("usr/share/syslinux/mbr.bin"),
+                        ]
                     }))
                     .ok_or_else(|| missing("syslinux's mbr.bin", "syslinux-common"))?,
                 );
@@ -142,18 +151,30 @@ impl SampleTools {
             }
             SampleBoot::Uefi => {
                 systemd_boot = Some(
-                    first_file(rs.iter().map(|r| r.join("usr/lib/systemd/boot/efi/systemd-bootx64.efi")))
-                        .ok_or_else(|| missing("systemd-bootx64.efi", "systemd-boot-efi"))?,
+                    first_file(
+                        rs.iter()
+                            .map(|r| r.join("usr/lib/systemd/boot/efi/systemd-bootx64.efi")),
+                    )
+                    .ok_or_else(|| missing("systemd-bootx64.efi", "systemd-boot-efi"))?,
                 );
             }
         }
-        Ok(SampleTools { kernel, busybox, mbr_bin, syslinux, systemd_boot, mtools })
+        Ok(SampleTools {
+            kernel,
+            busybox,
+            mbr_bin,
+            syslinux,
+            systemd_boot,
+            mtools,
+        })
     }
 }
 
 /// `true` for an ELF file without a program interpreter (statically linked).
 fn is_static_elf(p: &Path) -> bool {
-    let Ok(b) = std::fs::read(p) else { return false };
+    let Ok(b) = std::fs::read(p) else {
+        return false;
+    };
     if b.get(..4) != Some(b"\x7fELF") || b.get(4) != Some(&2) {
         return false;
     }
@@ -175,7 +196,21 @@ fn is_static_elf(p: &Path) -> bool {
 /// One member of a newc cpio archive.
 fn cpio_member(out: &mut Vec<u8>, ino: u32, name: &str, mode: u32, rdev: (u32, u32), data: &[u8]) {
     let n = name.len() + 1;
-    let fields = [ino, mode, 0, 0, 1, 0, data.len() as u32, 0, 0, rdev.0, rdev.1, n as u32, 0];
+    let fields = [
+        ino,
+        mode,
+        0,
+        0,
+        1,
+        0,
+        data.len() as u32,
+        0,
+        0,
+        rdev.0,
+        rdev.1,
+        n as u32,
+        0,
+    ];
     out.extend_from_slice(b"070701");
     for f in fields {
         out.extend_from_slice(format!("{f:08X}").as_bytes());
@@ -245,7 +280,11 @@ pub struct BootableSample {
 ///
 /// # Errors
 /// A tool fails, or the output cannot be written.
-pub fn make_bootable(output: &Path, boot: SampleBoot, tools: &SampleTools) -> Result<BootableSample> {
+pub fn make_bootable(
+    output: &Path,
+    boot: SampleBoot,
+    tools: &SampleTools,
+) -> Result<BootableSample> {
     let dir = match output.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -262,8 +301,11 @@ pub fn make_bootable(output: &Path, boot: SampleBoot, tools: &SampleTools) -> Re
         .map_err(|e| Error::io("sizing the sample", e).with_path(tmp.path()))?;
     let sectors = SAMPLE_SIZE / partition::SECTOR;
     let write = |off: u64, b: &[u8]| {
-        f.write_all_at(b, off)
-            .map_err(|e| Error::io("writing the sample", e).with_offset(off).with_path(tmp.path()))
+        f.write_all_at(b, off).map_err(|e| {
+            Error::io("writing the sample", e)
+                .with_offset(off)
+                .with_path(tmp.path())
+        })
     };
     let read = |p: &Path| std::fs::read(p).map_err(|e| Error::io("reading", e).with_path(p));
     let part_sectors = match boot {
@@ -288,7 +330,11 @@ pub fn make_bootable(output: &Path, boot: SampleBoot, tools: &SampleTools) -> Re
         }
         SampleBoot::Uefi => {
             // Fixed GUIDs: the same sample every time.
-            let g = |n: u8| partition::Guid([0xEC, 0x2A, 0x2E, 0x00, 0xB0, 0x07, 0x40, n, 0x80, 0, 0, 0, 0, 0, 0, n]);
+            let g = |n: u8| {
+                partition::Guid([
+                    0xEC, 0x2A, 0x2E, 0x00, 0xB0, 0x07, 0x40, n, 0x80, 0, 0, 0, 0, 0, 0, n,
+                ])
+            };
             let pieces = partition::build_gpt(
                 sectors,
                 g(1),
@@ -306,35 +352,81 @@ pub fn make_bootable(output: &Path, boot: SampleBoot, tools: &SampleTools) -> Re
             }
         }
     }
-    let img = format!("{}@@{}", tmp.path().display(), PART_START_LBA * partition::SECTOR);
+    let img = format!(
+        "{}@@{}",
+        tmp.path().display(),
+        PART_START_LBA * partition::SECTOR
+    );
     let mt = |name: &str| tools.mtools.join(name);
     let total = part_sectors.to_string();
     run(
         &mt("mformat"),
-        &["-i", &img, "-T", &total, "-h", "64", "-s", "32", "-H", &PART_START_LBA.to_string(), "-v", "EC2AZURE", "::"],
+        &[
+            "-i",
+            &img,
+            "-T",
+            &total,
+            "-h",
+            "64",
+            "-s",
+            "32",
+            "-H",
+            &PART_START_LBA.to_string(),
+            "-v",
+            "EC2AZURE",
+            "::",
+        ],
     )?;
     let work = tempfile::tempdir().map_err(|e| Error::io("creating a temporary folder", e))?;
     let put = |name: &str, data: &[u8]| -> Result<()> {
         let p = work.path().join(name.replace('/', "_"));
-        let mut file = std::fs::File::create(&p).map_err(|e| Error::io("writing", e).with_path(&p))?;
-        file.write_all(data).map_err(|e| Error::io("writing", e).with_path(&p))?;
+        let mut file =
+            std::fs::File::create(&p).map_err(|e| Error::io("writing", e).with_path(&p))?;
+        file.write_all(data)
+            .map_err(|e| Error::io("writing", e).with_path(&p))?;
         let dst = format!("::/{name}");
-        run(&mt("mcopy"), &["-o", "-i", &img, &p.display().to_string(), &dst])
+        run(
+            &mt("mcopy"),
+            &["-o", "-i", &img, &p.display().to_string(), &dst],
+        )
     };
     let initrd = initramfs(&read(&tools.busybox)?);
     match boot {
         SampleBoot::Bios => {
             let syslinux = tools.syslinux.as_deref().unwrap_or(Path::new("syslinux"));
             let offset = (PART_START_LBA * partition::SECTOR).to_string();
-            run(syslinux, &["--install", "--offset", &offset, &tmp.path().display().to_string()])?;
+            run(
+                syslinux,
+                &[
+                    "--install",
+                    "--offset",
+                    &offset,
+                    &tmp.path().display().to_string(),
+                ],
+            )?;
             put(
                 "syslinux.cfg",
                 b"SERIAL 0 115200\nDEFAULT linux\nPROMPT 0\nTIMEOUT 0\nLABEL linux\n  LINUX /vmlinuz\n  INITRD /initrd.img\n  APPEND console=ttyS0 panic=0\n",
             )?;
         }
         SampleBoot::Uefi => {
-            run(&mt("mmd"), &["-i", &img, "::/EFI", "::/EFI/BOOT", "::/loader", "::/loader/entries"])?;
-            let sdboot = read(tools.systemd_boot.as_deref().unwrap_or(Path::new("systemd-bootx64.efi")))?;
+            run(
+                &mt("mmd"),
+                &[
+                    "-i",
+                    &img,
+                    "::/EFI",
+                    "::/EFI/BOOT",
+                    "::/loader",
+                    "::/loader/entries",
+                ],
+            )?;
+            let sdboot = read(
+                tools
+                    .systemd_boot
+                    .as_deref()
+                    .unwrap_or(Path::new("systemd-bootx64.efi")),
+            )?;
             put("EFI/BOOT/BOOTX64.EFI", &sdboot)?;
             put("loader/loader.conf", b"timeout 0\ndefault sample.conf\n")?;
             put(
@@ -347,7 +439,12 @@ pub fn make_bootable(output: &Path, boot: SampleBoot, tools: &SampleTools) -> Re
     put("initrd.img", &initrd)?;
     tmp.persist(output)
         .map_err(|e| Error::io("renaming the sample into place", e.error).with_path(output))?;
-    Ok(BootableSample { boot, size: SAMPLE_SIZE, kernel: tools.kernel.clone(), marker: MARKER })
+    Ok(BootableSample {
+        boot,
+        size: SAMPLE_SIZE,
+        kernel: tools.kernel.clone(),
+        marker: MARKER,
+    })
 }
 
 #[cfg(test)]

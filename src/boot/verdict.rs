@@ -72,19 +72,18 @@ pub fn firmware_verdict(debug: &str, serial: &str) -> FirmwareVerdict {
 
 /// The firmware's own line saying so, for the report.
 pub fn firmware_line(debug: &str, serial: &str) -> Option<String> {
-    let all = FIRMWARE_NO_BOOT.iter().chain(FIRMWARE_BOOTING);
-    let mut best: Option<(usize, String)> = None;
-    for text in [debug, serial] {
-        for l in text.lines() {
-            if all.clone().any(|p| l.contains(p)) {
-                best = Some((0, clean(l)));
-            }
-        }
-        if best.is_some() {
-            break;
-        }
-    }
-    best.map(|b| b.1)
+    // The last such line of the debug port, else of the console.
+    [debug, serial].iter().find_map(|text| {
+        text.lines()
+            .rev()
+            .find(|l| {
+                FIRMWARE_NO_BOOT
+                    .iter()
+                    .chain(FIRMWARE_BOOTING)
+                    .any(|p| l.contains(p))
+            })
+            .map(clean)
+    })
 }
 
 /// The first boot-loader error line on the console.
@@ -97,13 +96,16 @@ pub fn loader_error(serial: &str) -> Option<String> {
 
 /// The kernel's "Linux version …" banner.
 pub fn kernel_banner(serial: &str) -> Option<String> {
-    serial.lines().find(|l| l.contains("Linux version ")).map(|l| {
-        let l = clean(l);
-        match l.find("Linux version ") {
-            Some(i) => l[i..].to_string(),
-            None => l,
-        }
-    })
+    serial
+        .lines()
+        .find(|l| l.contains("Linux version "))
+        .map(|l| {
+            let l = clean(l);
+            match l.find("Linux version ") {
+                Some(i) => l[i..].to_string(),
+                None => l,
+            }
+        })
 }
 
 /// A kernel panic line ("Kernel panic - not syncing: …").
@@ -111,7 +113,13 @@ pub fn kernel_panic(serial: &str) -> Option<String> {
     serial
         .lines()
         .find(|l| l.contains("Kernel panic"))
-        .map(|l| clean(l).trim_start_matches(|c: char| c == '[' || c == ' ' || c == '.' || c == ']' || c.is_ascii_digit()).to_string())
+        .map(|l| {
+            clean(l)
+                .trim_start_matches(|c: char| {
+                    c == '[' || c == ' ' || c == '.' || c == ']' || c.is_ascii_digit()
+                })
+                .to_string()
+        })
 }
 
 /// A getty's login prompt ("host login:").
@@ -162,11 +170,16 @@ mod tests {
 
     #[test]
     fn seabios_verdicts() {
-        let ok = "Searching bootorder for: HALT\nBooting from Hard Disk...\nBooting from 0000:7c00\n";
+        let ok =
+            "Searching bootorder for: HALT\nBooting from Hard Disk...\nBooting from 0000:7c00\n";
         assert_eq!(firmware_verdict(ok, ""), FirmwareVerdict::BootingFromDisk);
-        let bad = "Booting from Hard Disk...\nBoot failed: not a bootable disk\n\nNo bootable device.\n";
+        let bad =
+            "Booting from Hard Disk...\nBoot failed: not a bootable disk\n\nNo bootable device.\n";
         assert_eq!(firmware_verdict(bad, ""), FirmwareVerdict::NoBootableDevice);
-        assert_eq!(firmware_line(bad, "").as_deref(), Some("No bootable device."));
+        assert_eq!(
+            firmware_line(bad, "").as_deref(),
+            Some("No bootable device.")
+        );
         assert_eq!(firmware_verdict("", ""), FirmwareVerdict::Unknown);
     }
 
@@ -175,19 +188,29 @@ mod tests {
         let ok = "\u{1b}[2J\u{1b}[01;01HBdsDxe: loading Boot0002 \"UEFI QEMU HARDDISK\"\r\nBdsDxe: starting Boot0002 \"UEFI QEMU HARDDISK QM00001 \"\r\n";
         assert_eq!(firmware_verdict("", ok), FirmwareVerdict::BootingFromDisk);
         let shell = "BdsDxe: failed to load Boot0001\nUEFI Interactive Shell v2.2\nShell> ";
-        assert_eq!(firmware_verdict("", shell), FirmwareVerdict::NoBootableDevice);
+        assert_eq!(
+            firmware_verdict("", shell),
+            FirmwareVerdict::NoBootableDevice
+        );
     }
 
     #[test]
     fn kernel_lines() {
         let s = "[    0.000000] Linux version 6.1.0-57-amd64 (debian-kernel@lists.debian.org)\n\
                  [    1.2] Kernel panic - not syncing: VFS: Unable to mount root fs\n";
-        assert!(kernel_banner(s).unwrap().starts_with("Linux version 6.1.0-57-amd64"));
+        assert!(
+            kernel_banner(s)
+                .unwrap()
+                .starts_with("Linux version 6.1.0-57-amd64")
+        );
         assert_eq!(
             kernel_panic(s).unwrap(),
             "Kernel panic - not syncing: VFS: Unable to mount root fs"
         );
-        assert_eq!(login_prompt("Debian GNU/Linux 12 host ttyS0\n\nhost login: ").unwrap(), "host login:");
+        assert_eq!(
+            login_prompt("Debian GNU/Linux 12 host ttyS0\n\nhost login: ").unwrap(),
+            "host login:"
+        );
         assert!(login_prompt("no prompt here\n").is_none());
     }
 
@@ -199,7 +222,10 @@ mod tests {
 
     #[test]
     fn loader_errors_are_found() {
-        assert!(loader_error("Loading /vmlinuz... ok\nInvalid or corrupt kernel image.\nboot: ").is_some());
+        assert!(
+            loader_error("Loading /vmlinuz... ok\nInvalid or corrupt kernel image.\nboot: ")
+                .is_some()
+        );
         assert!(loader_error("all fine\n").is_none());
     }
 }

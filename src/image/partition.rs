@@ -27,12 +27,21 @@ pub const SECTOR: u64 = 512;
 
 /// The EFI system partition's type GUID, C12A7328-F81F-11D2-BA4B-00A0C93EC93B: the FAT
 /// partition UEFI firmware loads `\EFI\BOOT\BOOTX64.EFI` (or its boot entries) from.
-pub const ESP_TYPE: Guid = Guid::from_fields(0xC12A_7328, 0xF81F, 0x11D2, *b"\xBA\x4B\x00\xA0\xC9\x3E\xC9\x3B");
+pub const ESP_TYPE: Guid = Guid::from_fields(
+    0xC12A_7328,
+    0xF81F,
+    0x11D2,
+    *b"\xBA\x4B\x00\xA0\xC9\x3E\xC9\x3B",
+);
 
 /// The BIOS boot partition's type GUID, 21686148-6449-6E6F-744E-656564454649 ("Hah!IdontNeedEFI"):
 /// where GRUB keeps its core image on a GPT disk booted by a BIOS (as many EC2 Linux AMIs are).
-pub const BIOS_BOOT_TYPE: Guid =
-    Guid::from_fields(0x2168_6148, 0x6449, 0x6E6F, *b"\x74\x4E\x65\x65\x64\x45\x46\x49");
+pub const BIOS_BOOT_TYPE: Guid = Guid::from_fields(
+    0x2168_6148,
+    0x6449,
+    0x6E6F,
+    *b"\x74\x4E\x65\x65\x64\x45\x46\x49",
+);
 
 /// The MBR partition type of a protective MBR's entry (the GPT covers the disk).
 pub const MBR_TYPE_PROTECTIVE: u8 = 0xEE;
@@ -294,14 +303,22 @@ impl PartitionTable {
                 .find(|e| e.is_bios_boot())
                 .map(|e| format!(", BIOS boot partition {}", e.index))
                 .unwrap_or_default();
-            let backup = if g.from_backup { ", read from the backup header" } else { "" };
+            let backup = if g.from_backup {
+                ", read from the backup header"
+            } else {
+                ""
+            };
             return format!("GPT ({} partitions{esp}{bios}{backup})", g.entries.len());
         }
         match &self.mbr {
             Some(m) if m.boot_signature => format!(
                 "MBR ({} partitions, boot signature{}{})",
                 m.entries.len(),
-                if m.has_boot_code { ", boot code" } else { ", no boot code" },
+                if m.has_boot_code {
+                    ", boot code"
+                } else {
+                    ", no boot code"
+                },
                 m.entries
                     .iter()
                     .find(|e| e.bootable)
@@ -328,7 +345,11 @@ pub fn crc32_update(crc: u32, data: &[u8]) -> u32 {
             let mut c = i as u32;
             let mut k = 0;
             while k < 8 {
-                c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
+                c = if c & 1 != 0 {
+                    0xEDB8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
                 k += 1;
             }
             t[i] = c;
@@ -373,9 +394,15 @@ struct Header {
 }
 
 /// Checks and decodes the header in `sector`, read at `lba` of a disk of `sectors` sectors.
-fn decode_header(sector: &[u8; 512], lba: u64, sectors: u64) -> std::result::Result<Header, String> {
+fn decode_header(
+    sector: &[u8; 512],
+    lba: u64,
+    sectors: u64,
+) -> std::result::Result<Header, String> {
     if &sector[..8] != GPT_SIGNATURE {
-        return Err(format!("LBA {lba}: no GPT header (signature \"EFI PART\" not found)"));
+        return Err(format!(
+            "LBA {lba}: no GPT header (signature \"EFI PART\" not found)"
+        ));
     }
     let size = le32(sector, 12);
     if !(GPT_HEADER_MIN..=512).contains(&size) {
@@ -741,6 +768,7 @@ mod tests {
     use super::*;
     use crate::image::MemImage;
     use proptest::prelude::*;
+    use std::path::Path;
 
     fn disk_with(sectors: u64, pieces: &[(u64, Vec<u8>)]) -> Vec<u8> {
         let mut d = vec![0u8; (sectors * SECTOR) as usize];
@@ -763,7 +791,10 @@ mod tests {
     #[test]
     fn guids_print_as_the_spec_writes_them() {
         assert_eq!(ESP_TYPE.to_string(), "C12A7328-F81F-11D2-BA4B-00A0C93EC93B");
-        assert_eq!(BIOS_BOOT_TYPE.to_string(), "21686148-6449-6E6F-744E-656564454649");
+        assert_eq!(
+            BIOS_BOOT_TYPE.to_string(),
+            "21686148-6449-6E6F-744E-656564454649"
+        );
         // On disk: the first three fields little-endian.
         assert_eq!(&ESP_TYPE.0[..4], &[0x28, 0x73, 0x2A, 0xC1]);
     }
@@ -787,7 +818,13 @@ mod tests {
     fn an_mbr_with_signature_boots_by_bios() {
         let s = build_mbr(
             &[0xEB, 0xFE],
-            &[MbrEntry { slot: 1, bootable: true, kind: 0x0C, first_lba: 2048, sectors: 100 }],
+            &[MbrEntry {
+                slot: 1,
+                bootable: true,
+                kind: 0x0C,
+                first_lba: 2048,
+                sectors: 100,
+            }],
         )
         .unwrap();
         let d = disk_with(4096, &[(0, s.to_vec())]);
@@ -811,7 +848,12 @@ mod tests {
         assert!(t.summary().contains("EFI system partition 1"));
 
         let linux = NewGptPartition {
-            type_guid: Guid::from_fields(0x0FC6_3DAF, 0x8483, 0x4772, *b"\x8E\x79\x3D\x69\xD8\x47\x7D\xE4"),
+            type_guid: Guid::from_fields(
+                0x0FC6_3DAF,
+                0x8483,
+                0x4772,
+                *b"\x8E\x79\x3D\x69\xD8\x47\x7D\xE4",
+            ),
             ..esp(2048, 4095)
         };
         let without = build_gpt(n, Guid([1; 16]), &[linux], &[]).unwrap();
@@ -829,14 +871,22 @@ mod tests {
         let t = read(&MemImage::new(d.clone())).unwrap();
         assert_eq!(t.boot_layout(), BootLayout::GptWithEsp);
         assert!(t.gpt.as_ref().unwrap().from_backup);
-        assert!(t.problems[0].contains("primary GPT damaged"), "{:?}", t.problems);
+        assert!(
+            t.problems[0].contains("primary GPT damaged"),
+            "{:?}",
+            t.problems
+        );
         assert!(t.problems[0].contains("CRC-32"), "{:?}", t.problems);
         // The entry array damaged instead.
         let mut d = disk_with(n, &pieces);
         d[1024] ^= 0xFF;
         let t = read(&MemImage::new(d)).unwrap();
         assert!(t.gpt.as_ref().unwrap().from_backup);
-        assert!(t.problems[0].contains("entry array CRC-32"), "{:?}", t.problems);
+        assert!(
+            t.problems[0].contains("entry array CRC-32"),
+            "{:?}",
+            t.problems
+        );
         // Both gone: no GPT, and the protective MBR says one was meant to be there.
         let mut d = disk_with(n, &pieces);
         d[512] = 0;
@@ -851,11 +901,30 @@ mod tests {
     #[test]
     fn bios_boot_partitions_make_a_gpt_bios_bootable() {
         let n = 8192;
-        let bios = NewGptPartition { type_guid: BIOS_BOOT_TYPE, ..esp(2048, 4095) };
+        let bios = NewGptPartition {
+            type_guid: BIOS_BOOT_TYPE,
+            ..esp(2048, 4095)
+        };
         let pieces = build_gpt(n, Guid([1; 16]), &[bios], &[0xEB, 0xFE]).unwrap();
         let t = read(&MemImage::new(disk_with(n, &pieces))).unwrap();
         assert_eq!(t.boot_layout(), BootLayout::GptWithoutEsp);
         assert!(t.bios_bootable());
+    }
+
+    #[test]
+    fn the_fuzz_seeds_reach_the_gpt_paths() {
+        let seed = |n: &str| {
+            let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("fuzz/seeds/partition_table")
+                .join(n);
+            read(&MemImage::new(std::fs::read(p).unwrap())).unwrap()
+        };
+        let t = seed("gpt-esp.img");
+        assert_eq!(t.boot_layout(), BootLayout::GptWithEsp, "{:?}", t.problems);
+        assert!(t.problems.is_empty(), "{:?}", t.problems);
+        let t = seed("gpt-primary-damaged.img");
+        assert!(t.gpt.unwrap().from_backup);
+        assert_eq!(seed("mbr-active.img").boot_layout(), BootLayout::Mbr);
     }
 
     /// The model: a list of partitions; what build_gpt writes, read gives back, in order.

@@ -38,4 +38,5 @@ fn fuzz_bodies_pass_on_their_seeds() {
     each_input("vmdk_stream", ec2azure::fuzzing::vmdk_stream);
     each_input("vmdk_descriptor", ec2azure::fuzzing::vmdk_descriptor);
     each_input("ova", ec2azure::fuzzing::ova);
+    each_input("partition_table", ec2azure::fuzzing::partition_table);
 }

@@ -1,6 +1,7 @@
 //! The one integration-test binary: drives the built `ec2azure` binary and checks its outputs
 //! against the library, against the bytes, and against independent oracles (qemu-img, libvhdi).
 
+mod boot;
 mod cli;
 mod conformance;
 mod damaged;

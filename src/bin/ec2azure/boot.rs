@@ -69,13 +69,20 @@ pub(crate) fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     let n: u64 = num
         .parse()
         .map_err(|_| format!("duration {s:?}: expected a number with s, m, h or ms"))?;
-    let secs = |k: u64| n.checked_mul(k).ok_or_else(|| format!("duration {s:?} is too long"));
+    let secs = |k: u64| {
+        n.checked_mul(k)
+            .ok_or_else(|| format!("duration {s:?} is too long"))
+    };
     Ok(match unit {
         "" | "s" => std::time::Duration::from_secs(n),
         "ms" => std::time::Duration::from_millis(n),
         "m" | "min" => std::time::Duration::from_secs(secs(60)?),
         "h" => std::time::Duration::from_secs(secs(3600)?),
-        other => return Err(format!("duration {s:?}: unknown unit {other:?} (s, m, h, ms)")),
+        other => {
+            return Err(format!(
+                "duration {s:?}: unknown unit {other:?} (s, m, h, ms)"
+            ));
+        }
     })
 }
 
@@ -119,9 +126,14 @@ pub(crate) fn boot_check(a: BootCheckArgs, quiet: bool) -> Result<ExitCode> {
         };
         let r = match format {
             // qemu reads these itself; one disk of an OVA goes through the library.
-            Some(f) if f != Format::Ova && a.disk.is_none() => {
-                boot::check(BootDisk::File { path: &input, format: f }, &opts, &progress)?
-            }
+            Some(f) if f != Format::Ova && a.disk.is_none() => boot::check(
+                BootDisk::File {
+                    path: &input,
+                    format: f,
+                },
+                &opts,
+                &progress,
+            )?,
             _ => {
                 let src = ec2azure::open_with(
                     &input,

@@ -142,7 +142,7 @@ struct SampleArgs {
     /// Instead: a small disk that really boots (bios: MBR and syslinux; uefi: GPT, an EFI
     /// system partition and systemd-boot), a Linux kernel and a busybox /init that prints a
     /// marker on ttyS0 and powers off; built from Debian's packages without root.
-    #[arg(long, value_name = "bios|uefi", conflicts_with = "size")]
+    #[arg(long, value_name = "bios|uefi", value_parser = ["bios", "uefi"], conflicts_with = "size")]
     bootable: Option<String>,
     /// Fraction of the disk that is allocated.
     #[arg(long, default_value_t = 0.3)]
