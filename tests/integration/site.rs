@@ -303,7 +303,8 @@ fn a_process_killed_mid_job_leaves_a_failed_job_and_a_legal_state() {
     assert_eq!(r["tasks"][0]["friendlyName"], "Restarting job");
     site(&s, &["clock", "advance", "30m"]).ok();
     let st = site_json(&s, &["replication", "status", "web01"]);
-    assert_eq!(st[0]["properties"]["protectionState"], "Protected", "{st}");
+    let jobs = site_json(&s, &["jobs", "list"]);
+    assert_eq!(st[0]["properties"]["protectionState"], "Protected", "{st}\n{jobs:#}");
 }
 
 /// A GPT disk without an EFI system partition (a Linux boot disk on GPT).
