@@ -143,10 +143,8 @@ impl Site {
                     }
                 }
                 AwsMode::Endpoint { endpoint, region } => {
-                    let ec2 = crate::cloud::aws_ec2::AwsEc2::new(
-                        endpoint.as_deref(),
-                        region.as_deref(),
-                    )?;
+                    let ec2 =
+                        crate::cloud::aws_ec2::AwsEc2::new(endpoint.as_deref(), region.as_deref())?;
                     let ebs =
                         crate::cloud::aws_ebs::AwsEbs::new(endpoint.as_deref(), region.as_deref())?;
                     Estate {

@@ -17,8 +17,8 @@ use super::checks::{
 use super::estate::{Estate, GuestSpec, find_instance, guest_of};
 use super::jobs::{Job, job_error};
 use super::model::{
-    ContainerMapping, Fabric, MultiVmSync, ProtectableItem, ProtectedDiskDetails,
-    ReplicatedItem, ReplicationPolicy, ReplicationTarget,
+    ContainerMapping, Fabric, MultiVmSync, ProtectableItem, ProtectedDiskDetails, ReplicatedItem,
+    ReplicationPolicy, ReplicationTarget,
 };
 use super::replication::{self as repl, SpanEnv, Window};
 use super::runner::{ItemEffect, TaskOutput, TaskResult, start_job};
@@ -29,8 +29,7 @@ use super::vault::{container_of, mapped_policy, pick_fabric, the_vault};
 use super::{Site, now_ms};
 use crate::cloud::ebs::{EbsSnapshot, RetryPolicy};
 use crate::cloud::ec2::{
-    self, Platform, Protocol, effective_boot_mode, instance_type_size,
-    readable_snapshot,
+    self, Platform, Protocol, effective_boot_mode, instance_type_size, readable_snapshot,
 };
 use crate::error::{Error, Result};
 use crate::image::DiskImage;
@@ -156,7 +155,14 @@ impl Site {
                     Platform::Windows => "Windows",
                     Platform::Linux => "Linux",
                 };
-                out.push(add_protectable(t, &c.id, &name, &ip, os, Some(i.id.clone()))?);
+                out.push(add_protectable(
+                    t,
+                    &c.id,
+                    &name,
+                    &ip,
+                    os,
+                    Some(i.id.clone()),
+                )?);
             }
             Ok(out)
         })
@@ -270,11 +276,14 @@ impl Site {
             }
             let sub_id = sub.trim_start_matches("/subscriptions/");
             let rg = super::azure::resource_group(t, sub_id, &req.resource_group)?.id;
-            let storage =
-                super::azure::storage_account(t, sub_id, &req.resource_group, &req.storage_account)?
-                    .id;
-            let vnet =
-                super::azure::virtual_network(t, sub_id, &req.resource_group, &req.network)?;
+            let storage = super::azure::storage_account(
+                t,
+                sub_id,
+                &req.resource_group,
+                &req.storage_account,
+            )?
+            .id;
+            let vnet = super::azure::virtual_network(t, sub_id, &req.resource_group, &req.network)?;
             super::azure::subnet(t, &vnet.id, &req.subnet)?;
             let network = vnet.id;
             let instance = match &p.properties.instance_id {
@@ -346,7 +355,10 @@ impl Site {
                 "Enable protection",
                 (&item_id, &item.friendly_name, "ProtectionEntity"),
                 &[
-                    ("EnablePrerequisites", "Prerequisites check for enabling protection"),
+                    (
+                        "EnablePrerequisites",
+                        "Prerequisites check for enabling protection",
+                    ),
                     ("InstallMobilityService", "Install Mobility Service"),
                 ],
                 &d,
@@ -385,17 +397,23 @@ impl Site {
             // A job still under way on the item (Finalize protection during initial
             // replication) is cancelled: the item is going away.
             for mut other in t.list::<Job>(None)? {
-                if other.properties.state.is_final() || other.properties.target_object_id != it.id
-                {
+                if other.properties.state.is_final() || other.properties.target_object_id != it.id {
                     continue;
                 }
-                if other.properties.tasks.iter().any(|t| t.running_lock.is_some()) {
+                if other
+                    .properties
+                    .tasks
+                    .iter()
+                    .any(|t| t.running_lock.is_some())
+                {
                     return Err(Error::conflict(format!(
                         "job {} ({}) is doing its work now; try again when it has",
                         other.name, other.properties.friendly_name
                     )));
                 }
-                other.properties.finish(super::jobs::JobState::Cancelled, now);
+                other
+                    .properties
+                    .finish(super::jobs::JobState::Cancelled, now);
                 t.update(&mut other)?;
             }
             let mut job = Job::new(
@@ -431,7 +449,12 @@ impl Site {
     ///
     /// # Errors
     /// A replica cannot be written.
-    pub fn replicate(&mut self, from: u64, to: u64, progress: &dyn Progress) -> Result<SpanSummary> {
+    pub fn replicate(
+        &mut self,
+        from: u64,
+        to: u64,
+        progress: &dyn Progress,
+    ) -> Result<SpanSummary> {
         let mut sum = SpanSummary::default();
         let items = self.items()?;
         let fabrics = self.tx(|t| t.list::<Fabric>(None))?;
@@ -504,7 +527,9 @@ impl Site {
                 .entry(it.properties.process_server_id.clone())
                 .or_default()
                 .push(it.id.clone());
-            *ps_bytes.entry(it.properties.process_server_id.clone()).or_default() += written;
+            *ps_bytes
+                .entry(it.properties.process_server_id.clone())
+                .or_default() += written;
             let id = it.id.clone();
             self.tx(|t| {
                 let mut cur = t.get::<ReplicatedItem>(&id)?;
@@ -540,8 +565,7 @@ impl Site {
 
     fn item_policy(&mut self, it: &Resource<ReplicatedItem>) -> Result<Policy> {
         let p = self.tx(|t| t.find::<ReplicationPolicy>(&it.properties.policy_id))?;
-        Ok(p.map(|p| policy_of(&p.properties))
-            .unwrap_or_default())
+        Ok(p.map(|p| policy_of(&p.properties)).unwrap_or_default())
     }
 }
 
@@ -623,7 +647,11 @@ impl Site {
                     crate::journal::Consistency::App => "ApplicationConsistent",
                     crate::journal::Consistency::Crash => "CrashConsistent",
                 },
-                is_multi_vm_sync_point: if p.multi_vm.is_some() { "True" } else { "False" },
+                is_multi_vm_sync_point: if p.multi_vm.is_some() {
+                    "True"
+                } else {
+                    "False"
+                },
                 processed: same.iter().all(|q| q.processed),
                 verifiable: same.iter().all(|q| q.digest.is_some()),
             });
@@ -658,8 +686,7 @@ fn add_protectable(
     if t.exists(&id)? {
         return Err(Error::conflict(format!("machine {name} was added already")));
     }
-    if t
-        .list::<ProtectableItem>(Some(container))?
+    if t.list::<ProtectableItem>(Some(container))?
         .iter()
         .any(|p| p.properties.ip_address == ip)
     {
@@ -708,10 +735,7 @@ pub fn find_item(t: &Tx<'_>, name: &str) -> Result<Resource<ReplicatedItem>> {
 ///
 /// # Errors
 /// The state does not allow `op` (NotAllowed).
-pub fn allowed(
-    it: &Resource<ReplicatedItem>,
-    op: Operation,
-) -> Result<super::states::Transition> {
+pub fn allowed(it: &Resource<ReplicatedItem>, op: Operation) -> Result<super::states::Transition> {
     let s = it.properties.state;
     s.transition(op).ok_or_else(|| {
         let ops: Vec<&str> = s.allowed().iter().map(|o| o.as_str()).collect();
@@ -853,7 +877,11 @@ fn machine_facts(
             }
         }
     }
-    let ids: Vec<String> = i.block_devices.iter().map(|b| b.volume_id.clone()).collect();
+    let ids: Vec<String> = i
+        .block_devices
+        .iter()
+        .map(|b| b.volume_id.clone())
+        .collect();
     let volumes = if ids.is_empty() {
         Vec::new()
     } else {
@@ -899,7 +927,11 @@ fn os_snapshot(e: &Estate, v: &ec2::Volume) -> Result<String> {
         .max_by_key(|s| s.start_time_ms);
     let created = match newest {
         Some(s) => s.id,
-        None => e.ec2.create_snapshot(&v.id, "ec2azure: boot layout check")?.id,
+        None => {
+            e.ec2
+                .create_snapshot(&v.id, "ec2azure: boot layout check")?
+                .id
+        }
     };
     Ok(readable_snapshot(e.ebs.as_ref(), v, &created))
 }
@@ -995,7 +1027,11 @@ pub fn task_work(
     match name {
         "EnablePrerequisites" | "InstallMobilityService" => {
             let req: EnableRequest = serde_json::from_value(
-                job.properties.input.get("request").cloned().unwrap_or_default(),
+                job.properties
+                    .input
+                    .get("request")
+                    .cloned()
+                    .unwrap_or_default(),
             )
             .map_err(|e| Error::invalid(format!("the job's request: {e}")))?;
             let guests = site.guests()?;
@@ -1044,10 +1080,18 @@ pub fn task_work(
                 let generation = checks::azure_vm_generation(&facts);
                 site.tx(|t| {
                     let mut it = t.get::<ReplicatedItem>(&item_id)?;
-                    it.properties.azure_vm_generation =
-                        if generation == checks::Generation::V2 { "2" } else { "1" }.into();
-                    it.properties.firmware_type =
-                        if generation == checks::Generation::V2 { "UEFI" } else { "BIOS" }.into();
+                    it.properties.azure_vm_generation = if generation == checks::Generation::V2 {
+                        "2"
+                    } else {
+                        "1"
+                    }
+                    .into();
+                    it.properties.firmware_type = if generation == checks::Generation::V2 {
+                        "UEFI"
+                    } else {
+                        "BIOS"
+                    }
+                    .into();
                     t.update(&mut it)
                 })?;
             }
@@ -1089,7 +1133,11 @@ fn initial_replication(site: &mut Site, item_id: &str, progress: &dyn Progress) 
         let created = e
             .ec2
             .create_snapshots(&i.id, "ec2azure: Site Recovery initial replication")?;
-        let ids: Vec<String> = i.block_devices.iter().map(|b| b.volume_id.clone()).collect();
+        let ids: Vec<String> = i
+            .block_devices
+            .iter()
+            .map(|b| b.volume_id.clone())
+            .collect();
         let volumes = e.ec2.describe_volumes(&ids)?;
         let mut snaps = Vec::new();
         for b in &i.block_devices {
@@ -1158,7 +1206,10 @@ fn initial_replication(site: &mut Site, item_id: &str, progress: &dyn Progress) 
             replica: replica_rel.display().to_string(),
         });
     }
-    out.insert("snapshots".into(), serde_json::to_value(&snaps).unwrap_or_default());
+    out.insert(
+        "snapshots".into(),
+        serde_json::to_value(&snaps).unwrap_or_default(),
+    );
     out.insert("replicaBytes".into(), bytes.into());
     out.insert("snapshotReadWallMs".into(), read_ms.into());
     site.tx(|t| {
@@ -1211,7 +1262,10 @@ pub fn after_job(
             (&item.id, &item.properties.friendly_name, "ProtectionEntity"),
             &[
                 ("InitialReplication", "Initial replication"),
-                ("FinalizePrerequisites", "Prerequisites check for finalizing protection"),
+                (
+                    "FinalizePrerequisites",
+                    "Prerequisites check for finalizing protection",
+                ),
                 ("FinalizeProtection", "Finalizing protection"),
             ],
             &cfg.durations,
@@ -1272,7 +1326,11 @@ pub fn cleanup_task(site: &mut Site, job: &Resource<Job>, i: usize) -> Result<()
 /// It is not.
 pub fn restartable(t: &Tx<'_>, old: &Resource<Job>, item: &str) -> Result<()> {
     let effect: ItemEffect = serde_json::from_value(
-        old.properties.input.get("effect").cloned().unwrap_or_default(),
+        old.properties
+            .input
+            .get("effect")
+            .cloned()
+            .unwrap_or_default(),
     )
     .unwrap_or_default();
     let it = t.get::<ReplicatedItem>(item)?;

@@ -35,8 +35,8 @@ use super::estate::{AwsMode, GuestSpec, store_estate};
 use super::jobs::Durations;
 use super::support::SupportMatrix;
 use super::{DEFAULT_START_MS, Site, SiteConfig};
-use crate::cloud::ec2::{self, FakeEc2};
 use crate::clock::{parse_duration, parse_time};
+use crate::cloud::ec2::{self, FakeEc2};
 use crate::error::{Error, Result};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -170,8 +170,16 @@ pub struct AzureSection {
 /// The scenario is invalid, or the site cannot be made.
 pub fn init_site(dir: &Path, scenario: &Scenario, base: &Path, mode: AwsMode) -> Result<Site> {
     for k in scenario.rest.keys() {
-        if !["aws", "guests", "support", "azure", "steps", "objectives", "faults"]
-            .contains(&k.as_str())
+        if ![
+            "aws",
+            "guests",
+            "support",
+            "azure",
+            "steps",
+            "objectives",
+            "faults",
+        ]
+        .contains(&k.as_str())
         {
             return Err(Error::argument(format!(
                 "scenario: unknown section [{k}] (known: site, durations, aws, guests, support)"

@@ -2,7 +2,7 @@
 //! Recovery", step by step, up to "Protected" — once on the in-process fakes, once with EC2 and
 //! EBS on moto; every check failing on a machine made to fail it; a process killed mid-job.
 
-use crate::util::{ec2azure, p, pattern, sparse_file};
+use crate::util::{p, pattern, sparse_file};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
@@ -87,10 +87,24 @@ workload = {{ write_rate = 2048 }}
     path
 }
 
+/// `ec2azure ARGS --site SITE`, with test AWS credentials (used only by a site on an endpoint).
 pub(crate) fn site(site: &Path, args: &[&str]) -> crate::util::Out {
-    let mut a: Vec<&str> = args.to_vec();
-    a.extend(["--site", p(site)]);
-    ec2azure(a)
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_ec2azure"));
+    c.args(args)
+        .args(["--site", p(site)])
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .env_remove("AWS_PROFILE")
+        .env_remove("SOURCE_DATE_EPOCH");
+    let cmd = format!("{c:?}");
+    let o = c.output().unwrap();
+    crate::util::Out {
+        cmd,
+        code: o.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    }
 }
 
 pub(crate) fn site_json(dir: &Path, args: &[&str]) -> Value {
@@ -108,23 +122,57 @@ pub(crate) fn tutorial_to_protected(s: &Path) -> Value {
 /// The tutorial's steps up to Enable replication (the job started); returns the vault key.
 pub(crate) fn tutorial_enable(s: &Path) -> String {
     // Prepare Azure.
-    site(s, &["azure", "group", "create", "--name", "migrationRG", "--location", "West Europe"]).ok();
+    site(
+        s,
+        &[
+            "azure",
+            "group",
+            "create",
+            "--name",
+            "migrationRG",
+            "--location",
+            "West Europe",
+        ],
+    )
+    .ok();
     let st = site_json(
         s,
         &[
-            "azure", "storage", "create", "--name", "awsmigrated2017", "--resource-group",
+            "azure",
+            "storage",
+            "create",
+            "--name",
+            "awsmigrated2017",
+            "--resource-group",
             "migrationRG",
         ],
     );
     assert_eq!(st["properties"]["sku"]["name"], "Standard_RAGRS", "{st}");
     site(
         s,
-        &["azure", "vnet", "create", "--name", "myMigrationNetwork", "--resource-group", "migrationRG"],
+        &[
+            "azure",
+            "vnet",
+            "create",
+            "--name",
+            "myMigrationNetwork",
+            "--resource-group",
+            "migrationRG",
+        ],
     )
     .ok();
     let v = site_json(
         s,
-        &["vault", "create", "--name", "myVault", "--resource-group", "migrationRG", "--location", "westeurope"],
+        &[
+            "vault",
+            "create",
+            "--name",
+            "myVault",
+            "--resource-group",
+            "migrationRG",
+            "--location",
+            "westeurope",
+        ],
     );
     assert_eq!(v["name"], "myVault");
     // Prepare the infrastructure: the configuration server, registered with the vault's key.
@@ -137,39 +185,110 @@ pub(crate) fn tutorial_enable(s: &Path) -> String {
         .to_string();
     let j = site_json(
         s,
-        &["config-server", "register", "--key", p(&key), "--instance", "ConfigurationServer"],
+        &[
+            "config-server",
+            "register",
+            "--key",
+            p(&key),
+            "--instance",
+            "ConfigurationServer",
+        ],
     );
     assert_eq!(j["state"], "Succeeded", "{j}");
     assert_eq!(j["scenarioName"], "RegisterDra");
-    site(s, &["config-server", "add-account", "--name", "WindowsAccount", "--user", "Administrator"]).ok();
+    site(
+        s,
+        &[
+            "config-server",
+            "add-account",
+            "--name",
+            "WindowsAccount",
+            "--user",
+            "Administrator",
+        ],
+    )
+    .ok();
     // The replication policy with the defaults, associated with the configuration server.
     let j = site_json(s, &["policy", "create", "--name", "myReplicationPolicy"]);
     assert_eq!(j["friendlyName"], "Create replication policy", "{j}");
-    assert_eq!(j["tasks"][0]["friendlyName"], "Prerequisites check for creating the replication policy");
-    let j = site_json(s, &["policy", "associate", "--policy", "myReplicationPolicy"]);
+    assert_eq!(
+        j["tasks"][0]["friendlyName"],
+        "Prerequisites check for creating the replication policy"
+    );
+    let j = site_json(
+        s,
+        &["policy", "associate", "--policy", "myReplicationPolicy"],
+    );
     assert_eq!(j["state"], "Succeeded", "{j}");
     let pol = site_json(s, &["policy", "list"]);
-    let names: Vec<&str> = pol.as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["myReplicationPolicy", "myReplicationPolicy-failback"]);
+    let names: Vec<&str> = pol
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["myReplicationPolicy", "myReplicationPolicy-failback"]
+    );
     let d = &pol[0]["properties"]["providerSpecificDetails"];
     assert_eq!(d["recoveryPointHistory"], 1440);
     assert_eq!(d["appConsistentFrequencyInMinutes"], 60);
     // Enable replication: the machine by name, IP and OS type.
-    site(s, &["machine", "add", "--name", "web01", "--ip", "10.0.0.20", "--os-type", "Windows"]).ok();
-    let checks = site(s, &["check-machine", "web01", "--account", "WindowsAccount", "--storage-account", "awsmigrated2017", "--json"]);
+    site(
+        s,
+        &[
+            "machine",
+            "add",
+            "--name",
+            "web01",
+            "--ip",
+            "10.0.0.20",
+            "--os-type",
+            "Windows",
+        ],
+    )
+    .ok();
+    let checks = site(
+        s,
+        &[
+            "check-machine",
+            "web01",
+            "--account",
+            "WindowsAccount",
+            "--storage-account",
+            "awsmigrated2017",
+            "--json",
+        ],
+    );
     checks.ok();
     let enable = site_json(
         s,
         &[
-            "replication", "enable", "web01", "--account", "WindowsAccount", "--resource-group",
-            "migrationRG", "--storage-account", "awsmigrated2017", "--network", "myMigrationNetwork",
+            "replication",
+            "enable",
+            "web01",
+            "--account",
+            "WindowsAccount",
+            "--resource-group",
+            "migrationRG",
+            "--storage-account",
+            "awsmigrated2017",
+            "--network",
+            "myMigrationNetwork",
         ],
     );
     assert_eq!(enable["friendlyName"], "Enable protection", "{enable}");
     assert_eq!(enable["state"], "InProgress");
     let st = site_json(s, &["replication", "status", "web01"]);
-    assert_eq!(st[0]["properties"]["protectionState"], "UnprotectedStatesBegin", "{st}");
-    assert_eq!(st[0]["properties"]["allowedOperations"], serde_json::json!([]));
+    assert_eq!(
+        st[0]["properties"]["protectionState"], "UnprotectedStatesBegin",
+        "{st}"
+    );
+    assert_eq!(
+        st[0]["properties"]["allowedOperations"],
+        serde_json::json!([])
+    );
     // An operation the state does not allow is refused, exit 1, naming the state.
     site(s, &["replication", "disable", "web01"])
         .expect_code(1)
@@ -201,6 +320,14 @@ fn finish_protection(s: &Path, key_value: &str) -> Value {
         props["allowedOperations"],
         serde_json::json!(["TestFailover", "UnplannedFailover", "DisableProtection"])
     );
+    // The replica's base holds the volume's bytes, read through the EBS direct APIs.
+    let base = s.join("replicas/web01/0/base-1.raw");
+    crate::util::ec2azure([
+        "compare",
+        p(&base),
+        p(&s.parent().unwrap().join("web01.raw")),
+    ])
+    .ok();
     // The key never shows anywhere but in its file.
     let all = format!("{}{}", jobs, st);
     assert!(!all.contains(key_value));
@@ -224,7 +351,11 @@ fn the_tutorial_up_to_protected_on_the_fakes() {
     let pts = site_json(&s, &["points", "list", "--item", "web01"]);
     let list = pts["points"].as_array().unwrap();
     assert!(list.len() >= 12, "{pts}");
-    assert!(list.iter().any(|p| p["recoveryPointType"] == "ApplicationConsistent"), "{pts}");
+    assert!(
+        list.iter()
+            .any(|p| p["recoveryPointType"] == "ApplicationConsistent"),
+        "{pts}"
+    );
     let st = site_json(&s, &["replication", "status", "web01"]);
     assert_eq!(st[0]["properties"]["replicationHealth"], "Normal", "{st}");
     // Disable replication removes the item and its replica.
@@ -265,8 +396,10 @@ fn a_process_killed_mid_job_leaves_a_failed_job_and_a_legal_state() {
         let locked = std::fs::read_dir(s.join("locks"))
             .unwrap()
             .flatten()
-            .any(|e| e.file_name().to_string_lossy().ends_with("-1.lock")
-                && s.join("replicas/web01").exists());
+            .any(|e| {
+                e.file_name().to_string_lossy().ends_with("-1.lock")
+                    && s.join("replicas/web01").exists()
+            });
         if locked {
             child.kill().unwrap();
             break true;
@@ -277,7 +410,10 @@ fn a_process_killed_mid_job_leaves_a_failed_job_and_a_legal_state() {
         std::thread::sleep(std::time::Duration::from_millis(5));
     };
     child.wait().unwrap();
-    assert!(killed, "initial replication ended before it could be interrupted");
+    assert!(
+        killed,
+        "initial replication ended before it could be interrupted"
+    );
     // The next command finds the job interrupted, fails it and removes the partial replica.
     let out = site(&s, &["jobs", "list", "--json"]);
     out.ok().stderr_has("was interrupted");
@@ -294,8 +430,14 @@ fn a_process_killed_mid_job_leaves_a_failed_job_and_a_legal_state() {
     assert_eq!(fin["allowedActions"], serde_json::json!(["Restart"]));
     assert!(!s.join("replicas/web01").exists());
     let st = site_json(&s, &["replication", "status", "web01"]);
-    assert_eq!(st[0]["properties"]["protectionState"], "InitialReplicationFailed", "{st}");
-    assert_eq!(st[0]["properties"]["allowedOperations"], serde_json::json!(["DisableProtection"]));
+    assert_eq!(
+        st[0]["properties"]["protectionState"], "InitialReplicationFailed",
+        "{st}"
+    );
+    assert_eq!(
+        st[0]["properties"]["allowedOperations"],
+        serde_json::json!(["DisableProtection"])
+    );
     // Restarted, it finishes: the machine is protected.
     let id = fin["id"].as_str().unwrap();
     let r = site_json(&s, &["jobs", "restart", id]);
@@ -304,7 +446,10 @@ fn a_process_killed_mid_job_leaves_a_failed_job_and_a_legal_state() {
     site(&s, &["clock", "advance", "30m"]).ok();
     let st = site_json(&s, &["replication", "status", "web01"]);
     let jobs = site_json(&s, &["jobs", "list"]);
-    assert_eq!(st[0]["properties"]["protectionState"], "Protected", "{st}\n{jobs:#}");
+    assert_eq!(
+        st[0]["properties"]["protectionState"], "Protected",
+        "{st}\n{jobs:#}"
+    );
 }
 
 /// A GPT disk without an EFI system partition (a Linux boot disk on GPT).
@@ -312,7 +457,12 @@ fn gpt_disk(path: &Path) {
     use ec2azure::image::partition::{Guid, NewGptPartition, build_gpt};
     let disk = 2 * GIB;
     // The Linux filesystem type, 0FC63DAF-8483-4772-8E79-3D69D8477DE4.
-    let linux = Guid::from_fields(0x0FC6_3DAF, 0x8483, 0x4772, *b"\x8E\x79\x3D\x69\xD8\x47\x7D\xE4");
+    let linux = Guid::from_fields(
+        0x0FC6_3DAF,
+        0x8483,
+        0x4772,
+        *b"\x8E\x79\x3D\x69\xD8\x47\x7D\xE4",
+    );
     let parts = [NewGptPartition {
         type_guid: linux,
         unique_guid: Guid::from_fields(1, 2, 3, [4; 8]),
@@ -384,18 +534,84 @@ data = "ok.raw"
     std::fs::write(&scn, text).unwrap();
     let s = dir.path().join("site");
     site(&s, &["site", "init", "--scenario", p(&scn)]).ok();
-    site(&s, &["azure", "group", "create", "--name", "rg", "--location", "westeurope"]).ok();
-    site(&s, &["vault", "create", "--name", "myVault", "--resource-group", "rg", "--location", "westeurope"]).ok();
+    site(
+        &s,
+        &[
+            "azure",
+            "group",
+            "create",
+            "--name",
+            "rg",
+            "--location",
+            "westeurope",
+        ],
+    )
+    .ok();
+    site(
+        &s,
+        &[
+            "vault",
+            "create",
+            "--name",
+            "myVault",
+            "--resource-group",
+            "rg",
+            "--location",
+            "westeurope",
+        ],
+    )
+    .ok();
     let key = s.join("k.VaultCredentials");
     site(&s, &["vault", "key", "--out", p(&key)]).ok();
-    site(&s, &["config-server", "register", "--key", p(&key), "--instance", "ConfigurationServer"]).ok();
-    site(&s, &["config-server", "add-account", "--name", "LinuxAccount", "--user", "ec2-user"]).ok();
-    site(&s, &["config-server", "add-account", "--name", "WindowsAccount", "--user", "backup"]).ok();
+    site(
+        &s,
+        &[
+            "config-server",
+            "register",
+            "--key",
+            p(&key),
+            "--instance",
+            "ConfigurationServer",
+        ],
+    )
+    .ok();
+    site(
+        &s,
+        &[
+            "config-server",
+            "add-account",
+            "--name",
+            "LinuxAccount",
+            "--user",
+            "ec2-user",
+        ],
+    )
+    .ok();
+    site(
+        &s,
+        &[
+            "config-server",
+            "add-account",
+            "--name",
+            "WindowsAccount",
+            "--user",
+            "backup",
+        ],
+    )
+    .ok();
     site(&s, &["machine", "discover"]).ok();
     let failed = |machine: &str, account: &str, storage: &str| -> Vec<(String, Value)> {
         let out = site(
             &s,
-            &["check-machine", machine, "--account", account, "--storage-account", storage, "--json"],
+            &[
+                "check-machine",
+                machine,
+                "--account",
+                account,
+                "--storage-account",
+                storage,
+                "--json",
+            ],
         );
         out.expect_code(1);
         out.json()
@@ -430,5 +646,75 @@ data = "ok.raw"
     assert!(names.contains(&"os-supported"), "{win:?}");
     assert_eq!(id(&win, "push-install-account"), "95107");
     let msg = win.iter().find(|(n, _)| n == "os-supported").unwrap().1["errorMessage"].clone();
-    assert!(msg.as_str().unwrap().contains("Windows Server 2003 R2"), "{msg}");
+    assert!(
+        msg.as_str().unwrap().contains("Windows Server 2003 R2"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn the_tutorial_up_to_protected_with_ec2_and_ebs_on_moto() {
+    let Some(exe) = crate::util::moto_server() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let scn = tutorial_scenario(dir.path(), "");
+    // moto takes the images from a file at its start (it ignores RegisterImage's details).
+    let sc = ec2azure::site::scenario::Scenario::load(&scn).unwrap();
+    let amis = dir.path().join("amis.json");
+    let aws = sc.aws().unwrap().unwrap();
+    std::fs::write(
+        &amis,
+        serde_json::to_vec(&ec2azure::cloud::aws_ec2::moto_amis(&aws)).unwrap(),
+    )
+    .unwrap();
+    let env = format!("MOTO_AMIS_PATH={}", p(&amis));
+    let (child, port) = crate::util::spawn_on_free_port("env", |port| {
+        vec![
+            env.clone(),
+            exe.clone(),
+            "-H".into(),
+            "127.0.0.1".into(),
+            "-p".into(),
+            port.to_string(),
+        ]
+    });
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _moto = Kill(child);
+    let url = format!("http://127.0.0.1:{port}");
+    let s = dir.path().join("site");
+    site(
+        &s,
+        &[
+            "site",
+            "init",
+            "--scenario",
+            p(&scn),
+            "--aws-endpoint",
+            &url,
+            "--aws-region",
+            "us-east-1",
+        ],
+    )
+    .ok();
+    // The estate is moto's: its instances, with moto's own ids.
+    let inst = site_json(&s, &["aws", "instances"]);
+    assert_eq!(inst.as_array().unwrap().len(), 2, "{inst}");
+    let item = tutorial_to_protected(&s);
+    assert_eq!(
+        item["properties"]["providerSpecificDetails"]["protectedDisks"][0]["diskCapacityInBytes"],
+        2 * GIB
+    );
+    // Initial replication called CreateSnapshots on moto and read the bytes through its EBS
+    // direct APIs (the pushed snapshot the volume's tag names, as moto cannot read its own).
+    let snaps = site_json(&s, &["aws", "snapshots"]);
+    assert!(snaps.as_array().unwrap().len() >= 2, "{snaps}");
+    let pts = site_json(&s, &["points", "list", "--item", "web01"]);
+    assert!(!pts["points"].as_array().unwrap().is_empty(), "{pts}");
 }

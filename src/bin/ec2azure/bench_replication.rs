@@ -80,7 +80,9 @@ fn disk(path: &Path, size: u64) -> Result<()> {
     mbr[510] = 0x55;
     mbr[511] = 0xAA;
     f.write_all_at(&mbr, 0)?;
-    let data: Vec<u8> = (0..4u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8 | 1).collect();
+    let data: Vec<u8> = (0..4u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8 | 1)
+        .collect();
     f.write_all_at(&data, 1 << 20)?;
     Ok(())
 }
@@ -211,8 +213,15 @@ pub fn run(b: ReplicationBench, _quiet: bool) -> Result<ExitCode> {
     );
     println!(
         "{:>8} {:>9} {:>10} {:>10} {:>13} {:>10} {:>12} {:>14} {:>10}",
-        "machines", "protected", "protect s", "span s", "ms/machine", "peak RSS", "site/machine",
-        "written/machine", "points"
+        "machines",
+        "protected",
+        "protect s",
+        "span s",
+        "ms/machine",
+        "peak RSS",
+        "site/machine",
+        "written/machine",
+        "points"
     );
     let mut rows = Vec::new();
     for &n in &b.machines {

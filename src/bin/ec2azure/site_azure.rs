@@ -157,9 +157,9 @@ pub(crate) fn azure_cmd(c: AzureCommand, o: &SiteOpt, quiet: bool) -> Result<Exi
                     sku,
                 )?)
             }
-            AzureCommand::Storage(StorageCommand::List { resource_group }) => {
-                j(&az::list_storage_accounts(t, &sub, resource_group.as_deref())?)
-            }
+            AzureCommand::Storage(StorageCommand::List { resource_group }) => j(
+                &az::list_storage_accounts(t, &sub, resource_group.as_deref())?,
+            ),
             AzureCommand::Storage(StorageCommand::CheckName { name }) => {
                 j(&az::check_storage_account_name_availability(t, &name)?)
             }
@@ -205,9 +205,7 @@ pub(crate) fn azure_cmd(c: AzureCommand, o: &SiteOpt, quiet: bool) -> Result<Exi
             AzureCommand::Vm { resource_group } => {
                 j(&az::list_virtual_machines(t, &sub, &resource_group)?)
             }
-            AzureCommand::Disk { resource_group } => {
-                j(&az::list_disks(t, &sub, &resource_group)?)
-            }
+            AzureCommand::Disk { resource_group } => j(&az::list_disks(t, &sub, &resource_group)?),
         })
     })?;
     if o.json {
@@ -221,8 +219,14 @@ pub(crate) fn azure_cmd(c: AzureCommand, o: &SiteOpt, quiet: bool) -> Result<Exi
 /// One line per resource: name, type and its most telling properties.
 fn print_text(v: &serde_json::Value) {
     let one = |r: &serde_json::Value| {
-        let name = r["name"].as_str().or_else(|| r["network"]["name"].as_str()).unwrap_or("");
-        let id = r["id"].as_str().or_else(|| r["network"]["id"].as_str()).unwrap_or("");
+        let name = r["name"]
+            .as_str()
+            .or_else(|| r["network"]["name"].as_str())
+            .unwrap_or("");
+        let id = r["id"]
+            .as_str()
+            .or_else(|| r["network"]["id"].as_str())
+            .unwrap_or("");
         println!("{name:<24} {id}");
         if let Some(subnets) = r["subnets"].as_array() {
             for s in subnets {

@@ -150,8 +150,7 @@ pub(crate) fn aws_cmd(c: AwsCommand, o: &SiteOpt) -> Result<ExitCode> {
                 serde_json::to_value(e.ec2.describe_volumes(&one(id))?).unwrap_or_default()
             }
             AwsCommand::SecurityGroups { id } => {
-                serde_json::to_value(e.ec2.describe_security_groups(&one(id))?)
-                    .unwrap_or_default()
+                serde_json::to_value(e.ec2.describe_security_groups(&one(id))?).unwrap_or_default()
             }
             AwsCommand::Snapshots => {
                 serde_json::to_value(e.ec2.describe_snapshots(&[])?).unwrap_or_default()
@@ -239,7 +238,12 @@ pub(crate) fn check_machine_cmd(a: CheckMachineArgs, o: &SiteOpt, quiet: bool) -
     } else if !quiet {
         for r in &results {
             let id = r.error_id.map(|i| format!(" [{i}]")).unwrap_or_default();
-            println!("{:<8} {:<28}{id} {}", format!("{:?}", r.outcome), r.name, r.message);
+            println!(
+                "{:<8} {:<28}{id} {}",
+                format!("{:?}", r.outcome),
+                r.name,
+                r.message
+            );
             if r.outcome == Outcome::Failed {
                 println!("         possible causes: {}", r.possible_causes);
                 println!("         recommended action: {}", r.recommended_action);
@@ -327,9 +331,7 @@ pub(crate) fn replication_cmd(c: ReplicationCommand, o: &SiteOpt, quiet: bool) -
                     for e in v.health_errors {
                         println!(
                             "    {} {}: {}",
-                            e.error_level,
-                            e.error_code,
-                            e.error_message
+                            e.error_level, e.error_code, e.error_message
                         );
                     }
                 }

@@ -177,15 +177,28 @@ fn site_points(a: &PointsArgs, item: &str) -> Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&pts)?);
         return Ok(ExitCode::SUCCESS);
     }
-    println!("{}: {} recovery point(s), {} pruned", pts.item, pts.points.len(), pts.pruned);
+    println!(
+        "{}: {} recovery point(s), {} pruned",
+        pts.item,
+        pts.points.len(),
+        pts.pruned
+    );
     for p in &pts.points {
         println!(
             "  {:<10} {} {:<22}{}{}",
             p.name,
             p.recovery_point_time,
             p.recovery_point_type,
-            if p.is_multi_vm_sync_point == "True" { " multi-VM" } else { "" },
-            if p.processed { "" } else { " (received, not processed)" }
+            if p.is_multi_vm_sync_point == "True" {
+                " multi-VM"
+            } else {
+                ""
+            },
+            if p.processed {
+                ""
+            } else {
+                " (received, not processed)"
+            }
         );
     }
     for d in &pts.defects {
