@@ -903,7 +903,7 @@ fn machine_facts(
         } else {
             DiskBoot::None
         };
-        let four_k = guest.is_some_and(|g| g.sector_4k.iter().any(|d| *d == b.device));
+        let four_k = guest.is_some_and(|g| g.sector_4k.contains(&b.device));
         facts.disks.push(DiskFacts {
             name: b.device.clone(),
             size_bytes: v.size_gib << 30,
@@ -938,7 +938,7 @@ fn os_snapshot(e: &Estate, v: &ec2::Volume) -> Result<String> {
 
 fn read_boot(e: &Estate, snapshot: &str) -> Result<DiskBoot> {
     let disk = EbsSnapshot::open(e.ebs.clone(), snapshot, RetryPolicy::default())?;
-    Ok(disk_boot(&disk)?)
+    disk_boot(&disk)
 }
 
 /// The boot layout of a disk, as the checks see it.

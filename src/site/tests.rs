@@ -302,7 +302,7 @@ fn run(steps: &[Step]) {
                 let dir = site.dir().to_path_buf();
                 drop(site);
                 site = Site::open(&dir).unwrap();
-                assert_eq!(site.recovered(), [id.clone()]);
+                assert_eq!(site.recovered(), std::slice::from_ref(&id));
                 let j = site.job(&id).unwrap();
                 assert_eq!(j.properties.state, JobState::Failed);
                 assert_eq!(j.properties.errors[0].error_code, "interrupted");
