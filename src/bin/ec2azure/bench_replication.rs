@@ -22,8 +22,9 @@ pub struct ReplicationBench {
     /// Machine counts, comma-separated.
     #[arg(long, default_value = "10,50,200", value_delimiter = ',')]
     machines: Vec<usize>,
-    /// Each machine's disk.
-    #[arg(long, default_value = "1G", value_parser = crate::parse_size)]
+    /// Each machine's disk (whole GiB; Site Recovery protects disks larger than 1,024 MiB, so
+    /// at least 2 GiB).
+    #[arg(long, default_value = "2G", value_parser = crate::parse_size)]
     disk_size: u64,
     /// What each disk writes per second, on average.
     #[arg(long, default_value = "1K", value_parser = crate::parse_size)]
@@ -208,7 +209,7 @@ pub fn run(b: ReplicationBench, _quiet: bool) -> Result<ExitCode> {
     println!(
         "bench replication: {} of simulated time, one {} disk per machine writing {}/s",
         b.span,
-        crate::human(b.disk_size),
+        crate::human(b.disk_size.div_ceil(1 << 30).max(2) << 30),
         crate::human(b.write_rate)
     );
     println!(
