@@ -357,3 +357,56 @@ fn the_tutorial_protects_both_machines() {
         assert!(!site.recovery_points(m).unwrap().points.is_empty());
     }
 }
+
+#[test]
+fn a_corrupt_segment_keeps_exactly_the_points_before_it_and_health_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut site = tutorial_site(dir.path());
+    site.enable_replication(&enable("a")).unwrap();
+    site.advance(3_600_000, &NoProgress).unwrap();
+    let before = site.recovery_points("a").unwrap().points.len();
+    assert!(before >= 8, "{before} points after an hour");
+    // The process server goes down: two hours pile up at the source, and a byte of what was
+    // not shipped yet is damaged before it is.
+    site.set_process_server("cs", false).unwrap();
+    site.advance(2 * 3_600_000, &NoProgress).unwrap();
+    let down = site.item("a").unwrap();
+    assert!(
+        down.properties.health_errors.iter().any(|e| e.error_code == "806"),
+        "{:?}",
+        down.properties.health_errors
+    );
+    let seg = site.dir().join("source/a/0/journal/seg-00000001.e2j");
+    let held = std::fs::metadata(site.dir().join("replicas/a/0/segments/seg-00000001.e2j"))
+        .unwrap()
+        .len();
+    let mut bytes = std::fs::read(&seg).unwrap();
+    assert!(bytes.len() as u64 > held + 1000, "nothing piled up");
+    let at = (held as usize + bytes.len()) / 2;
+    bytes[at] ^= 0x40;
+    std::fs::write(&seg, &bytes).unwrap();
+    site.set_process_server("cs", true).unwrap();
+    site.advance(30 * 60_000, &NoProgress).unwrap();
+    let it = site.item("a").unwrap();
+    assert!(
+        it.properties
+            .health_errors
+            .iter()
+            .any(|e| e.error_code == "CorruptReplicationData"),
+        "{:?}",
+        it.properties.health_errors
+    );
+    assert_eq!(it.properties.replication_health, "Critical");
+    let after = site.recovery_points("a").unwrap();
+    assert!(!after.defects.is_empty());
+    // The points kept are every point before the damage: none lost before it, none after.
+    assert!(after.points.len() > before, "the outage's points before the damage are lost");
+    assert!(after.points.len() < before + 24, "points after the damage are offered");
+    for w in after.points.windows(2) {
+        let t = |p: &super::protect::RecoveryPointView| {
+            crate::clock::parse_time(&p.recovery_point_time).unwrap()
+        };
+        assert_eq!(t(&w[1]) - t(&w[0]), 5 * 60_000, "a gap before the defect");
+    }
+    assert!(after.points.iter().all(|p| p.processed && p.verifiable));
+}
