@@ -8,6 +8,7 @@
 //! way for the fake and the real service. Every call has a timeout. The client is synchronous to
 //! its callers (the `DiskImage` API is); a small tokio runtime drives the SDK underneath.
 
+use super::aws_sdk::SdkFailure;
 use super::ebs::{BLOCK_SIZE, BlockData, BlockPage, EbsApi, EbsError, RetryPolicy};
 use crate::error::{Error, Result};
 use crate::image::{DiskImage, bytes_at};
@@ -41,28 +42,19 @@ fn classify<E>(e: SdkError<E, aws_sdk_ebs::config::http::HttpResponse>) -> EbsEr
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
-    let cause = || {
-        std::error::Error::source(&e)
-            .map(|s| s.to_string())
-            .unwrap_or_default()
-    };
-    match &e {
-        SdkError::TimeoutError(_) => EbsError::Timeout,
-        SdkError::DispatchFailure(d) if d.is_timeout() => EbsError::Timeout,
-        SdkError::DispatchFailure(_) => {
-            EbsError::Connection(format!("the request could not be sent: {}", cause()))
-        }
-        SdkError::ResponseError(r) => EbsError::Service {
-            status: r.raw().status().as_u16(),
-            code: None,
-            message: "a body that is not an EBS answer".into(),
+    match super::aws_sdk::classify(e, "EBS") {
+        SdkFailure::Timeout => EbsError::Timeout,
+        SdkFailure::Connection(m) => EbsError::Connection(m),
+        SdkFailure::Service {
+            status,
+            code,
+            message,
+        } => EbsError::Service {
+            status,
+            code,
+            message,
         },
-        SdkError::ServiceError(se) => EbsError::Service {
-            status: se.raw().status().as_u16(),
-            code: se.err().code().map(str::to_string),
-            message: se.err().message().unwrap_or("").to_string(),
-        },
-        _ => EbsError::Fatal(format!("{e}: {}", cause())),
+        SdkFailure::Fatal(m) => EbsError::Fatal(m),
     }
 }
 

@@ -42,6 +42,7 @@
 //!   DescribeInstances says `stopped`.
 
 use super::aws_ebs::AwsEbs;
+use super::aws_sdk::SdkFailure;
 use super::ec2::{
     Architecture, BlockDevice, BootMode, Ec2Api, Ec2Error, Image, IngressRule, Instance,
     InstanceState, NAME_TAG, Platform, Protocol, READABLE_SNAPSHOT_TAG, Scenario, ScenarioIds,
@@ -82,28 +83,19 @@ fn classify<E>(e: SdkError<E, aws_sdk_ec2::config::http::HttpResponse>) -> Ec2Er
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
-    let cause = || {
-        std::error::Error::source(&e)
-            .map(|s| s.to_string())
-            .unwrap_or_default()
-    };
-    match &e {
-        SdkError::TimeoutError(_) => Ec2Error::Timeout,
-        SdkError::DispatchFailure(d) if d.is_timeout() => Ec2Error::Timeout,
-        SdkError::DispatchFailure(_) => {
-            Ec2Error::Connection(format!("the request could not be sent: {}", cause()))
-        }
-        SdkError::ResponseError(r) => Ec2Error::Service {
-            status: r.raw().status().as_u16(),
-            code: None,
-            message: "a body that is not an EC2 answer".into(),
+    match super::aws_sdk::classify(e, "EC2") {
+        SdkFailure::Timeout => Ec2Error::Timeout,
+        SdkFailure::Connection(m) => Ec2Error::Connection(m),
+        SdkFailure::Service {
+            status,
+            code,
+            message,
+        } => Ec2Error::Service {
+            status,
+            code,
+            message,
         },
-        SdkError::ServiceError(se) => Ec2Error::Service {
-            status: se.raw().status().as_u16(),
-            code: se.err().code().map(str::to_string),
-            message: se.err().message().unwrap_or("").to_string(),
-        },
-        _ => Ec2Error::Fatal(format!("{e}: {}", cause())),
+        SdkFailure::Fatal(m) => Ec2Error::Fatal(m),
     }
 }
 

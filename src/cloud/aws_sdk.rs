@@ -56,3 +56,58 @@ pub(crate) fn setup(
     });
     Ok(AwsSetup { rt, config })
 }
+
+/// What an SDK call's failure was, whichever service made it: the shape both services' errors
+/// ([`EbsError`](super::ebs::EbsError), [`Ec2Error`](super::ec2::Ec2Error)) are made from.
+pub(crate) enum SdkFailure {
+    /// No answer in time.
+    Timeout,
+    /// The request could not be sent.
+    Connection(String),
+    /// The service answered with an error (or with a body that is not its answer: no code).
+    Service {
+        /// HTTP status.
+        status: u16,
+        /// The AWS error code.
+        code: Option<String>,
+        /// The service's message.
+        message: String,
+    },
+    /// Anything else.
+    Fatal(String),
+}
+
+/// Classifies an SDK error, keeping the HTTP status and the AWS error code; `service` names
+/// the service in the message of an answer that is not its own ("EBS", "EC2").
+pub(crate) fn classify<E>(
+    e: aws_sdk_ebs::error::SdkError<E, aws_sdk_ebs::config::http::HttpResponse>,
+    service: &str,
+) -> SdkFailure
+where
+    E: aws_sdk_ebs::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    use aws_sdk_ebs::error::SdkError;
+    let cause = || {
+        std::error::Error::source(&e)
+            .map(|s| s.to_string())
+            .unwrap_or_default()
+    };
+    match &e {
+        SdkError::TimeoutError(_) => SdkFailure::Timeout,
+        SdkError::DispatchFailure(d) if d.is_timeout() => SdkFailure::Timeout,
+        SdkError::DispatchFailure(_) => {
+            SdkFailure::Connection(format!("the request could not be sent: {}", cause()))
+        }
+        SdkError::ResponseError(r) => SdkFailure::Service {
+            status: r.raw().status().as_u16(),
+            code: None,
+            message: format!("a body that is not an {service} answer"),
+        },
+        SdkError::ServiceError(se) => SdkFailure::Service {
+            status: se.raw().status().as_u16(),
+            code: se.err().code().map(str::to_string),
+            message: se.err().message().unwrap_or("").to_string(),
+        },
+        _ => SdkFailure::Fatal(format!("{e}: {}", cause())),
+    }
+}

@@ -372,7 +372,10 @@ fn a_corrupt_segment_keeps_exactly_the_points_before_it_and_health_says_why() {
     site.advance(2 * 3_600_000, &NoProgress).unwrap();
     let down = site.item("a").unwrap();
     assert!(
-        down.properties.health_errors.iter().any(|e| e.error_code == "806"),
+        down.properties
+            .health_errors
+            .iter()
+            .any(|e| e.error_code == "806"),
         "{:?}",
         down.properties.health_errors
     );
@@ -400,8 +403,14 @@ fn a_corrupt_segment_keeps_exactly_the_points_before_it_and_health_says_why() {
     let after = site.recovery_points("a").unwrap();
     assert!(!after.defects.is_empty());
     // The points kept are every point before the damage: none lost before it, none after.
-    assert!(after.points.len() > before, "the outage's points before the damage are lost");
-    assert!(after.points.len() < before + 24, "points after the damage are offered");
+    assert!(
+        after.points.len() > before,
+        "the outage's points before the damage are lost"
+    );
+    assert!(
+        after.points.len() < before + 24,
+        "points after the damage are offered"
+    );
     for w in after.points.windows(2) {
         let t = |p: &super::protect::RecoveryPointView| {
             crate::clock::parse_time(&p.recovery_point_time).unwrap()

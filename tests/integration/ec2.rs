@@ -8,7 +8,7 @@
 
 use crate::util::*;
 use ec2azure::cloud::aws_ebs::AwsEbs;
-use ec2azure::cloud::aws_ec2::{AwsEc2, SNAPSHOT_VOLUME_TAG, moto_amis};
+use ec2azure::cloud::aws_ec2::{AwsEc2, SNAPSHOT_VOLUME_TAG};
 use ec2azure::cloud::ebs::{EbsApi, EbsSnapshot, RetryPolicy};
 use ec2azure::cloud::ec2::*;
 use ec2azure::{DiskImage, ErrorKind};
@@ -463,33 +463,13 @@ fn the_fake_meets_the_expectations() {
 
 #[test]
 fn aws_ec2_against_moto_meets_the_expectations() {
-    let Some(exe) = moto_server() else { return };
     let d = tempfile::tempdir().unwrap();
     data_files(d.path());
     let s = scenario();
-    let amis = d.path().join("amis.json");
-    std::fs::write(&amis, serde_json::to_vec(&moto_amis(&s)).unwrap()).unwrap();
-    // `env` sets MOTO_AMIS_PATH for moto alone (it execs moto: the child is moto).
-    let env = format!("MOTO_AMIS_PATH={}", p(&amis));
-    let (child, port) = spawn_on_free_port("env", |port| {
-        vec![
-            env.clone(),
-            exe.clone(),
-            "-H".into(),
-            "127.0.0.1".into(),
-            "-p".into(),
-            port.to_string(),
-        ]
-    });
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _moto = Kill(child);
-    let url = format!("http://127.0.0.1:{port}");
+    let Some(moto) = moto_with_images(&s) else {
+        return;
+    };
+    let url = moto.url.clone();
     let quick = RetryPolicy {
         attempts: 3,
         base_delay: std::time::Duration::from_millis(20),

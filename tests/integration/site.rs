@@ -654,40 +654,13 @@ data = "ok.raw"
 
 #[test]
 fn the_tutorial_up_to_protected_with_ec2_and_ebs_on_moto() {
-    let Some(exe) = crate::util::moto_server() else {
-        return;
-    };
     let dir = tempfile::tempdir().unwrap();
     let scn = tutorial_scenario(dir.path(), "");
-    // moto takes the images from a file at its start (it ignores RegisterImage's details).
     let sc = ec2azure::site::scenario::Scenario::load(&scn).unwrap();
-    let amis = dir.path().join("amis.json");
-    let aws = sc.aws().unwrap().unwrap();
-    std::fs::write(
-        &amis,
-        serde_json::to_vec(&ec2azure::cloud::aws_ec2::moto_amis(&aws)).unwrap(),
-    )
-    .unwrap();
-    let env = format!("MOTO_AMIS_PATH={}", p(&amis));
-    let (child, port) = crate::util::spawn_on_free_port("env", |port| {
-        vec![
-            env.clone(),
-            exe.clone(),
-            "-H".into(),
-            "127.0.0.1".into(),
-            "-p".into(),
-            port.to_string(),
-        ]
-    });
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _moto = Kill(child);
-    let url = format!("http://127.0.0.1:{port}");
+    let Some(moto) = crate::util::moto_with_images(&sc.aws().unwrap().unwrap()) else {
+        return;
+    };
+    let url = moto.url.clone();
     let s = dir.path().join("site");
     site(
         &s,

@@ -205,3 +205,44 @@ pub fn spawn_on_free_port(
     }
     (child, port)
 }
+
+/// A moto server started with the images of `scenario` (moto takes them from the file
+/// `MOTO_AMIS_PATH` names at its start: it ignores RegisterImage's details), killed when
+/// dropped. `None` when moto is not installed (and oracles are not required).
+pub struct MotoWithImages {
+    child: std::process::Child,
+    pub url: String,
+    _amis: tempfile::TempDir,
+}
+
+impl Drop for MotoWithImages {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn moto_with_images(scenario: &ec2azure::cloud::ec2::Scenario) -> Option<MotoWithImages> {
+    let exe = moto_server()?;
+    let dir = tempfile::tempdir().unwrap();
+    let amis = dir.path().join("amis.json");
+    let v = ec2azure::cloud::aws_ec2::moto_amis(scenario);
+    std::fs::write(&amis, serde_json::to_vec(&v).unwrap()).unwrap();
+    // `env` sets MOTO_AMIS_PATH for moto alone (it execs moto: the child is moto).
+    let env = format!("MOTO_AMIS_PATH={}", p(&amis));
+    let (child, port) = spawn_on_free_port("env", |port| {
+        vec![
+            env.clone(),
+            exe.clone(),
+            "-H".into(),
+            "127.0.0.1".into(),
+            "-p".into(),
+            port.to_string(),
+        ]
+    });
+    Some(MotoWithImages {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+        _amis: dir,
+    })
+}
