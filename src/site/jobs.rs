@@ -314,7 +314,7 @@ const MINUTE: u64 = 60_000;
 /// | `AssociatePolicy` | 1 min | pairing the container with the policy and its failback policy |
 /// | `EnablePrerequisites` | 1 min | prerequisites check for enabling protection |
 /// | `InstallMobilityService` | 5 min | the push install of the Mobility service |
-/// | `InitialReplication` | 2 min + the allocated data at 50 MB/s | the first copy |
+/// | `InitialReplication` | 2 min + the disks' size at 50 MB/s | the first copy |
 /// | `FinalizePrerequisites`, `FinalizeProtection` | 1 min, 2 min | "Finalize protection" |
 /// | `DisableProtection` | 2 min | removing the replication |
 /// | `RestartJob` | 30 s | "Restarting job" |

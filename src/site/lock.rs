@@ -2,7 +2,7 @@
 //! a job's work. The kernel drops them when the process dies, which is how a task left running
 //! by a killed process is told from one another process is still doing.
 
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -73,11 +73,6 @@ impl FileLock {
         let _ = std::fs::remove_file(&self.path);
         drop(self.file);
     }
-}
-
-/// Whether `e` says another process holds what was asked for.
-pub fn is_busy(e: &Error) -> bool {
-    e.kind() == ErrorKind::Conflict
 }
 
 #[cfg(test)]

@@ -194,7 +194,7 @@ impl Site {
                 continue;
             };
             let id = j.id.clone();
-            runner::cleanup_task(self, &j, i)?;
+            protect::cleanup_task(self, &j, i)?;
             self.tx(|t| {
                 let mut j = t.get::<Job>(&id)?;
                 if j.properties.tasks[i].running_lock.as_deref() != Some(lock.as_str()) {
@@ -315,7 +315,7 @@ impl Site {
                     old.name, old.properties.state
                 )));
             }
-            runner::restart(t, seed, &durations, &old)
+            vault::restart(t, seed, &durations, &old)
         })
     }
 }

@@ -131,9 +131,6 @@ impl Kind for ProtectionContainer {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PolicyDetails {
-    /// `InMageAzureV2`, or `InMage` for the failback policy.
-    #[serde(skip)]
-    pub failback: bool,
     /// Retention of recovery points, minutes (0 to 21,600: 15 days).
     pub recovery_point_history: u64,
     /// App-consistent snapshot frequency, minutes (0, or 60 to 720).

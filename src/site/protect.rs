@@ -207,7 +207,7 @@ impl Site {
         let support = self.support()?;
         let (facts, site) = self.with_estate(|t, e| {
             let p = find_machine(t, machine)?;
-            let facts = machine_facts(t, e, &p, account, &guests, None)?;
+            let facts = machine_facts(t, e, &p, account, &guests)?;
             let site = site_facts(t, &p, target, support.clone())?;
             Ok((facts, site))
         })?;
@@ -753,16 +753,14 @@ pub fn allowed(it: &Resource<ReplicatedItem>, op: Operation) -> Result<super::st
     })
 }
 
-/// The facts of a machine for the checks. The disks' boot layout is read from `snapshots`
-/// (volume id → readable snapshot) when given, else from the OS volume's newest completed
-/// snapshot, else a new one.
+/// The facts of a machine for the checks. The OS disk's boot layout is read from its volume's
+/// newest completed snapshot, else a new one.
 fn machine_facts(
     t: &Tx<'_>,
     e: &Estate,
     p: &Resource<ProtectableItem>,
     account: Option<&str>,
     guests: &[GuestSpec],
-    snapshots: Option<&[(String, String)]>,
 ) -> Result<MachineFacts> {
     let f = t.get::<Fabric>(
         p.parent
@@ -895,11 +893,7 @@ fn machine_facts(
         let is_os = root.as_deref() == Some(b.device.as_str())
             || (root.is_none() && b == &i.block_devices[0]);
         let boot = if is_os {
-            let snap = match snapshots.and_then(|s| s.iter().find(|(vol, _)| *vol == v.id)) {
-                Some((_, s)) => s.clone(),
-                None => os_snapshot(e, v)?,
-            };
-            read_boot(e, &snap)?
+            read_boot(e, &os_snapshot(e, v)?)?
         } else {
             DiskBoot::None
         };
@@ -1015,6 +1009,12 @@ fn replica_rel(item: &str, n: usize) -> (PathBuf, PathBuf) {
     )
 }
 
+/// A disk's workload seed: its item and index, hashed (the site's seed is mixed in).
+fn disk_seed(item: &str, n: usize) -> u64 {
+    let d = crate::digest::sha256(format!("{item}/{n}").as_bytes());
+    u64::from_le_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])
+}
+
 /// The work of protection tasks.
 pub fn task_work(
     site: &mut Site,
@@ -1047,7 +1047,7 @@ pub fn task_work(
                     // The machine must exist before anything else is checked.
                     find_instance(e.ec2.as_ref(), &p.properties.instance_id)?;
                 }
-                let facts = machine_facts(t, e, &p, Some(&req.account), &guests, None)?;
+                let facts = machine_facts(t, e, &p, Some(&req.account), &guests)?;
                 let sf = site_facts(t, &p, &target, support.clone())?;
                 Ok((checks::check_machine(&facts, &sf), facts))
             })?;
@@ -1171,7 +1171,7 @@ fn initial_replication(site: &mut Site, item_id: &str, progress: &dyn Progress) 
         let image = EbsSnapshot::open(ebs.clone(), snap, RetryPolicy::default())?;
         let (replica_rel, source_rel) = replica_rel(item_id, n);
         let spec = repl::WorkloadSpec {
-            seed: seed ^ crate::digest::sha256(format!("{item_id}/{n}").as_bytes())[0] as u64,
+            seed: seed ^ disk_seed(item_id, n),
             write_rate: guest.workload.write_rate,
             hot_fraction: guest.workload.hot_fraction,
             zero_fraction: guest.workload.zero_fraction,

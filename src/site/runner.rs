@@ -71,7 +71,7 @@ impl Site {
     /// The store or a job's files cannot be written (a job's own failure is recorded in it).
     pub fn advance(&mut self, by_ms: u64, progress: &dyn Progress) -> Result<AdvanceReport> {
         let lock = FileLock::acquire(&self.lock_path("clock"))?;
-        let start = now_ms_of(self)?;
+        let start = self.now_ms()?;
         let r = self.run_until(start.saturating_add(by_ms), None, progress);
         drop(lock);
         r
@@ -88,7 +88,7 @@ impl Site {
         progress: &dyn Progress,
     ) -> Result<AdvanceReport> {
         let lock = FileLock::acquire(&self.lock_path("clock"))?;
-        let start = now_ms_of(self)?;
+        let start = self.now_ms()?;
         let r = self.run_until(start.saturating_add(limit_ms), Some(id), progress);
         drop(lock);
         let r = r?;
@@ -112,11 +112,11 @@ impl Site {
     ) -> Result<AdvanceReport> {
         let wall = Instant::now();
         let mut report = AdvanceReport {
-            from: crate::clock::format_time(now_ms_of(self)?),
+            from: crate::clock::format_time(self.now_ms()?),
             ..AdvanceReport::default()
         };
         loop {
-            let now = now_ms_of(self)?;
+            let now = self.now_ms()?;
             let jobs = self.jobs()?;
             // A job waited for stops the advance when it ends, or when it waits for a user
             // (suspended: only `jobs resume` moves it on).
@@ -176,7 +176,7 @@ impl Site {
                 _ => break,
             }
         }
-        report.to = crate::clock::format_time(now_ms_of(self)?);
+        report.to = crate::clock::format_time(self.now_ms()?);
         report.wall_ms = wall.elapsed().as_millis() as u64;
         Ok(report)
     }
@@ -232,10 +232,6 @@ impl Site {
     }
 }
 
-fn now_ms_of(site: &mut Site) -> Result<u64> {
-    site.now_ms()
-}
-
 /// A job error from a library error.
 pub fn error_of(e: &Error) -> JobError {
     let code = match e.kind() {
@@ -281,7 +277,7 @@ pub fn job_ended(t: &Tx<'_>, job: &Resource<Job>) -> Result<()> {
     }
     if ok && effect.remove_on_success {
         t.delete(&item_id)?;
-        return super::vault::item_removed(t, &item);
+        return super::protect::item_removed(t, &item);
     }
     let next = if ok {
         effect.on_succeeded
@@ -292,28 +288,7 @@ pub fn job_ended(t: &Tx<'_>, job: &Resource<Job>) -> Result<()> {
         item.properties.state = s;
     }
     t.update(&mut item)?;
-    super::vault::after_job(t, job, &mut item)
-}
-
-/// Removes what task `i` of `job` left half done (a killed process's partial files).
-///
-/// # Errors
-/// Files cannot be removed.
-pub fn cleanup_task(site: &mut Site, job: &Resource<Job>, i: usize) -> Result<()> {
-    super::vault::cleanup_task(site, job, i)
-}
-
-/// The `RestartJob` for a failed or cancelled job.
-///
-/// # Errors
-/// The job's object does not allow it, or the store cannot be written.
-pub fn restart(
-    t: &Tx<'_>,
-    seed: u64,
-    durations: &super::jobs::Durations,
-    old: &Resource<Job>,
-) -> Result<Resource<Job>> {
-    super::vault::restart(t, seed, durations, old)
+    super::protect::after_job(t, job, &mut item)
 }
 
 /// Makes a job in the vault and, when it acts on an item, marks the item busy with it.

@@ -8,7 +8,7 @@
 use super::jobs::{Durations, Job, JobState, job_error};
 use super::model::{
     ContainerMapping, Fabric, MultiVmSync, PolicyDetails, ProcessServer, ProtectionContainer,
-    RegistrationKey, ReplicatedItem, ReplicationPolicy, RunAsAccount, Vault,
+    RegistrationKey, ReplicationPolicy, RunAsAccount, Vault,
 };
 use super::runner::{ItemEffect, TaskOutput, TaskResult, start_job};
 use super::store::{Resource, Tx};
@@ -378,7 +378,6 @@ impl Default for PolicyDetails {
     /// an RPO threshold of 15 minutes, multi-VM consistency off.
     fn default() -> Self {
         PolicyDetails {
-            failback: false,
             recovery_point_history: 24 * 60,
             app_consistent_frequency_in_minutes: 60,
             recovery_point_threshold_in_minutes: 15,
@@ -554,13 +553,12 @@ pub fn task_work(
                     .map_err(|e| Error::invalid(format!("the job's policy: {e}")))?;
             site.tx(|t| {
                 let v = the_vault(t)?;
-                for (id, name, instance, failback) in [
-                    (id.clone(), pname.clone(), "InMageAzureV2", false),
+                for (id, name, instance) in [
+                    (id.clone(), pname.clone(), "InMageAzureV2"),
                     (
                         format!("{id}-failback"),
                         format!("{pname}-failback"),
                         "InMage",
-                        true,
                     ),
                 ] {
                     if !t.exists(&id)? {
@@ -570,10 +568,7 @@ pub fn task_work(
                             &ReplicationPolicy {
                                 friendly_name: name,
                                 instance_type: instance.into(),
-                                provider_specific_details: PolicyDetails {
-                                    failback,
-                                    ..details
-                                },
+                                provider_specific_details: details,
                             },
                         )?;
                     }
@@ -615,34 +610,6 @@ pub fn task_work(
         }
         _ => super::protect::task_work(site, job, i, name, progress),
     }
-}
-
-/// What follows a job's end for its item (e.g. Finalize protection after Enable protection).
-///
-/// # Errors
-/// The store cannot be written.
-pub fn after_job(
-    t: &Tx<'_>,
-    job: &Resource<Job>,
-    item: &mut Resource<ReplicatedItem>,
-) -> Result<()> {
-    super::protect::after_job(t, job, item)
-}
-
-/// Bookkeeping when an item is removed (its protectable item is unprotected again).
-///
-/// # Errors
-/// The store cannot be written.
-pub fn item_removed(t: &Tx<'_>, item: &Resource<ReplicatedItem>) -> Result<()> {
-    super::protect::item_removed(t, item)
-}
-
-/// Removes what a killed process left of task `i`.
-///
-/// # Errors
-/// Files cannot be removed.
-pub fn cleanup_task(site: &mut Site, job: &Resource<Job>, i: usize) -> Result<()> {
-    super::protect::cleanup_task(site, job, i)
 }
 
 /// A `RestartJob` for `old`.

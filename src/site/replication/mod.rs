@@ -536,7 +536,31 @@ pub fn advance(
     let health = health_now(&replica, state, env, to_ms, peak)?;
     wall.health_ms = ms(t);
     wall.total_ms = ms(all);
-    Ok(SpanReport {
+    Ok(span_report(
+        state,
+        (from_ms, to_ms),
+        written,
+        journal_bytes,
+        &sink,
+        &src,
+        health,
+        wall,
+    ))
+}
+
+/// The report of a span `(from, to]` of either kind (workload or snapshot).
+#[allow(clippy::too_many_arguments)]
+fn span_report(
+    state: &DiskReplication,
+    (from_ms, to_ms): (u64, u64),
+    written: SpanSim,
+    journal_bytes: u64,
+    sink: &Shipped,
+    src: &Source,
+    health: DiskHealth,
+    wall: WallTimes,
+) -> SpanReport {
+    SpanReport {
         disk: state.disk.clone(),
         from_ms,
         to_ms,
@@ -552,7 +576,7 @@ pub fn advance(
         replica_bytes: allocated_bytes(&state.replica_dir),
         health,
         wall,
-    })
+    }
 }
 
 fn add_sim(total: &mut SpanSim, s: SpanSim) {
@@ -714,23 +738,16 @@ pub fn advance_snapshot(
     let health = health_now(&replica, state, env, time_ms, peak)?;
     wall.health_ms = ms(t);
     wall.total_ms = ms(all);
-    Ok(SpanReport {
-        disk: state.disk.clone(),
-        from_ms,
-        to_ms: time_ms,
-        simulated_ms: time_ms - from_ms,
+    Ok(span_report(
+        state,
+        (from_ms, time_ms),
         written,
         journal_bytes,
-        segments_received: sink.segments,
-        bytes_received: sink.bytes,
-        new_points: sink.new_points,
-        folded_points: sink.folded,
-        bytes_checked: sink.checked,
-        source_pending_bytes: src.pending_bytes(),
-        replica_bytes: allocated_bytes(&state.replica_dir),
+        &sink,
+        &src,
         health,
         wall,
-    })
+    ))
 }
 
 /// What disabling replication removed.
