@@ -473,3 +473,137 @@ impl ReplicatedItem {
         }
     }
 }
+
+/// What a site keeps of a machine beyond its replicated item (which complete migration
+/// removes): its RPO over time and its failovers, for reports. One per machine, at
+/// `{vault}/ec2azureHistory/{machine}`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ItemHistory {
+    /// The machine.
+    pub friendly_name: String,
+    /// The RPO at the end of each replication span, oldest first (thinned to at most
+    /// [`ItemHistory::MAX_SAMPLES`] by dropping every other sample when full).
+    pub rpo: Vec<RpoSample>,
+    /// Its test failovers, failovers and changes of recovery point, oldest first.
+    pub failovers: Vec<FailoverRecord>,
+}
+
+impl Kind for ItemHistory {
+    const TYPE: &'static str = "ec2azure/history";
+}
+
+impl ItemHistory {
+    /// The most RPO samples kept.
+    pub const MAX_SAMPLES: usize = 4096;
+
+    /// The history's id for `machine` in vault `vault_id`.
+    pub fn id(vault_id: &str, machine: &str) -> String {
+        format!("{vault_id}/ec2azureHistory/{machine}")
+    }
+
+    /// Adds a sample (a later one at the same time replaces it).
+    pub fn push_rpo(&mut self, s: RpoSample) {
+        if let Some(last) = self.rpo.last_mut()
+            && last.time_ms == s.time_ms
+        {
+            *last = s;
+            return;
+        }
+        self.rpo.push(s);
+        if self.rpo.len() > Self::MAX_SAMPLES {
+            let mut i = 0;
+            self.rpo.retain(|_| {
+                i += 1;
+                i % 2 == 1
+            });
+        }
+    }
+}
+
+/// The RPO at one time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RpoSample {
+    /// When (simulated ms).
+    pub time_ms: u64,
+    /// `rpoInSeconds` then (`None`: no point yet).
+    pub rpo_in_seconds: Option<u64>,
+    /// `replicationHealth` then.
+    pub replication_health: String,
+}
+
+/// One test failover, failover or change of recovery point, as measured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FailoverRecord {
+    /// The job.
+    pub job_id: String,
+    /// `TestFailover`, `UnplannedFailover` or `ChangePit`.
+    pub scenario_name: String,
+    /// The recovery plan it ran in, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery_plan: Option<String>,
+    /// The point choice (`Latest`, `LatestProcessed`, `Custom`, …).
+    pub choice: String,
+    /// The point (`…/recoveryPoints/rp-N`).
+    pub recovery_point_id: String,
+    /// Its time (simulated ms).
+    pub recovery_point_time_ms: u64,
+    /// `CrashConsistent` or `ApplicationConsistent`.
+    pub recovery_point_type: String,
+    /// When the failover started (simulated ms).
+    pub start_ms: u64,
+    /// The source's last write before the failover (or its shutdown), simulated ms.
+    pub last_source_write_ms: u64,
+    /// Data lost: `last_source_write_ms` − the point's time.
+    pub data_loss_ms: u64,
+    /// When the VM was running (simulated ms).
+    pub vm_running_ms: u64,
+    /// RTO: from the failover's start to the VM running, processing included.
+    pub rto_ms: u64,
+    /// Wall-clock ms spent building the point's disks (and verifying them).
+    pub build_wall_ms: u64,
+    /// Wall-clock ms spent uploading them.
+    pub upload_wall_ms: u64,
+    /// Bytes uploaded.
+    pub uploaded_bytes: u64,
+    /// The VM.
+    pub vm_id: String,
+    /// Its size.
+    pub vm_size: String,
+    /// Its private IP.
+    pub ip_address: String,
+    /// Its subnet.
+    pub subnet_id: String,
+    /// Whether the source was shut down first (`None`: not asked; `Some(false)`: it failed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_shut_down: Option<bool>,
+    /// The verification: each check's name, whether it passed, and what was found.
+    pub verification: Vec<Verification>,
+    /// When cleaned up (test failovers), with the notes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cleaned_up_ms: Option<u64>,
+    /// The cleanup's notes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cleanup_notes: Option<String>,
+}
+
+/// One verification of a failed-over VM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Verification {
+    /// `size`, `network`, `running`, `disk` or `booted`.
+    pub check: String,
+    /// Whether it passed.
+    pub passed: bool,
+    /// What was expected and found.
+    pub detail: String,
+}
+
+impl FailoverRecord {
+    /// Whether every verification passed.
+    pub fn verified(&self) -> bool {
+        !self.verification.is_empty() && self.verification.iter().all(|v| v.passed)
+    }
+}

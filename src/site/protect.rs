@@ -17,8 +17,8 @@ use super::checks::{
 use super::estate::{Estate, GuestSpec, find_instance, guest_of};
 use super::jobs::{Job, job_error};
 use super::model::{
-    ContainerMapping, Fabric, MultiVmSync, ProtectableItem, ProtectedDiskDetails, ReplicatedItem,
-    ReplicationPolicy, ReplicationTarget,
+    ContainerMapping, Fabric, ItemHistory, MultiVmSync, ProtectableItem, ProtectedDiskDetails,
+    ReplicatedItem, ReplicationPolicy, ReplicationTarget, RpoSample,
 };
 use super::replication::{self as repl, SpanEnv, Window};
 use super::runner::{ItemEffect, TaskOutput, TaskResult, start_job};
@@ -543,7 +543,14 @@ impl Site {
                 for (pd, d) in p.protected_disks.iter_mut().zip(&dh) {
                     pd.rpo_in_seconds = d.rpo_in_seconds;
                 }
-                t.update(&mut cur)
+                let sample = RpoSample {
+                    time_ms: to,
+                    rpo_in_seconds: p.rpo_in_seconds,
+                    replication_health: p.replication_health.clone(),
+                };
+                let name = p.friendly_name.clone();
+                t.update(&mut cur)?;
+                history_mut(t, &name, |h| h.push_rpo(sample))
             })?;
         }
         // The process server's own limit: 2 TB a day over its machines.
@@ -1287,6 +1294,29 @@ pub fn after_job(
         )?;
     }
     Ok(())
+}
+
+/// Changes machine `name`'s history (made when missing).
+///
+/// # Errors
+/// The store cannot be written.
+pub fn history_mut(t: &Tx<'_>, name: &str, f: impl FnOnce(&mut ItemHistory)) -> Result<()> {
+    let v = the_vault(t)?;
+    let id = ItemHistory::id(&v.id, name);
+    match t.find::<ItemHistory>(&id)? {
+        Some(mut h) => {
+            f(&mut h.properties);
+            t.update(&mut h)
+        }
+        None => {
+            let mut h = ItemHistory {
+                friendly_name: name.to_string(),
+                ..ItemHistory::default()
+            };
+            f(&mut h);
+            t.insert(&id, Some(&v.id), &h).map(|_| ())
+        }
+    }
 }
 
 /// The protectable item of a removed item is unprotected again.
