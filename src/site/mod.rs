@@ -23,6 +23,7 @@ pub mod lock;
 pub mod model;
 pub mod protect;
 pub mod replication;
+pub mod report;
 pub mod runner;
 pub mod scenario;
 pub mod states;
