@@ -5,7 +5,7 @@
 //! verifications, a table per recovery plan, a table per job (its tasks, their times and
 //! errors), and the faults injected.
 
-use super::{JobReport, MachineReport, Report, human_ms, svg, wall};
+use super::{JobReport, MachineReport, Report, human_bytes, human_ms, svg, wall};
 use crate::clock::format_time;
 use std::fmt::Write;
 
@@ -136,6 +136,12 @@ fn header(s: &mut String, r: &Report) {
     let total = r.objectives.len();
     let (class, verdict) = if total == 0 {
         ("none", "No objectives set".to_string())
+    } else if total == 1 {
+        if r.objectives_missed == 0 {
+            ("met", "✔ The objective was met".to_string())
+        } else {
+            ("missed", "✘ The objective was missed".to_string())
+        }
     } else if r.objectives_missed == 0 {
         ("met", format!("✔ All {total} objectives met"))
     } else {
@@ -257,7 +263,8 @@ fn machines(s: &mut String, r: &Report) {
                 .map_or_else(|| "—".into(), |t| human_ms(t * 60_000)),
             m.max_rpo_seconds
                 .map_or_else(|| "—".into(), |x| human_ms(x * 1000)),
-            human_ms(m.ms_above_threshold),
+            m.rpo_threshold_minutes
+                .map_or_else(|| "—".into(), |_| human_ms(m.ms_above_threshold)),
             m.rpo.len(),
             m.points.len(),
             m.points_note
@@ -331,7 +338,7 @@ fn failover_row(
     let _ = write!(
         s,
         "<tr><td>{}</td><td>{op}<br/>{job}</td><td>{} ({})</td><td>{}</td><td class=\"num\">{}</td>\
-         <td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{} ({} bytes)</td><td>{}</td>\
+         <td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{} ({})</td><td>{}</td>\
          <td>{}</td><td>{}</td><td>{}</td><td>{}<br/>{}</td></tr>",
         esc(&m.name),
         esc(f.recovery_point_id.rsplit('/').next().unwrap_or_default()),
@@ -341,7 +348,7 @@ fn failover_row(
         human_ms(f.rto_ms),
         wall(f.build_wall_ms),
         wall(f.upload_wall_ms),
-        f.uploaded_bytes,
+        human_bytes(f.uploaded_bytes),
         esc(f.vm_id.rsplit('/').next().unwrap_or_default()),
         esc(&f.vm_size),
         esc(&f.ip_address),

@@ -348,6 +348,22 @@ pub fn human_ms(ms: u64) -> String {
     }
 }
 
+/// A size for people: `512 B`, `256 MiB`, `1.5 GiB` (binary units, one decimal above MiB).
+pub fn human_bytes(n: u64) -> String {
+    const KIB: u64 = 1 << 10;
+    const MIB: u64 = 1 << 20;
+    const GIB: u64 = 1 << 30;
+    if n < KIB {
+        format!("{n} B")
+    } else if n < MIB {
+        format!("{} KiB", n / KIB)
+    } else if n < GIB {
+        format!("{} MiB", n / MIB)
+    } else {
+        format!("{}.{} GiB", n / GIB, n % GIB * 10 / GIB)
+    }
+}
+
 /// Wall-clock ms for people: `850 ms`, `12.3 s`.
 pub fn wall(ms: u64) -> String {
     if ms < 1000 {

@@ -35,6 +35,9 @@ const PAD: f64 = 8.0;
 /// The narrowest bar drawn (px), so a 30-second task on a day-long timeline stays visible.
 const MIN_W: f64 = 2.0;
 
+/// The RPO threshold's colour: a red apart from a failed task's, so the two stay distinct.
+pub const THRESHOLD: &str = "#d84315";
+
 /// A state's colour.
 pub fn state_colour(s: JobState) -> &'static str {
     match s {
@@ -370,7 +373,7 @@ fn rpo_chart(s: &mut String, m: &MachineReport, y: f64, sc: &Scale) {
         let ty = yv(t);
         let _ = write!(
             s,
-            r##"<line class="threshold" x1="{}" y1="{}" x2="{}" y2="{}" stroke="#c62828" stroke-width="1" stroke-dasharray="6 4"><title>RPO threshold {}</title></line><text x="{}" y="{}" class="axis" fill="#c62828" text-anchor="end">threshold {}</text>"##,
+            r##"<line class="threshold" x1="{}" y1="{}" x2="{}" y2="{}" stroke="{THRESHOLD}" stroke-width="1" stroke-dasharray="6 4"><title>RPO threshold {}</title></line><text x="{}" y="{}" class="axis" fill="{THRESHOLD}" text-anchor="end">threshold {}</text>"##,
             n(LABEL),
             n(ty),
             n(WIDTH - RIGHT),
@@ -505,7 +508,7 @@ fn legend(s: &mut String, y: f64) {
     }
     let _ = write!(
         s,
-        r##"<line x1="{}" y1="{}" x2="{}" y2="{}" stroke="#c62828" stroke-dasharray="6 4"/><text x="{}" y="{}" class="axis">RPO threshold</text>"##,
+        r##"<line x1="{}" y1="{}" x2="{}" y2="{}" stroke="{THRESHOLD}" stroke-dasharray="6 4"/><text x="{}" y="{}" class="axis">RPO threshold</text>"##,
         n(x),
         n(y + 5.0),
         n(x + 24.0),
@@ -528,7 +531,8 @@ pub fn render(r: &Report) -> String {
         y += machine_row(&mut body, r, m, y, &sc);
     }
     for p in &r.plans {
-        let sub = format!("recovery plan, {} jobs", p.job_ids.len());
+        let n = p.job_ids.len();
+        let sub = format!("recovery plan, {n} job{}", if n == 1 { "" } else { "s" });
         y += jobs_row(&mut body, r, "plan", &p.name, &sub, &p.job_ids, y, &sc);
     }
     let others: Vec<String> = r

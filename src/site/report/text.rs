@@ -158,7 +158,8 @@ pub fn render(r: &Report) -> String {
                         .map_or_else(|| "-".into(), |t| human_ms(t * 60_000)),
                     m.max_rpo_seconds
                         .map_or_else(|| "-".into(), |x| human_ms(x * 1000)),
-                    human_ms(m.ms_above_threshold),
+                    m.rpo_threshold_minutes
+                        .map_or_else(|| "-".into(), |_| human_ms(m.ms_above_threshold)),
                     m.points.len().to_string(),
                 ]
             })
