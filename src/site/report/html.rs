@@ -132,7 +132,7 @@ pub fn render(r: &Report) -> String {
 }
 
 fn header(s: &mut String, r: &Report) {
-    let _ = write!(s, "<h1>{}</h1>\n", esc(&r.title));
+    let _ = writeln!(s, "<h1>{}</h1>", esc(&r.title));
     let total = r.objectives.len();
     let (class, verdict) = if total == 0 {
         ("none", "No objectives set".to_string())
@@ -150,12 +150,12 @@ fn header(s: &mut String, r: &Report) {
             format!("✘ {} of {total} objectives missed", r.objectives_missed),
         )
     };
-    let _ = write!(s, "<p class=\"verdict {class}\">{verdict}</p>\n");
-    let _ = write!(
+    let _ = writeln!(s, "<p class=\"verdict {class}\">{verdict}</p>");
+    let _ = writeln!(
         s,
         "<dl class=\"facts\"><dt>Scenario</dt><dd>{}</dd><dt>Simulated start</dt><dd>{}</dd>\
          <dt>Simulated end</dt><dd>{}</dd><dt>Simulated duration</dt><dd>{}</dd>\
-         <dt>Wall time</dt><dd>{}</dd><dt>Machines</dt><dd>{}</dd><dt>Jobs</dt><dd>{}</dd></dl>\n",
+         <dt>Wall time</dt><dd>{}</dd><dt>Machines</dt><dd>{}</dd><dt>Jobs</dt><dd>{}</dd></dl>",
         esc(&r.scenario),
         format_time(r.started_ms),
         format_time(r.ended_ms),
@@ -479,6 +479,6 @@ fn job(s: &mut String, j: &JobReport) {
         .cloned()
         .collect();
     if !own.is_empty() {
-        let _ = write!(s, "<p>Job errors: {}</p>\n", errors(&own));
+        let _ = writeln!(s, "<p>Job errors: {}</p>", errors(&own));
     }
 }

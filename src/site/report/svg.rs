@@ -125,7 +125,7 @@ pub fn ticks(t0: u64, t1: u64) -> Vec<(u64, String)> {
         let day = full.get(..10).map(str::to_string);
         let hm = full.get(11..16).unwrap_or("");
         let hms = full.get(11..19).unwrap_or("");
-        let time = if step % 60_000 == 0 { hm } else { hms };
+        let time = if step.is_multiple_of(60_000) { hm } else { hms };
         let label = if step >= 86_400_000 {
             full.get(5..10).unwrap_or("").to_string()
         } else if day != last_day {
@@ -421,17 +421,26 @@ fn rpo_chart(s: &mut String, m: &MachineReport, y: f64, sc: &Scale) {
     s.push_str("</g>");
 }
 
-/// A row of jobs only (a recovery plan's, or the site's others); returns its height.
-fn jobs_row(
-    s: &mut String,
-    r: &Report,
-    class: &str,
-    name: &str,
-    sub: &str,
-    ids: &[String],
-    y: f64,
-    sc: &Scale,
-) -> f64 {
+/// A row of jobs only: a recovery plan's, or the site's others.
+struct JobsRow<'a> {
+    /// The row's class (`plan`, `site`).
+    class: &'a str,
+    /// Its label.
+    name: &'a str,
+    /// The label's second line.
+    sub: &'a str,
+    /// Its jobs.
+    ids: &'a [String],
+}
+
+/// Draws a [`JobsRow`] at `y`; returns its height.
+fn jobs_row(s: &mut String, r: &Report, row: &JobsRow<'_>, y: f64, sc: &Scale) -> f64 {
+    let JobsRow {
+        class,
+        name,
+        sub,
+        ids,
+    } = *row;
     let jobs: Vec<&JobReport> = ids.iter().filter_map(|id| r.job(id)).collect();
     let (placed, n_lanes) = lanes(&jobs, sc);
     let height = (PAD * 2.0 + n_lanes as f64 * LANE).max(44.0);
@@ -533,7 +542,13 @@ pub fn render(r: &Report) -> String {
     for p in &r.plans {
         let n = p.job_ids.len();
         let sub = format!("recovery plan, {n} job{}", if n == 1 { "" } else { "s" });
-        y += jobs_row(&mut body, r, "plan", &p.name, &sub, &p.job_ids, y, &sc);
+        let row = JobsRow {
+            class: "plan",
+            name: &p.name,
+            sub: &sub,
+            ids: &p.job_ids,
+        };
+        y += jobs_row(&mut body, r, &row, y, &sc);
     }
     let others: Vec<String> = r
         .jobs
@@ -545,16 +560,13 @@ pub fn render(r: &Report) -> String {
         .map(|j| j.id.clone())
         .collect();
     if !others.is_empty() {
-        y += jobs_row(
-            &mut body,
-            r,
-            "site",
-            "site",
-            "vault, fabric, policy jobs",
-            &others,
-            y,
-            &sc,
-        );
+        let row = JobsRow {
+            class: "site",
+            name: "site",
+            sub: "vault, fabric, policy jobs",
+            ids: &others,
+        };
+        y += jobs_row(&mut body, r, &row, y, &sc);
     }
     let height = y + AXIS;
     let mut s = String::new();
