@@ -101,7 +101,7 @@ pub(super) fn gather(site: &mut Site, info: &RehearsalInfo) -> Result<Report> {
     for m in &mut machines {
         for s in &mut m.replication {
             if s.end_ms == u64::MAX {
-                s.end_ms = timeline.1.max(s.start_ms);
+                s.end_ms = timeline.end_ms.max(s.start_ms);
             }
         }
     }
@@ -200,7 +200,10 @@ fn machine(
     // ends with is its largest: it only grows until a point arrives, which the sample sees).
     let ms_above_threshold = threshold.map_or(0, |th| {
         rpo.windows(2)
-            .filter(|w| w[1].rpo_in_seconds.is_some_and(|r| r > th * 60))
+            .filter(|w| {
+                w[1].rpo_in_seconds
+                    .is_some_and(|r| r > th.saturating_mul(60))
+            })
             .map(|w| w[1].time_ms.saturating_sub(w[0].time_ms))
             .sum()
     });
@@ -299,7 +302,7 @@ fn replication(jobs: &[&Resource<Job>], failovers: &[FailoverRecord]) -> Vec<Spa
 }
 
 /// The timeline's span: the rehearsal's, widened to every job, sample and failover.
-fn span_of(info: &RehearsalInfo, jobs: &[JobReport], machines: &[MachineReport]) -> (u64, u64) {
+fn span_of(info: &RehearsalInfo, jobs: &[JobReport], machines: &[MachineReport]) -> Span {
     let mut times: Vec<u64> = Vec::new();
     if info.started_ms > 0 {
         times.push(info.started_ms);
@@ -326,5 +329,8 @@ fn span_of(info: &RehearsalInfo, jobs: &[JobReport], machines: &[MachineReport])
     }
     let t0 = times.iter().copied().min().unwrap_or(0);
     let t1 = times.iter().copied().max().unwrap_or(0);
-    (t0, t1.max(t0.saturating_add(60_000)))
+    Span {
+        start_ms: t0,
+        end_ms: t1.max(t0.saturating_add(60_000)),
+    }
 }

@@ -260,9 +260,9 @@ fn machines(s: &mut String, r: &Report) {
             esc(m.state.as_deref().unwrap_or("replication removed")),
             human_ms(replicated),
             m.rpo_threshold_minutes
-                .map_or_else(|| "—".into(), |t| human_ms(t * 60_000)),
+                .map_or_else(|| "—".into(), |t| human_ms(t.saturating_mul(60_000))),
             m.max_rpo_seconds
-                .map_or_else(|| "—".into(), |x| human_ms(x * 1000)),
+                .map_or_else(|| "—".into(), |x| human_ms(x.saturating_mul(1000))),
             m.rpo_threshold_minutes
                 .map_or_else(|| "—".into(), |_| human_ms(m.ms_above_threshold)),
             m.rpo.len(),

@@ -35,6 +35,7 @@ use std::path::{Path, PathBuf};
 
 /// What the rehearsal runner knows that the site does not.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct RehearsalInfo {
     /// The scenario's name.
     pub title: String,
@@ -56,6 +57,7 @@ pub struct RehearsalInfo {
 
 /// One step of a rehearsal (test failover of a plan, cleanup, failover, …) and how it went.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct StepOutcome {
     /// The step as the scenario names it.
     pub name: String,
@@ -80,6 +82,7 @@ impl StepOutcome {
 
 /// One objective of a rehearsal and whether it was met.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ObjectiveOutcome {
     /// `RPO`, `RTO` or `verified`.
     pub objective: String,
@@ -95,6 +98,7 @@ pub struct ObjectiveOutcome {
 
 /// Everything the report renders, as plain data (the JSON is this, serialized).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Report {
     /// The scenario's name.
     pub title: String,
@@ -107,7 +111,7 @@ pub struct Report {
     /// Wall-clock ms the whole rehearsal took.
     pub wall_ms: u64,
     /// The timeline's span (simulated ms): the rehearsal's, widened to every job and sample.
-    pub timeline: (u64, u64),
+    pub timeline: Span,
     /// Objectives met.
     pub objectives_met: usize,
     /// Objectives missed.
@@ -128,6 +132,7 @@ pub struct Report {
 
 /// One machine: its replication, its RPO over time, its failovers and its jobs.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct MachineReport {
     /// The machine's name.
     pub name: String,
@@ -161,6 +166,7 @@ pub struct MachineReport {
 
 /// A span of simulated time.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Span {
     /// Its start (simulated ms).
     pub start_ms: u64,
@@ -170,6 +176,7 @@ pub struct Span {
 
 /// A recovery point on the timeline.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct PointMark {
     /// Its name (`rp-N`).
     pub name: String,
@@ -181,6 +188,7 @@ pub struct PointMark {
 
 /// One recovery plan: its jobs, and the machines its failovers moved.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct PlanReport {
     /// The plan's name.
     pub name: String,
@@ -192,6 +200,7 @@ pub struct PlanReport {
 
 /// One job, with its tasks.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct JobReport {
     /// Its ARM id.
     pub id: String,
@@ -221,6 +230,7 @@ pub struct JobReport {
 
 /// One task of a job.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct TaskReport {
     /// Its id (`task-N`: what a job error's `taskId` names).
     pub task_id: String,
@@ -258,6 +268,7 @@ impl JobReport {
 
 /// The files [`Report::write`] wrote.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ReportFiles {
     /// `DIR/report.html`.
     pub html: PathBuf,

@@ -349,11 +349,11 @@ fn machine_row(s: &mut String, r: &Report, m: &MachineReport, y: f64, sc: &Scale
 
 /// The RPO line of a machine in a band at `y`, against its threshold.
 fn rpo_chart(s: &mut String, m: &MachineReport, y: f64, sc: &Scale) {
-    let th = m.rpo_threshold_minutes.map(|t| t * 60);
+    let th = m.rpo_threshold_minutes.map(|t| t.saturating_mul(60));
     let top = m
         .max_rpo_seconds
         .unwrap_or(0)
-        .max(th.map_or(0, |t| t + t / 4))
+        .max(th.map_or(0, |t| t.saturating_add(t / 4)))
         .max(60);
     let yv = |secs: u64| y + RPO_H - (secs.min(top) as f64 / top as f64) * RPO_H;
     let _ = write!(
@@ -365,7 +365,7 @@ fn rpo_chart(s: &mut String, m: &MachineReport, y: f64, sc: &Scale) {
         n(RPO_H),
         n(LABEL - 4.0),
         n(y + 9.0),
-        human_ms(top * 1000),
+        human_ms(top.saturating_mul(1000)),
         n(LABEL - 4.0),
         n(y + RPO_H)
     );
@@ -378,10 +378,10 @@ fn rpo_chart(s: &mut String, m: &MachineReport, y: f64, sc: &Scale) {
             n(ty),
             n(WIDTH - RIGHT),
             n(ty),
-            human_ms(t * 1000),
+            human_ms(t.saturating_mul(1000)),
             n(WIDTH - RIGHT - 2.0),
             n(ty - 3.0),
-            human_ms(t * 1000)
+            human_ms(t.saturating_mul(1000))
         );
     }
     // One polyline per run of samples that have an RPO (a sample without one, before the
@@ -530,8 +530,8 @@ fn legend(s: &mut String, y: f64) {
 /// The whole timeline as one `<svg>` element.
 pub fn render(r: &Report) -> String {
     let sc = Scale {
-        t0: r.timeline.0,
-        t1: r.timeline.1.max(r.timeline.0 + 1),
+        t0: r.timeline.start_ms,
+        t1: r.timeline.end_ms.max(r.timeline.start_ms.saturating_add(1)),
     };
     let ticks = ticks(sc.t0, sc.t1);
     let mut body = String::new();

@@ -391,7 +391,7 @@ fn the_reports_figures_equal_the_stores() {
     assert_eq!(report.plans[0].job_ids.len(), 1);
 
     assert_eq!((report.objectives_met, report.objectives_missed), (1, 1));
-    assert!(report.timeline.0 <= info.started_ms && report.timeline.1 >= info.ended_ms);
+    assert!(report.timeline.start_ms <= info.started_ms && report.timeline.end_ms >= info.ended_ms);
 
     // The terminal table shows the same figures.
     let text = report.text();
@@ -660,5 +660,206 @@ proptest! {
         prop_assert_eq!(root.attribute("a"), Some(want.as_str()));
         prop_assert_eq!(root.attribute("b"), Some(want.as_str()));
         prop_assert_eq!(root.text().unwrap_or(""), want.as_str());
+    }
+}
+
+fn any_name() -> impl Strategy<Value = String> {
+    prop::collection::vec(any::<char>(), 0..10).prop_map(String::from_iter)
+}
+
+fn any_time() -> impl Strategy<Value = u64> {
+    prop_oneof![
+        3 => DEFAULT_START_MS..DEFAULT_START_MS + 2 * 86_400_000,
+        1 => any::<u64>(),
+        1 => Just(0u64),
+    ]
+}
+
+fn any_state() -> impl Strategy<Value = JobState> {
+    prop_oneof![
+        Just(JobState::NotStarted),
+        Just(JobState::InProgress),
+        Just(JobState::Succeeded),
+        Just(JobState::Failed),
+        Just(JobState::Cancelled),
+        Just(JobState::Suspended),
+        Just(JobState::Cancelling),
+    ]
+}
+
+type AnyTask = (JobState, Option<u64>, Option<u64>);
+type AnyJob = (String, JobState, u64, Option<u64>, Vec<AnyTask>);
+type AnyMachine = (
+    String,
+    Vec<(u64, Option<u64>)>,
+    Vec<(u64, u64, u64)>,
+    Option<u64>,
+    Option<String>,
+);
+
+/// A report of any shape, with any names and times (ends before starts, u64::MAX, zero).
+fn any_report() -> impl Strategy<Value = Report> {
+    let machine = (
+        any_name(),
+        prop::collection::vec((any_time(), prop::option::of(any::<u64>())), 0..6),
+        prop::collection::vec((any_time(), any_time(), any_time()), 0..3),
+        prop::option::of(any::<u64>()),
+        prop::option::of(any_name()),
+    );
+    let task = (
+        any_state(),
+        prop::option::of(any_time()),
+        prop::option::of(any_time()),
+    );
+    let job = (
+        any_name(),
+        any_state(),
+        any_time(),
+        prop::option::of(any_time()),
+        prop::collection::vec(task, 0..4),
+    );
+    (
+        any_name(),
+        prop::collection::vec(machine, 0..4),
+        prop::collection::vec(job, 0..7),
+        (any_time(), any_time()),
+        prop::collection::vec(any_name(), 0..3),
+        any::<bool>(),
+    )
+        .prop_map(|(title, machines, jobs, (t0, t1), faults, met)| {
+            build_report(title, machines, jobs, (t0, t1), faults, met)
+        })
+}
+
+fn build_report(
+    title: String,
+    machines: Vec<AnyMachine>,
+    jobs: Vec<AnyJob>,
+    (t0, t1): (u64, u64),
+    faults: Vec<String>,
+    met: bool,
+) -> Report {
+    let jobs: Vec<JobReport> = jobs
+        .into_iter()
+        .enumerate()
+        .map(|(i, (name, state, start, end, tasks))| JobReport {
+            id: format!("j{i}"),
+            name: format!("j{i}"),
+            scenario_name: "TestFailover".into(),
+            friendly_name: name.clone(),
+            target_object_name: name,
+            target_instance_type: "ProtectionEntity".into(),
+            state,
+            start_ms: start,
+            end_ms: end,
+            wall_ms: 1,
+            tasks: tasks
+                .into_iter()
+                .enumerate()
+                .map(|(k, (state, s, e))| TaskReport {
+                    task_id: format!("task-{}", k + 1),
+                    name: "T".into(),
+                    friendly_name: format!("task {k}"),
+                    state,
+                    state_description: None,
+                    start_ms: s,
+                    end_ms: e,
+                    wall_ms: 0,
+                    errors: vec![job_error("28031", "quota <&>", "", "")],
+                })
+                .collect(),
+            errors: Vec::new(),
+        })
+        .collect();
+    let n_machines = machines.len().max(1);
+    let machines: Vec<MachineReport> = machines
+        .into_iter()
+        .enumerate()
+        .map(|(i, (name, rpo, fos, threshold, state))| MachineReport {
+            name,
+            state,
+            replication: vec![Span {
+                start_ms: t0,
+                end_ms: t1,
+            }],
+            rpo_threshold_minutes: threshold,
+            max_rpo_seconds: rpo.iter().filter_map(|s| s.1).max(),
+            rpo: rpo
+                .into_iter()
+                .map(|(t, r)| crate::site::model::RpoSample {
+                    time_ms: t,
+                    rpo_in_seconds: r,
+                    replication_health: "Normal".into(),
+                })
+                .collect(),
+            ms_above_threshold: 0,
+            failovers: fos
+                .into_iter()
+                .map(|(start, point, last)| {
+                    let mut f = record("j0", "UnplannedFailover", DEFAULT_START_MS, 0);
+                    f.start_ms = start;
+                    f.recovery_point_time_ms = point;
+                    f.last_source_write_ms = last;
+                    f
+                })
+                .collect(),
+            points: vec![PointMark {
+                name: "rp-1".into(),
+                time_ms: t0,
+                kind: "ApplicationConsistent".into(),
+            }],
+            points_note: None,
+            job_ids: jobs
+                .iter()
+                .enumerate()
+                .filter(|(k, _)| k % n_machines == i)
+                .map(|(_, j)| j.id.clone())
+                .collect(),
+        })
+        .collect();
+    Report {
+        title,
+        timeline: Span {
+            start_ms: t0,
+            end_ms: t1,
+        },
+        objectives_met: usize::from(met),
+        objectives_missed: usize::from(!met),
+        objectives: vec![ObjectiveOutcome {
+            met,
+            ..ObjectiveOutcome::default()
+        }],
+        steps: vec![StepOutcome {
+            job_ids: vec!["j0".into(), "nope".into()],
+            ..StepOutcome::default()
+        }],
+        plans: vec![PlanReport {
+            name: "p".into(),
+            job_ids: jobs.iter().map(|j| j.id.clone()).collect(),
+            machines: Vec::new(),
+        }],
+        faults,
+        machines,
+        jobs,
+        ..Report::default()
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    /// Whatever a report holds, it renders without panicking: a page that parses as XML with
+    /// one SVG and a row per machine, a terminal table with no control character, JSON that
+    /// reads back.
+    #[test]
+    fn any_report_renders(r in any_report()) {
+        let html = r.html();
+        let doc = xml(&html);
+        prop_assert_eq!(elements(&doc, "svg").len(), 1);
+        let rows = doc.descendants().filter(|n| has_class(n, "machine")).count();
+        prop_assert_eq!(rows, r.machines.len());
+        let text = r.text();
+        prop_assert!(!text.chars().any(|c| c.is_control() && c != '\n'), "{:?}", text);
+        let back: Report = serde_json::from_str(&r.json().unwrap()).unwrap();
+        prop_assert_eq!(back.json().unwrap(), r.json().unwrap());
     }
 }

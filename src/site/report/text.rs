@@ -155,9 +155,9 @@ pub fn render(r: &Report) -> String {
                     clean(&m.name),
                     clean(m.state.as_deref().unwrap_or("replication removed")),
                     m.rpo_threshold_minutes
-                        .map_or_else(|| "-".into(), |t| human_ms(t * 60_000)),
+                        .map_or_else(|| "-".into(), |t| human_ms(t.saturating_mul(60_000))),
                     m.max_rpo_seconds
-                        .map_or_else(|| "-".into(), |x| human_ms(x * 1000)),
+                        .map_or_else(|| "-".into(), |x| human_ms(x.saturating_mul(1000))),
                     m.rpo_threshold_minutes
                         .map_or_else(|| "-".into(), |_| human_ms(m.ms_above_threshold)),
                     m.points.len().to_string(),
