@@ -318,6 +318,16 @@ const MINUTE: u64 = 60_000;
 /// | `FinalizePrerequisites`, `FinalizeProtection` | 1 min, 2 min | "Finalize protection" |
 /// | `DisableProtection` | 2 min | removing the replication |
 /// | `RestartJob` | 30 s | "Restarting job" |
+/// | `ShutdownSource` | 2 min | "Shut down the virtual machine" (EC2 StopInstances) |
+/// | `TestFailoverPrerequisites`, `FailoverPrerequisites`, `ChangePitPrerequisites` | 1 min | the prerequisites checks |
+/// | `ProcessLatest` | 2 min | Latest: processing what was received into a point |
+/// | `FailoverProcessing` | 3 min + the disks' size at 200 MB/s | building, verifying and uploading the point's disks |
+/// | `CreateTestVm`, `CreateVm` | 2 min | the NIC and the VM |
+/// | `PrepareVm` | 8 min + 0–120 s (from the seed) | the "eight to ten minutes" of extra processing a physical server's failover takes |
+/// | `StartVm` | 1 min | "Start the virtual machine" |
+/// | `ApplyRecoveryPoint` | 3 min | swapping a failed-over VM's disks for another point's |
+/// | `DeleteTestVm` | 2 min | "Cleanup test failover" |
+/// | `CommitFailover`, `CompleteMigration` | 2 min each | commit; complete migration |
 ///
 /// The tutorial's "changes can take 15 minutes or more to show" is what these add up to for a
 /// small machine.
@@ -341,6 +351,20 @@ impl Default for Durations {
             ("FinalizeProtection", 2 * MINUTE),
             ("DisableProtection", 2 * MINUTE),
             ("RestartJob", MINUTE / 2),
+            ("ShutdownSource", 2 * MINUTE),
+            ("TestFailoverPrerequisites", MINUTE),
+            ("FailoverPrerequisites", MINUTE),
+            ("ChangePitPrerequisites", MINUTE),
+            ("ProcessLatest", 2 * MINUTE),
+            ("FailoverProcessing", 3 * MINUTE),
+            ("CreateTestVm", 2 * MINUTE),
+            ("CreateVm", 2 * MINUTE),
+            ("PrepareVm", 8 * MINUTE),
+            ("StartVm", MINUTE),
+            ("ApplyRecoveryPoint", 3 * MINUTE),
+            ("DeleteTestVm", 2 * MINUTE),
+            ("CommitFailover", 2 * MINUTE),
+            ("CompleteMigration", 2 * MINUTE),
         ];
         Durations(t.iter().map(|(k, v)| ((*k).to_string(), *v)).collect())
     }

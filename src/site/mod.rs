@@ -18,9 +18,11 @@
 pub mod azure;
 pub mod checks;
 pub mod estate;
+pub mod failover;
 pub mod jobs;
 pub mod lock;
 pub mod model;
+pub mod plans;
 pub mod protect;
 pub mod replication;
 pub mod report;
@@ -31,6 +33,10 @@ pub mod store;
 pub mod support;
 pub mod vault;
 
+#[cfg(test)]
+mod failover_tests;
+#[cfg(test)]
+mod plans_tests;
 #[cfg(test)]
 mod tests;
 
@@ -295,6 +301,16 @@ impl Site {
             j.properties.state = JobState::InProgress;
             j.properties.state_description = "InProgress".into();
             j.properties.comments = comments.map(str::to_string);
+            // The task that suspended it (a manual action) is done when it runs again.
+            if let Some(task) = j
+                .properties
+                .tasks
+                .iter_mut()
+                .find(|t| t.state == JobState::InProgress)
+            {
+                task.output.insert("resumed".into(), true.into());
+                task.state_description = None;
+            }
             t.update(&mut j)?;
             Ok(j)
         })

@@ -1125,6 +1125,9 @@ pub fn task_work(
             }
             Ok(Ok(TaskOutput::new()))
         }
+        name if super::failover::TASKS.contains(&name) => {
+            super::failover::task_work(site, job, _i, name, progress)
+        }
         _ => Err(Error::invalid(format!("no work is known for task {name}"))),
     }
 }
@@ -1174,6 +1177,14 @@ fn initial_replication(site: &mut Site, item_id: &str, progress: &dyn Progress) 
     let mut out = TaskOutput::new();
     let mut read_ms = 0u64;
     let mut bytes = 0u64;
+    // The machines of a multi-VM group take their points together: their workloads' points
+    // follow one grid (the crash-consistent interval from the epoch), so a group's machines
+    // share each multi-VM point's time as well as its tag.
+    let origin = if it.properties.multi_vm_group_name.is_some() && policy.crash_interval_ms > 0 {
+        now - now % policy.crash_interval_ms
+    } else {
+        now
+    };
     for (n, (device, volume, size_gib, snap)) in snaps.iter().enumerate() {
         let image = EbsSnapshot::open(ebs.clone(), snap, RetryPolicy::default())?;
         let (replica_rel, source_rel) = replica_rel(item_id, n);
@@ -1193,7 +1204,7 @@ fn initial_replication(site: &mut Site, item_id: &str, progress: &dyn Progress) 
             &site.dir().join(&source_rel),
             policy,
             Some(spec),
-            now,
+            origin,
             progress,
         )?;
         read_ms += report.wall.snapshot_read_ms;

@@ -151,9 +151,8 @@ impl Site {
                 .iter()
                 .filter(|j| j.properties.state == JobState::InProgress)
                 .filter_map(|j| {
-                    j.properties
-                        .next_due()
-                        .map(|(i, due)| (due, j.id.clone(), i))
+                    let (i, due) = j.properties.next_due()?;
+                    children_done(&jobs, j, i, due).map(|due| (due, j.id.clone(), i))
                 })
                 .min_by_key(|(due, _, _)| *due);
             let stop = next
@@ -210,8 +209,26 @@ impl Site {
             let now = now_ms(t)?;
             j.properties.tasks[i].wall_ms = wall_ms;
             match result {
+                Ok(output) if output.contains_key(super::plans::SUSPEND) => {
+                    // A manual action: the job waits for a user to resume it.
+                    let task = &mut j.properties.tasks[i];
+                    task.output.extend(
+                        output
+                            .into_iter()
+                            .filter(|(k, _)| k != super::plans::SUSPEND),
+                    );
+                    task.running_lock = None;
+                    task.state_description = Some("WaitingForManualAction".into());
+                    j.properties.state = JobState::Suspended;
+                    j.properties.state_description = "WaitingForManualAction".into();
+                }
                 Ok(output) => {
-                    j.properties.tasks[i].output = output;
+                    let task = &mut j.properties.tasks[i];
+                    let input = task.output.remove("input");
+                    task.output = output;
+                    if let Some(input) = input {
+                        task.output.insert("input".into(), input);
+                    }
                     j.properties.complete_task(i, now);
                 }
                 Err(e) => j.properties.fail_task(i, e, now),
@@ -228,8 +245,32 @@ impl Site {
 
     fn task_work(&mut self, job: &Resource<Job>, i: usize, progress: &dyn Progress) -> TaskResult {
         let name = job.properties.tasks[i].name.clone();
+        if super::plans::TASKS.contains(&name.as_str()) {
+            return super::plans::task_work(self, job, i, &name, progress);
+        }
         super::vault::task_work(self, job, i, &name, progress)
     }
+}
+
+/// When task `i` of `job`, due at `due`, may run: a task after one that started child jobs
+/// (a recovery plan's group) waits until they have all ended (`None` until then).
+fn children_done(jobs: &[Resource<Job>], job: &Resource<Job>, i: usize, due: u64) -> Option<u64> {
+    let Some(kids) = i
+        .checked_sub(1)
+        .and_then(|p| job.properties.tasks[p].output.get(super::plans::CHILDREN))
+        .and_then(|v| v.as_array())
+    else {
+        return Some(due);
+    };
+    let mut end = due;
+    for k in kids.iter().filter_map(|k| k.as_str()) {
+        let j = jobs.iter().find(|j| j.id == k)?;
+        if !j.properties.state.is_final() {
+            return None;
+        }
+        end = end.max(j.properties.end_ms.unwrap_or(due));
+    }
+    Some(end)
 }
 
 /// A job error from a library error.
@@ -263,6 +304,7 @@ pub fn job_ended(t: &Tx<'_>, job: &Resource<Job>) -> Result<()> {
             .unwrap_or_default(),
     )
     .unwrap_or_default();
+    super::plans::plan_job_ended(t, job)?;
     let Some(item_id) = effect.item else {
         return Ok(());
     };

@@ -220,7 +220,7 @@ const STATES: &[(ItemState, ServiceState, &[Operation])] = &[
             "None",
             "Primary",
         ),
-        &[O::DisableProtection],
+        &[O::UnplannedFailover, O::DisableProtection],
     ),
     (
         S::FailoverCommitPending,
@@ -306,6 +306,16 @@ const TRANSITIONS: &[(ItemState, Operation, Transition)] = &[
     // Replication stops before the failover starts: a failed or cancelled one does not go back.
     (
         S::Protected,
+        O::UnplannedFailover,
+        t(
+            S::FailoverInProgress,
+            Some(S::FailoverCommitPending),
+            S::FailoverFailed,
+        ),
+    ),
+    // A failed failover can be tried again once its cause is fixed (the replica is intact).
+    (
+        S::FailoverFailed,
         O::UnplannedFailover,
         t(
             S::FailoverInProgress,

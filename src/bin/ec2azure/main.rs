@@ -13,6 +13,7 @@ mod inspect;
 mod recovery;
 mod site;
 mod site_azure;
+mod site_failover;
 mod site_protect;
 mod snapshot;
 mod term;
@@ -112,6 +113,9 @@ enum Command {
     CheckMachine(SiteArgs<site_protect::CheckMachineArgs>),
     /// Replication: enable (Enable protection, Finalize protection), status, disable.
     Replication(SiteCmd<site_protect::ReplicationCommand>),
+    /// Test failover and its cleanup, failover, change of recovery point, commit, complete
+    /// migration.
+    Failover(SiteCmd<site_failover::FailoverCommand>),
 }
 
 /// A site command taking arguments directly.
@@ -273,6 +277,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Machine(c) => site_protect::machine_cmd(c.command, &c.site, quiet),
         Command::CheckMachine(c) => site_protect::check_machine_cmd(c.args, &c.site, quiet),
         Command::Replication(c) => site_protect::replication_cmd(c.command, &c.site, quiet),
+        Command::Failover(c) => site_failover::failover_cmd(c.command, &c.site, quiet),
     }
 }
 
