@@ -192,3 +192,32 @@ if [ ! -f "$BOOT_TOOLS/usr/lib/systemd/boot/efi/systemd-bootx64.efi" ]; then
   boot_extract systemd-boot-efi ./usr/lib/systemd/boot/efi/systemd-bootx64.efi
 fi
 # ---- end of boot check ---------------------------------------------------------------------
+
+# ---- report screenshot (issue 12) ----------------------------------------------------------
+# The rehearsal report's test renders report.html with headless Chromium to a PNG. Debian's
+# `chromium` is installed with --no-remove (a conflict fails loudly instead of removing
+# packages). Debian keeps one chromium per suite (security updates replace it), so no fixed
+# version can be pinned: chromium and chromium-common are pinned to the same candidate version
+# (apt would otherwise be free to pair a chromium with another chromium-common), and the
+# installed version is written to .test-tools/chromium.version. The tests find it as
+# $EC2AZURE_CHROMIUM, else `chromium` or `chromium-browser` on PATH (scripts/test.sh sets
+# EC2AZURE_CHROMIUM to the one found here).
+if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
+  # The lists are refreshed first: a stale list names a version the archive no longer holds.
+  if [ -z "$apt_updated" ]; then
+    $SUDO apt-get update -qq
+    apt_updated=1
+  fi
+  chromium_version="$(apt-cache policy chromium | awk '/Candidate:/ {print $2; exit}')"
+  if [ -z "$chromium_version" ] || [ "$chromium_version" = "(none)" ]; then
+    echo "Debian's archive offers no chromium package here" >&2
+    exit 1
+  fi
+  echo "installing chromium $chromium_version (about 300 MB with its libraries)" >&2
+  boot_apt "chromium=$chromium_version" "chromium-common=$chromium_version"
+fi
+mkdir -p "$TOOLS"
+chromium_bin="$(command -v chromium || command -v chromium-browser)"
+"$chromium_bin" --version >"$TOOLS/chromium.version" 2>/dev/null ||
+  { echo "$chromium_bin does not run" >&2; exit 1; }
+# ---- end of report screenshot --------------------------------------------------------------

@@ -5,6 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-test-deps.sh
+# The report's screenshot test renders with Debian's Chromium (installed above).
+EC2AZURE_CHROMIUM="${EC2AZURE_CHROMIUM:-$(command -v chromium || command -v chromium-browser || true)}"
+export EC2AZURE_CHROMIUM
 cargo fmt --check
 cargo clippy --all-targets -- -D warnings
 # The fuzz targets are their own workspace: make sure they still build (their bodies run over

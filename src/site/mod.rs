@@ -25,6 +25,7 @@ pub mod model;
 pub mod plans;
 pub mod protect;
 pub mod replication;
+pub mod report;
 pub mod runner;
 pub mod scenario;
 pub mod states;
