@@ -599,7 +599,8 @@ fn dur(s: &Option<String>, default: u64) -> Result<u64> {
 
 impl Runner<'_> {
     fn wait(&mut self, job: &Resource<Job>) -> Result<Resource<Job>> {
-        self.site.wait_for(&job.id, 30 * 24 * 60 * MINUTE, self.progress)?;
+        self.site
+            .wait_for(&job.id, 30 * 24 * 60 * MINUTE, self.progress)?;
         self.site.job(&job.id)
     }
 
@@ -612,7 +613,14 @@ impl Runner<'_> {
                 super::azure::create_resource_group(t, &sub, &g.name, &g.location)?;
             }
             for s in &azure.storage_accounts {
-                super::azure::create_storage_account(t, &sub, &s.resource_group, &s.name, None, None)?;
+                super::azure::create_storage_account(
+                    t,
+                    &sub,
+                    &s.resource_group,
+                    &s.name,
+                    None,
+                    None,
+                )?;
             }
             for n in &azure.networks {
                 super::azure::create_virtual_network(
@@ -634,7 +642,8 @@ impl Runner<'_> {
             .vault
             .clone()
             .ok_or_else(|| Error::argument("the scenario has no [vault]"))?;
-        self.site.create_vault(&v.resource_group, &v.name, &v.location)?;
+        self.site
+            .create_vault(&v.resource_group, &v.name, &v.location)?;
         let key = self.site.dir().join("vault.VaultCredentials");
         self.site.issue_key(&key)?;
         let cs = self
@@ -644,10 +653,13 @@ impl Runner<'_> {
             .ok_or_else(|| Error::argument("the scenario has no [config_server]"))?;
         let ip = self.site.instance_ip(&cs.instance)?;
         let id = self.site.instance(&cs.instance)?.id;
-        let j = self.site.register_config_server(&key, &cs.instance, &id, &ip)?;
+        let j = self
+            .site
+            .register_config_server(&key, &cs.instance, &id, &ip)?;
         self.expect_ok(j, "register the configuration server")?;
         for a in &cs.accounts {
-            self.site.add_account(&cs.instance, &a.name, &a.user, a.domain)?;
+            self.site
+                .add_account(&cs.instance, &a.name, &a.user, a.domain)?;
         }
         let p = self
             .spec
@@ -919,7 +931,8 @@ impl Runner<'_> {
                 self.faults.push(format!("regional vCPU quota {c} (28031)"));
             }
             if let Some(n) = f.nic_quota {
-                self.faults.push(format!("network interface quota {n} (28092)"));
+                self.faults
+                    .push(format!("network interface quota {n} (28092)"));
             }
         }
         if f.blob_throttle > 0 || f.blob_server_errors > 0 {
@@ -1090,7 +1103,11 @@ impl Runner<'_> {
                 .iter()
                 .rev()
                 .find(|r| r.scenario_name == "UnplannedFailover")
-                .or_else(|| recs.iter().rev().find(|r| r.scenario_name == "TestFailover"))
+                .or_else(|| {
+                    recs.iter()
+                        .rev()
+                        .find(|r| r.scenario_name == "TestFailover")
+                })
             else {
                 continue;
             };
