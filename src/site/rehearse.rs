@@ -721,8 +721,18 @@ impl Runner<'_> {
                 vm_name: r.vm_name.clone(),
                 multi_vm_group: r.multi_vm_group.clone(),
             };
-            let j = self.site.enable_replication(&req)?;
-            enables.push((r.machine.clone(), j));
+            match self.site.enable_replication(&req) {
+                Ok(j) => enables.push((r.machine.clone(), j)),
+                // Refused (no such storage account, a bad name…): the report says why.
+                Err(e) => self.steps.push(StepOutcome {
+                    name: format!("enable replication of {}", r.machine),
+                    start_ms: t0,
+                    end_ms: t0,
+                    job_ids: Vec::new(),
+                    outcome: format!("refused: {e}"),
+                    expected: false,
+                }),
+            }
         }
         for (m, j) in enables {
             let j = self.wait(&j)?;
