@@ -130,12 +130,13 @@ impl Site {
                 break;
             }
             // Cancelling jobs stop before their next task.
+            let mut cancelled = false;
             for j in jobs
                 .iter()
                 .filter(|j| j.properties.state == JobState::Cancelling)
             {
                 let id = j.id.clone();
-                self.tx(|t| {
+                cancelled |= self.tx(|t| {
                     let mut j = t.get::<Job>(&id)?;
                     if j.properties.state == JobState::Cancelling
                         && j.properties.tasks.iter().all(|t| t.running_lock.is_none())
@@ -143,9 +144,14 @@ impl Site {
                         j.properties.finish(JobState::Cancelled, now);
                         t.update(&mut j)?;
                         job_ended(t, &j)?;
+                        return Ok(true);
                     }
-                    Ok(())
+                    Ok(false)
                 })?;
+            }
+            if cancelled {
+                // A job waited for may have ended: look again before the clock moves.
+                continue;
             }
             let next = jobs
                 .iter()

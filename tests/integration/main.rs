@@ -10,6 +10,7 @@ mod ec2;
 mod fuzz_seeds;
 mod oracle;
 mod points;
+mod rehearse;
 mod report;
 mod site;
 mod upload;

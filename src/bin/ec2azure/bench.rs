@@ -29,6 +29,9 @@ pub enum BenchCommand {
     /// Replication of 10, 50 and 200 machines over a simulated day: wall time, peak RSS and
     /// site size per machine, and how they grow with the number of machines.
     Replication(crate::bench_replication::ReplicationBench),
+    /// Rehearsals: the three-tier example, and N machines in P plans replicating for a
+    /// simulated span then failed over: wall time, peak RSS, the share building and uploading.
+    Rehearse(crate::bench_rehearse::RehearseBench),
 }
 
 #[derive(Args)]
@@ -214,6 +217,7 @@ pub fn run(cmd: BenchCommand, quiet: bool) -> Result<ExitCode> {
         BenchCommand::Points(b) => crate::bench_points::run(b, quiet),
         BenchCommand::Upload(b) => crate::upload::bench_upload(b, quiet),
         BenchCommand::Replication(b) => crate::bench_replication::run(b, quiet),
+        BenchCommand::Rehearse(b) => crate::bench_rehearse::run(b, quiet),
     }
 }
 

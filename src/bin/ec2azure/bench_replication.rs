@@ -35,7 +35,7 @@ pub struct ReplicationBench {
 }
 
 /// Peak RSS of this process since the last reset, bytes (VmHWM).
-fn peak_rss() -> u64 {
+pub(crate) fn peak_rss() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
@@ -48,7 +48,7 @@ fn peak_rss() -> u64 {
 }
 
 /// Resets the peak RSS to the current RSS (Linux: `5` into clear_refs).
-fn reset_peak_rss() {
+pub(crate) fn reset_peak_rss() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 

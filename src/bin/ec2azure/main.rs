@@ -5,6 +5,7 @@
 
 mod bench;
 mod bench_points;
+mod bench_rehearse;
 mod bench_replication;
 mod boot;
 mod convert;
