@@ -385,14 +385,7 @@ pub struct RehearsalSpec {
 }
 
 fn section<T: serde::de::DeserializeOwned>(s: &Scenario, key: &str) -> Result<Option<T>> {
-    s.rest
-        .get(key)
-        .map(|v| {
-            v.clone()
-                .try_into()
-                .map_err(|e| Error::argument(format!("scenario [{key}]: {e}")))
-        })
-        .transpose()
+    s.section(key)
 }
 
 impl RehearsalSpec {

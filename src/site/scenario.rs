@@ -93,7 +93,11 @@ impl Scenario {
         Ok(self.section("support")?.unwrap_or_default())
     }
 
-    fn section<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+    /// The section `key`, read as `T`.
+    ///
+    /// # Errors
+    /// It is not a valid `T`.
+    pub fn section<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
         self.rest
             .get(key)
             .map(|v| {
