@@ -89,7 +89,9 @@ pub struct Estate {
     pub ec2: Arc<dyn Ec2Api>,
     /// The EBS direct APIs.
     pub ebs: Arc<dyn EbsApi>,
-    fake: Option<Arc<FakeEc2>>,
+    /// The in-process fake, when the site uses it (faults are injected through it; its state
+    /// is saved when the transaction ends).
+    pub fake: Option<Arc<FakeEc2>>,
 }
 
 impl std::fmt::Debug for Estate {

@@ -24,6 +24,7 @@ pub mod lock;
 pub mod model;
 pub mod plans;
 pub mod protect;
+pub mod rehearse;
 pub mod replication;
 pub mod report;
 pub mod runner;

@@ -734,6 +734,8 @@ fn group_start(
             continue;
         }
         let point = match how.point.as_str() {
+            // The group's machines go to their common point (pinned below), labelled so.
+            p if pins.contains_key(id) => p.to_string(),
             // Machines outside a replication group go to their own latest point.
             p if p.contains("multi-vm") || p.contains("MultiVm") => {
                 if p.contains("app") || p.contains("App") {

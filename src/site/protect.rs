@@ -276,6 +276,7 @@ impl Site {
             }
             let sub_id = sub.trim_start_matches("/subscriptions/");
             let rg = super::azure::resource_group(t, sub_id, &req.resource_group)?.id;
+            super::azure::check_storage_account_name(&req.storage_account)?;
             let storage = super::azure::storage_account(
                 t,
                 sub_id,
@@ -993,19 +994,30 @@ const PUSH_CHECKS: [&str; 3] = [
 ];
 
 /// The first failed check as a job error.
+/// The first failed check of the step as the job's error; its message names the others that
+/// failed too.
 fn first_failure(results: &[CheckResult], push: bool) -> Option<super::jobs::JobError> {
-    results
+    let failed: Vec<&CheckResult> = results
         .iter()
         .filter(|r| r.outcome == Outcome::Failed)
-        .find(|r| PUSH_CHECKS.contains(&r.name.as_str()) == push)
-        .map(|r| {
-            job_error(
-                &r.error_id.map_or_else(|| r.name.clone(), |i| i.to_string()),
-                &r.message,
-                &r.possible_causes,
-                &r.recommended_action,
-            )
-        })
+        .filter(|r| PUSH_CHECKS.contains(&r.name.as_str()) == push)
+        .collect();
+    let r = failed.first()?;
+    let others: Vec<String> = failed[1..]
+        .iter()
+        .map(|o| format!("{} ({})", o.name, o.message))
+        .collect();
+    let message = if others.is_empty() {
+        r.message.clone()
+    } else {
+        format!("{}; also failed: {}", r.message, others.join("; "))
+    };
+    Some(job_error(
+        &r.error_id.map_or_else(|| r.name.clone(), |i| i.to_string()),
+        &message,
+        &r.possible_causes,
+        &r.recommended_action,
+    ))
 }
 
 fn replica_rel(item: &str, n: usize) -> (PathBuf, PathBuf) {

@@ -160,6 +160,51 @@ pub struct AzureSection {
     /// Storage account names someone else holds in Azure (refused as taken).
     #[serde(default)]
     pub taken_storage_account_names: Vec<String>,
+    /// Resource groups a rehearsal makes.
+    #[serde(default)]
+    pub resource_groups: Vec<GroupSpec>,
+    /// Storage accounts a rehearsal makes.
+    #[serde(default)]
+    pub storage_accounts: Vec<StorageSpec>,
+    /// Virtual networks a rehearsal makes.
+    #[serde(default)]
+    pub networks: Vec<NetworkSpec>,
+}
+
+/// A resource group to make.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupSpec {
+    /// Its name.
+    pub name: String,
+    /// Its region.
+    pub location: String,
+}
+
+/// A storage account to make.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageSpec {
+    /// Its name.
+    pub name: String,
+    /// Its resource group.
+    pub resource_group: String,
+}
+
+/// A virtual network to make.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkSpec {
+    /// Its name.
+    pub name: String,
+    /// Its resource group.
+    pub resource_group: String,
+    /// Its address prefixes (default `10.0.0.0/16`).
+    #[serde(default)]
+    pub address_space: Vec<String>,
+    /// Its subnets, `[name, prefix]` (default `default` `10.0.0.0/24`).
+    #[serde(default)]
+    pub subnets: Vec<(String, String)>,
 }
 
 /// Makes a site in `dir` from `scenario` (whose relative paths are under `base`): its settings,
@@ -178,11 +223,20 @@ pub fn init_site(dir: &Path, scenario: &Scenario, base: &Path, mode: AwsMode) ->
             "steps",
             "objectives",
             "faults",
+            "rehearsal",
+            "samples",
+            "vault",
+            "config_server",
+            "policy",
+            "replicate",
+            "plans",
         ]
         .contains(&k.as_str())
         {
             return Err(Error::argument(format!(
-                "scenario: unknown section [{k}] (known: site, durations, aws, guests, support)"
+                "scenario: unknown section [{k}] (known: site, durations, aws, guests, support, \
+                 azure, rehearsal, samples, vault, config_server, policy, replicate, plans, \
+                 steps, faults, objectives)"
             )));
         }
     }

@@ -11,6 +11,7 @@ mod convert;
 mod demo;
 mod inspect;
 mod recovery;
+mod rehearse;
 mod site;
 mod site_azure;
 mod site_failover;
@@ -71,6 +72,10 @@ enum Command {
     Snapshot(SnapshotCommand),
     /// Run the main job on built-in sample data: make a snapshot, convert, check, compare.
     Demo(demo::DemoArgs),
+    /// Rehearse a migration from one scenario file: estate, vault, replication, test failover,
+    /// failover, commit, complete migration, faults; a report, and exit 1 when an objective is
+    /// missed.
+    Rehearse(rehearse::RehearseArgs),
     /// Benchmarks against qemu-img and cp on the same input in the same run.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -259,6 +264,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Snapshot(SnapshotCommand::Push(a)) => snapshot_push(a, quiet),
         Command::Snapshot(SnapshotCommand::Diff(a)) => snapshot_diff(a, quiet),
         Command::Demo(a) => demo::run(a, quiet),
+        Command::Rehearse(a) => rehearse::run(a, quiet),
         Command::Bench(b) => bench::run(b, quiet),
         Command::Journal(c) => recovery::journal(c, quiet),
         Command::Replica(c) => recovery::replica(c, quiet),
