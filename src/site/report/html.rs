@@ -61,6 +61,7 @@ dl.facts dt { font-weight: bold; }
 dl.facts dd { margin: 0; }
 table { border-collapse: collapse; margin: 4px 0 10px 0; font-size: 13px; }
 th, td { border: 1px solid #cfd8dc; padding: 3px 7px; text-align: left; vertical-align: top; }
+td.long { max-width: 34em; min-width: 18em; overflow-wrap: anywhere; }
 th { background: #eceff1; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .yes { color: #1b5e20; font-weight: bold; }
@@ -339,7 +340,7 @@ fn failover_row(
         s,
         "<tr><td>{}</td><td>{op}<br/>{job}</td><td>{} ({})</td><td>{}</td><td class=\"num\">{}</td>\
          <td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{} ({})</td><td>{}</td>\
-         <td>{}</td><td>{}</td><td>{}</td><td>{}<br/>{}</td></tr>",
+         <td>{}</td><td>{}</td><td>{}</td><td class=\"long\">{}<br/>{}</td></tr>",
         esc(&m.name),
         esc(f.recovery_point_id.rsplit('/').next().unwrap_or_default()),
         esc(&f.recovery_point_type),

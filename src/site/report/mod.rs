@@ -13,9 +13,9 @@
 //! [`Report::write`] puts `report.html` and `report.json` in a folder, each written under a
 //! temporary name and renamed into place.
 //!
-//! The report reads the site only ([`gather`]); it never changes it. A machine's figures come
-//! from its [`ItemHistory`](super::model::ItemHistory), which outlives the replicated item, so a
-//! migrated machine is reported as fully as one still replicating.
+//! The report reads the site only ([`Report::gather`]); it never changes it. A machine's
+//! figures come from its [`ItemHistory`](super::model::ItemHistory), which outlives the
+//! replicated item, so a migrated machine is reported as fully as one still replicating.
 
 mod gather;
 pub mod html;

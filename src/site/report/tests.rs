@@ -408,6 +408,124 @@ fn the_reports_figures_equal_the_stores() {
     assert!(text.contains("replication removed"), "{text}");
 }
 
+/// The tutorial through the real failover code: a and b protected, a tested (cleaned up with
+/// notes), failed over with shutdown, committed and migrated; b still replicating. The
+/// report's figures are the ones the failover measured and stored.
+#[test]
+fn a_real_migration_is_reported_as_the_failover_measured_it() {
+    use crate::site::failover::FailoverRequest;
+    const HOUR: u64 = 3_600_000;
+    let dir = tempfile::tempdir().unwrap();
+    let mut site = tutorial_site(dir.path());
+    let started = site.now_ms().unwrap();
+    for m in ["a", "b"] {
+        let j = site.enable_replication(&enable(m)).unwrap();
+        site.wait_for(&j.id, HOUR, &NoProgress).unwrap();
+    }
+    site.advance(HOUR, &NoProgress).unwrap();
+    let req = |point: &str, shutdown| FailoverRequest {
+        item: "a".into(),
+        point: point.into(),
+        shutdown,
+        ..FailoverRequest::default()
+    };
+    let run = |site: &mut Site, id: &str| {
+        site.wait_for(id, 24 * HOUR, &NoProgress).unwrap();
+        let j = site.job(id).unwrap();
+        assert_eq!(
+            j.properties.state,
+            JobState::Succeeded,
+            "{:?}",
+            j.properties.errors
+        );
+    };
+    let tfo = site
+        .test_failover(&req("latest-processed", false))
+        .unwrap()
+        .job;
+    run(&mut site, &tfo.id);
+    let c = site
+        .cleanup_test_failover("a", "size, network and disk <checked> & fine")
+        .unwrap();
+    run(&mut site, &c.id);
+    site.advance(30 * MIN, &NoProgress).unwrap();
+    let fo = site.failover(&req("latest", true)).unwrap().job;
+    run(&mut site, &fo.id);
+    let c = site.commit_failover("a").unwrap();
+    run(&mut site, &c.id);
+    let c = site.complete_migration("a").unwrap();
+    run(&mut site, &c.id);
+    let ended = site.now_ms().unwrap();
+    let info = RehearsalInfo {
+        title: "tutorial".into(),
+        started_ms: started,
+        ended_ms: ended,
+        ..RehearsalInfo::default()
+    };
+    let report = Report::gather(&mut site, &info).unwrap();
+    let (jobs, histories) = site
+        .tx(|t| Ok((t.list::<Job>(None)?, t.list::<ItemHistory>(None)?)))
+        .unwrap();
+    assert_eq!(report.jobs.len(), jobs.len());
+    let a = &report.machines[0];
+    let stored = &histories
+        .iter()
+        .find(|h| h.properties.friendly_name == "a")
+        .unwrap()
+        .properties;
+    assert_eq!(a.name, "a");
+    assert!(a.state.is_none(), "migrated: the item is gone");
+    assert_eq!(a.failovers, stored.failovers);
+    let scenarios: Vec<&str> = a
+        .failovers
+        .iter()
+        .map(|f| f.scenario_name.as_str())
+        .collect();
+    assert_eq!(scenarios, ["TestFailover", "UnplannedFailover"]);
+    let (t, f) = (&a.failovers[0], &a.failovers[1]);
+    assert!(t.cleaned_up_ms.is_some() && f.verified(), "{f:?}");
+    assert!(
+        f.rto_ms > 0 && f.build_wall_ms + f.upload_wall_ms > 0,
+        "{f:?}"
+    );
+    // Replication stopped when the failover started; the threshold is still known.
+    assert_eq!(a.replication.len(), 1);
+    assert_eq!(
+        a.replication[0].end_ms,
+        report.job(&fo.id).unwrap().start_ms
+    );
+    assert_eq!(a.rpo_threshold_minutes, Some(15));
+    let own = jobs
+        .iter()
+        .filter(|j| j.properties.target_object_name == "a")
+        .count();
+    assert_eq!(a.job_ids.len(), own);
+    assert!(
+        own >= 7,
+        "enable, finalize, test failover, cleanup, failover, commit, complete"
+    );
+    let b = &report.machines[1];
+    assert_eq!(b.state.as_deref(), Some("Protected"));
+    assert!(!b.points.is_empty() && b.failovers.is_empty());
+
+    let html = report.html();
+    self_contained(&html);
+    let doc = xml(&html);
+    let rows: Vec<&str> = doc
+        .descendants()
+        .filter(|n| has_class(n, "machine"))
+        .filter_map(|n| n.attribute("data-machine"))
+        .collect();
+    assert_eq!(rows, ["a", "b"]);
+    assert!(
+        html.contains("size, network and disk &lt;checked&gt; &amp; fine"),
+        "the cleanup's notes, escaped"
+    );
+    let text = report.text();
+    assert!(text.contains(&human_ms(f.data_loss_ms)), "{text}");
+    assert!(text.contains(&human_ms(f.rto_ms)), "{text}");
+}
+
 #[test]
 fn the_page_parses_as_xml_with_one_svg_a_row_per_machine_and_rpo_lines() {
     let dir = tempfile::tempdir().unwrap();

@@ -20,6 +20,11 @@ pub fn clean(s: &str) -> String {
     out
 }
 
+/// `1 machine`, `2 machines`.
+fn count(n: usize, what: &str) -> String {
+    format!("{n} {what}{}", if n == 1 { "" } else { "s" })
+}
+
 /// Columns padded to their widest cell, two spaces apart, indented by two.
 fn table(head: &[&str], rows: &[Vec<String>]) -> String {
     let mut w: Vec<usize> = head.iter().map(|h| h.chars().count()).collect();
@@ -57,15 +62,15 @@ fn table(head: &[&str], rows: &[Vec<String>]) -> String {
 pub fn render(r: &Report) -> String {
     let mut s = String::new();
     s.push_str(&format!(
-        "Rehearsal {} ({})\nsimulated {} to {} ({}), wall {}; {} machines, {} jobs\n",
+        "Rehearsal {} ({})\nsimulated {} to {} ({}), wall {}; {}, {}\n",
         clean(&r.title),
         clean(&r.scenario),
         format_time(r.started_ms),
         format_time(r.ended_ms),
         human_ms(r.ended_ms.saturating_sub(r.started_ms)),
         wall(r.wall_ms),
-        r.machines.len(),
-        r.jobs.len()
+        count(r.machines.len(), "machine"),
+        count(r.jobs.len(), "job")
     ));
     let total = r.objectives.len();
     s.push_str(&if total == 0 {
