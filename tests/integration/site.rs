@@ -730,7 +730,10 @@ fn download_disk_blob(s: &Path, disk: &Value, out: &Path) {
         .unwrap_or_else(|| panic!("a disk without its blob: {disk}"));
     let (account, blob) = ec2azure::site::azure::storage::parse_blob_uri(uri).unwrap();
     let store = ec2azure::site::azure::storage::account_blobs(&s.join("blobs"), &account);
-    let props = store.properties(&blob).unwrap().expect("the disk's blob exists");
+    let props = store
+        .properties(&blob)
+        .unwrap()
+        .expect("the disk's blob exists");
     let f = std::fs::File::create(out).unwrap();
     f.set_len(props.len).unwrap();
     let mut buf = Vec::new();
@@ -749,7 +752,10 @@ fn download_disk_blob(s: &Path, disk: &Value, out: &Path) {
 /// The root digest of an image's disk bytes (the one the recovery points' markers record).
 fn root_of(image: &Path) -> String {
     let img = ec2azure::open(image, None).unwrap();
-    ec2azure::recovery::base_digests(&*img).unwrap().1.to_string()
+    ec2azure::recovery::base_digests(&*img)
+        .unwrap()
+        .1
+        .to_string()
 }
 
 /// The tutorial's second half from a protected `web01`: test failover into a network of its
@@ -833,7 +839,14 @@ fn tutorial_second_half(s: &Path) {
     // Migrate: failover to Latest, the source shut down first.
     let j = succeeded(
         s,
-        &["failover", "run", "web01", "--shutdown", "--point", "latest"],
+        &[
+            "failover",
+            "run",
+            "web01",
+            "--shutdown",
+            "--point",
+            "latest",
+        ],
     );
     assert_eq!(
         j["tasks"][0]["friendlyName"], "Shut down the virtual machine",
@@ -842,7 +855,12 @@ fn tutorial_second_half(s: &Path) {
     let st = site_json(s, &["replication", "status", "web01"]);
     assert_eq!(
         st[0]["properties"]["allowedOperations"],
-        serde_json::json!(["CompleteMigration", "Commit", "DisableProtection", "ChangePit"]),
+        serde_json::json!([
+            "CompleteMigration",
+            "Commit",
+            "DisableProtection",
+            "ChangePit"
+        ]),
         "{st}"
     );
     let v = vms(s);
@@ -889,8 +907,15 @@ fn tutorial_second_half(s: &Path) {
     crate::util::ec2azure(["compare", p(&built), p(&got)]).ok();
 
     succeeded(s, &["failover", "commit", "web01"]);
-    assert!(!s.join("replicas/web01").exists(), "commit frees the replica");
-    site(s, &["failover", "change-point", "web01", "--point", "latest"]).expect_code(1);
+    assert!(
+        !s.join("replicas/web01").exists(),
+        "commit frees the replica"
+    );
+    site(
+        s,
+        &["failover", "change-point", "web01", "--point", "latest"],
+    )
+    .expect_code(1);
     let j = succeeded(s, &["failover", "complete-migration", "web01"]);
     assert_eq!(j["friendlyName"], "Complete migration", "{j}");
     // The VM stays; the item, its replica and journals go; the source is stopped.
@@ -985,13 +1010,30 @@ fn a_plan_with_a_manual_action_waits_until_resumed() {
         "{show}"
     );
     // A bad action is refused with what was expected.
-    site(&s, &["plan", "create", "bad", "--group", "web01", "--manual", "1:during:x:y"])
-        .expect_code(1)
-        .stderr_has("neither before nor after");
+    site(
+        &s,
+        &[
+            "plan",
+            "create",
+            "bad",
+            "--group",
+            "web01",
+            "--manual",
+            "1:during:x:y",
+        ],
+    )
+    .expect_code(2)
+    .stderr_has("neither before nor after");
     // The test failover stops at the manual action: exit 0, the command to resume it.
     let out = site(
         &s,
-        &["plan", "test-failover", "wave1", "--point", "latest-processed"],
+        &[
+            "plan",
+            "test-failover",
+            "wave1",
+            "--point",
+            "latest-processed",
+        ],
     );
     out.ok();
     assert!(out.stdout.contains("Suspended"), "{out}");
@@ -1009,7 +1051,10 @@ fn a_plan_with_a_manual_action_waits_until_resumed() {
     let j = site_json(&s, &["jobs", "show", &job]);
     assert_eq!(j["state"], "Suspended", "{j}");
     assert_eq!(j["stateDescription"], "WaitingForManualAction", "{j}");
-    assert!(vms(&s).is_empty(), "a machine failed over before the pre-step");
+    assert!(
+        vms(&s).is_empty(),
+        "a machine failed over before the pre-step"
+    );
     site(&s, &["jobs", "resume", &job, "--comments", "app stopped"]).ok();
     site(&s, &["clock", "advance", "2h"]).ok();
     let j = site_json(&s, &["jobs", "show", &job]);

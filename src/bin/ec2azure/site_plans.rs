@@ -115,7 +115,10 @@ fn failover_type(s: &str) -> Result<Operation> {
 fn action_spec<'a>(flag: &str, s: &'a str) -> Result<(usize, bool, &'a str, &'a str)> {
     let parts: Vec<&str> = s.splitn(4, ':').collect();
     let [g, when, name, rest] = parts[..] else {
-        bail!("--{flag} {s:?}: expected GROUP:before|after:NAME:{}", flag_rest(flag));
+        bail!(
+            "--{flag} {s:?}: expected GROUP:before|after:NAME:{}",
+            flag_rest(flag)
+        );
     };
     let g: usize = g
         .trim()
@@ -190,7 +193,9 @@ fn print_plan(p: &Resource<RecoveryPlan>) {
     println!("{}  {:?}", p.name, r.state);
     println!(
         "  source: {}  target: {} ({})",
-        r.primary_fabric_friendly_name, r.recovery_fabric_friendly_name, r.failover_deployment_model
+        r.primary_fabric_friendly_name,
+        r.recovery_fabric_friendly_name,
+        r.failover_deployment_model
     );
     let mut boot = 0;
     for g in &r.groups {
