@@ -1354,11 +1354,62 @@ pub fn item_removed(t: &Tx<'_>, item: &Resource<ReplicatedItem>) -> Result<()> {
     Ok(())
 }
 
-/// Removes what a killed process left of task `i`: a half-made initial replication's files.
+/// Removes what a killed process left of task `i`: a half-made initial replication's files;
+/// a failover's processing: its staged VHDs, the page blobs and managed disks made from them
+/// (every one named after the job, `…-{job}` and `{job}-N.vhd`).
 ///
 /// # Errors
-/// Files cannot be removed.
+/// Files, blobs or disks cannot be removed.
 pub fn cleanup_task(site: &mut Site, job: &Resource<Job>, i: usize) -> Result<()> {
+    if job.properties.tasks[i].name == "FailoverProcessing" {
+        let short = job.name.split('-').next().unwrap_or(&job.name).to_string();
+        let staging = site.dir().join("staging");
+        if let Ok(rd) = std::fs::read_dir(&staging) {
+            for e in rd.flatten() {
+                let n = e.file_name().to_string_lossy().into_owned();
+                if n.starts_with(&format!("{short}-")) {
+                    std::fs::remove_file(e.path()).map_err(|err| {
+                        Error::io("removing a staged failover disk", err).with_path(e.path())
+                    })?;
+                }
+            }
+        }
+        let item = site.tx(|t| t.find::<ReplicatedItem>(&job.properties.target_object_id))?;
+        if let Some(it) = item {
+            let account = it
+                .properties
+                .target
+                .storage_account_id
+                .rsplit('/')
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            let store = super::azure::storage::account_blobs(&site.dir().join("blobs"), &account);
+            let ours = |n: &str| n.ends_with(&format!("-{short}.vhd"));
+            for b in store
+                .list(super::failover::CONTAINER)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|b| ours(b))
+            {
+                let name = crate::cloud::pageblob::BlobName::new(super::failover::CONTAINER, &b);
+                store.delete(&name).map_err(|e| {
+                    Error::io(
+                        format!("removing the half-made failover blob {b}"),
+                        std::io::Error::other(e.to_string()),
+                    )
+                })?;
+            }
+            site.tx(|t| {
+                for d in t.list::<super::azure::compute::ManagedDisk>(None)? {
+                    if d.name.ends_with(&format!("-{short}")) {
+                        t.delete(&d.id)?;
+                    }
+                }
+                Ok(())
+            })?;
+        }
+    }
     if job.properties.tasks[i].name == "InitialReplication" {
         let id = &job.properties.target_object_id;
         let name = id.rsplit('/').next().unwrap_or(id);

@@ -141,7 +141,24 @@ enum Step {
     ProcessServer(bool),
     /// A process dies in the middle of the next task's work.
     Crash,
+    /// Test failover to a point choice.
+    TestFailover(usize, usize),
+    /// Cleanup test failover.
+    Cleanup(usize),
+    /// Failover, with or without the source's shutdown.
+    Failover(usize, bool),
+    /// Change the recovery point.
+    ChangePit(usize),
+    /// Commit the failover.
+    Commit(usize),
+    /// Complete migration.
+    CompleteMigration(usize),
+    /// Run the clock until the newest running job ends (or suspends).
+    Wait,
 }
+
+/// The point choices a step picks from.
+const POINTS: [&str; 3] = ["latest-processed", "latest", "latest-app-consistent"];
 
 fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
@@ -151,7 +168,14 @@ fn step() -> impl Strategy<Value = Step> {
         1 => Just(Step::CancelLatest),
         1 => Just(Step::RestartLatest),
         1 => any::<bool>().prop_map(Step::ProcessServer),
-        1 => Just(Step::Crash),
+        2 => Just(Step::Crash),
+        3 => (0..2usize, 0..POINTS.len()).prop_map(|(i, p)| Step::TestFailover(i, p)),
+        2 => (0..2usize).prop_map(Step::Cleanup),
+        4 => (0..2usize, any::<bool>()).prop_map(|(i, k)| Step::Failover(i, k)),
+        1 => (0..2usize).prop_map(Step::ChangePit),
+        3 => (0..2usize).prop_map(Step::Commit),
+        3 => (0..2usize).prop_map(Step::CompleteMigration),
+        6 => Just(Step::Wait),
     ]
 }
 
@@ -193,13 +217,155 @@ fn check_invariants(site: &mut Site) {
                 p.friendly_name
             );
         }
+        // Replication stops before a failover starts: a cancelled or failed one leaves an item
+        // that no longer replicates.
+        if matches!(
+            p.state,
+            ItemState::FailoverInProgress
+                | ItemState::FailoverFailed
+                | ItemState::FailoverCommitPending
+                | ItemState::FailoverChanging
+                | ItemState::FailoverCommitted
+        ) {
+            assert!(!p.state.replicates(), "{} {:?}", p.friendly_name, p.state);
+        }
+    }
+    // What the failovers made: a test VM only while its item awaits the cleanup (or is being
+    // tested), or when a cancelled test failover left it (as the service does); a VM only for a
+    // failed-over or migrated item, or a cancelled failover's. No NIC or disk without its VM,
+    // but for the one job running.
+    let items = site.items().unwrap();
+    let state_of = |name: &str| {
+        items
+            .iter()
+            .find(|i| i.properties.target.vm_name == name || i.name == name)
+            .map(|i| i.properties.state)
+    };
+    let cancelled = |item: &str, scenario: &str| {
+        jobs.iter().any(|j| {
+            j.properties.state == JobState::Cancelled
+                && j.properties.scenario_name == scenario
+                && j.properties.target_object_name == item
+        })
+    };
+    // A failed-over machine's VM stays when its item goes (complete migration, or protection
+    // disabled after the failover).
+    let failed_over = |item: &str| {
+        jobs.iter().any(|j| {
+            j.properties.state == JobState::Succeeded
+                && j.properties.scenario_name == "UnplannedFailover"
+                && j.properties.target_object_name == item
+        })
+    };
+    let running = jobs.iter().any(|j| !j.properties.state.is_final());
+    let (vms, nics, disks) = site
+        .tx(|t| {
+            Ok((
+                t.list::<super::azure::compute::VirtualMachine>(None)?,
+                t.list::<super::azure::NetworkInterface>(None)?,
+                t.list::<super::azure::compute::ManagedDisk>(None)?,
+            ))
+        })
+        .unwrap();
+    for vm in &vms {
+        if let Some(item) = vm.name.strip_suffix("-test") {
+            let ok = matches!(
+                state_of(item),
+                Some(ItemState::TestFailoverInProgress)
+                    | Some(ItemState::TestFailoverCleanupPending)
+                    | Some(ItemState::TestFailoverCleanupInProgress)
+            ) || cancelled(item, "TestFailover");
+            assert!(ok, "test VM {} left ({:?})", vm.name, state_of(item));
+        } else {
+            let s = state_of(&vm.name);
+            let ok = matches!(
+                s,
+                Some(ItemState::FailoverInProgress)
+                    | Some(ItemState::FailoverCommitPending)
+                    | Some(ItemState::FailoverChanging)
+                    | Some(ItemState::FailoverCommitted)
+                    | Some(ItemState::Disabling)
+            ) || failed_over(&vm.name)
+                || cancelled(&vm.name, "UnplannedFailover")
+                || cancelled(&vm.name, "ChangePit");
+            assert!(ok, "VM {} left ({s:?})", vm.name);
+        }
+    }
+    if !running {
+        let vm_ids: Vec<&str> = vms.iter().map(|v| v.id.as_str()).collect();
+        for n in &nics {
+            let owner = n.properties.virtual_machine.as_ref().map(|v| v.id.as_str());
+            assert!(
+                owner.is_some_and(|o| vm_ids.contains(&o)),
+                "NIC {} without its VM",
+                n.name
+            );
+        }
+        for d in &disks {
+            let used = vms.iter().any(|v| {
+                let sp = &v.properties.storage_profile;
+                sp.os_disk.managed_disk.id == d.id
+                    || sp.data_disks.iter().any(|x| x.managed_disk.id == d.id)
+            });
+            assert!(used, "disk {} without its VM", d.name);
+        }
     }
 }
 
-fn run(steps: &[Step]) {
+/// Runs one failover operation; a refusal must change nothing and name a state that does
+/// not allow it.
+fn failover_step(
+    site: &mut Site,
+    name: &str,
+    op: Operation,
+    f: impl FnOnce(&mut Site) -> crate::error::Result<()>,
+) {
+    let before = snapshot(site);
+    let state = site.item(name).ok().map(|it| it.properties.state);
+    match f(site) {
+        Ok(()) => {
+            let s = state.unwrap();
+            assert!(s.allowed().contains(&op), "{op} started from {s:?}");
+            if std::env::var_os("EC2AZURE_PROPTEST_TRACE").is_some() {
+                eprintln!("started {op} from {s:?}");
+            }
+        }
+        Err(e) => {
+            match state {
+                Some(s) if !s.allowed().contains(&op) => {
+                    assert_eq!(e.kind(), ErrorKind::NotAllowed, "{e}")
+                }
+                Some(s) => {
+                    // Allowed by the state, refused by a rule of the operation: a multi-VM
+                    // point, or a point that is not there yet.
+                    assert!(
+                        matches!(e.kind(), ErrorKind::NotAllowed | ErrorKind::NotFound),
+                        "{op} from {s:?}: {e}"
+                    );
+                }
+                None => assert_eq!(e.kind(), ErrorKind::NotFound, "{e}"),
+            }
+            assert_eq!(
+                before,
+                snapshot(site),
+                "a refused {op} changed the site: {e}"
+            );
+        }
+    }
+}
+
+fn run(protect_first: bool, steps: &[Step]) {
     let dir = tempfile::tempdir().unwrap();
     let mut site = tutorial_site(dir.path());
     let names = ["a", "b"];
+    if protect_first {
+        // Most runs start from two protected machines, so that the failover steps find
+        // items in every state of the second half.
+        for m in names {
+            site.enable_replication(&enable(m)).unwrap();
+        }
+        site.advance(40 * 60_000, &NoProgress).unwrap();
+    }
     for s in steps {
         match s {
             Step::Enable(i) => {
@@ -262,6 +428,59 @@ fn run(steps: &[Step]) {
                     }
                 }
             }
+            Step::TestFailover(i, p) => {
+                failover_step(&mut site, names[*i], Operation::TestFailover, |s| {
+                    s.test_failover(&super::failover::FailoverRequest {
+                        item: names[*i].into(),
+                        point: POINTS[*p].into(),
+                        ..super::failover::FailoverRequest::default()
+                    })
+                    .map(|_| ())
+                })
+            }
+            Step::Cleanup(i) => {
+                failover_step(&mut site, names[*i], Operation::TestFailoverCleanup, |s| {
+                    s.cleanup_test_failover(names[*i], "checked").map(|_| ())
+                })
+            }
+            Step::Failover(i, shutdown) => {
+                failover_step(&mut site, names[*i], Operation::UnplannedFailover, |s| {
+                    s.failover(&super::failover::FailoverRequest {
+                        item: names[*i].into(),
+                        point: "latest".into(),
+                        shutdown: *shutdown,
+                        ..super::failover::FailoverRequest::default()
+                    })
+                    .map(|_| ())
+                })
+            }
+            Step::ChangePit(i) => failover_step(&mut site, names[*i], Operation::ChangePit, |s| {
+                let older = s
+                    .recovery_points(names[*i])
+                    .ok()
+                    .and_then(|p| p.points.first().map(|p| p.name.clone()))
+                    .unwrap_or_else(|| "latest-processed".into());
+                s.change_recovery_point(names[*i], &older).map(|_| ())
+            }),
+            Step::Commit(i) => failover_step(&mut site, names[*i], Operation::Commit, |s| {
+                s.commit_failover(names[*i]).map(|_| ())
+            }),
+            Step::CompleteMigration(i) => {
+                failover_step(&mut site, names[*i], Operation::CompleteMigration, |s| {
+                    s.complete_migration(names[*i]).map(|_| ())
+                })
+            }
+            Step::Wait => {
+                if let Some(j) = site
+                    .jobs()
+                    .unwrap()
+                    .into_iter()
+                    .rev()
+                    .find(|j| !j.properties.state.is_final())
+                {
+                    site.wait_for(&j.id, 24 * 3_600_000, &NoProgress).unwrap();
+                }
+            }
             Step::ProcessServer(up) => {
                 site.set_process_server("cs", *up).unwrap();
             }
@@ -299,6 +518,23 @@ fn run(steps: &[Step]) {
                     std::fs::create_dir_all(&partial).unwrap();
                     std::fs::write(partial.join("base-1.raw.partial"), b"half").unwrap();
                 }
+                // A failover's processing killed half-way: a staged VHD and a blob begun.
+                let short = j.name.split('-').next().unwrap().to_string();
+                let staged = site.dir().join("staging").join(format!("{short}-0.vhd"));
+                let blobs =
+                    super::azure::storage::account_blobs(&site.dir().join("blobs"), "store1");
+                let blob = crate::cloud::pageblob::BlobName::new(
+                    super::failover::CONTAINER,
+                    format!("{item}-disk0-{short}.vhd"),
+                );
+                let processing = j.properties.tasks[i].name == "FailoverProcessing";
+                if processing {
+                    use crate::cloud::pageblob::PageBlobStore;
+                    std::fs::create_dir_all(staged.parent().unwrap()).unwrap();
+                    std::fs::write(&staged, b"half").unwrap();
+                    blobs.create_container(super::failover::CONTAINER).unwrap();
+                    blobs.create(&blob, 1 << 20).unwrap();
+                }
                 let dir = site.dir().to_path_buf();
                 drop(site);
                 site = Site::open(&dir).unwrap();
@@ -308,6 +544,14 @@ fn run(steps: &[Step]) {
                 assert_eq!(j.properties.errors[0].error_code, "interrupted");
                 if j.properties.tasks[i].name == "InitialReplication" {
                     assert!(!partial.exists(), "the partial replica was left behind");
+                }
+                if processing {
+                    assert!(!staged.exists(), "the staged VHD was left behind");
+                    let left = blobs.list(super::failover::CONTAINER).unwrap();
+                    assert!(
+                        !left.iter().any(|b| b.ends_with(&format!("-{short}.vhd"))),
+                        "the half-made blob was left behind: {left:?}"
+                    );
                 }
             }
         }
@@ -324,6 +568,25 @@ fn run(steps: &[Step]) {
         );
     }
     check_invariants(&mut site);
+    // After complete migration the item is gone and its VM remains.
+    let vms: Vec<String> = site
+        .tx(|t| t.list::<super::azure::compute::VirtualMachine>(None))
+        .unwrap()
+        .into_iter()
+        .map(|v| v.name)
+        .collect();
+    for j in site.jobs().unwrap() {
+        if j.properties.scenario_name == "CompleteMigration"
+            && j.properties.state == JobState::Succeeded
+        {
+            let m = &j.properties.target_object_name;
+            assert!(site.item(m).is_err(), "{m} stays after complete migration");
+            assert!(
+                vms.contains(m),
+                "{m}'s VM went with complete migration: {vms:?}"
+            );
+        }
+    }
     for it in site.items().unwrap() {
         assert!(
             !it.properties.state.busy(),
@@ -338,8 +601,11 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 10, ..ProptestConfig::default() })]
 
     #[test]
-    fn random_operations_keep_the_site_legal(steps in proptest::collection::vec(step(), 1..14)) {
-        run(&steps);
+    fn random_operations_keep_the_site_legal(
+        protect_first in proptest::bool::weighted(0.75),
+        steps in proptest::collection::vec(step(), 1..14),
+    ) {
+        run(protect_first, &steps);
     }
 }
 

@@ -691,3 +691,385 @@ fn the_tutorial_up_to_protected_with_ec2_and_ebs_on_moto() {
     let pts = site_json(&s, &["points", "list", "--item", "web01"]);
     assert!(!pts["points"].as_array().unwrap().is_empty(), "{pts}");
 }
+
+/// The job a `--json` site command printed, checked to have succeeded.
+#[track_caller]
+fn succeeded(s: &Path, args: &[&str]) -> Value {
+    let j = site_json(s, args);
+    assert_eq!(j["state"], "Succeeded", "{args:?}: {j}");
+    j
+}
+
+/// The VMs of the tutorial's resource group.
+fn vms(s: &Path) -> Vec<Value> {
+    site_json(s, &["azure", "vm", "--resource-group", "migrationRG"])
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// The subnet of a VM's primary NIC, read from the site's store.
+fn vm_subnet(s: &Path, vm: &Value) -> String {
+    use ec2azure::site::azure::NetworkInterface;
+    let nic = vm["properties"]["networkProfile"]["networkInterfaces"][0]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a VM without a NIC: {vm}"))
+        .to_string();
+    let mut site = ec2azure::site::Site::open(s).unwrap();
+    let n = site.tx(|t| t.get::<NetworkInterface>(&nic)).unwrap();
+    n.properties.subnet_id().unwrap_or_default().to_string()
+}
+
+/// Reads the page blob behind a managed disk from the site's blob folder into a sparse file
+/// (only its page ranges), as `ec2azure download` would from Azure.
+fn download_disk_blob(s: &Path, disk: &Value, out: &Path) {
+    use ec2azure::cloud::pageblob::PageBlobStore;
+    use std::os::unix::fs::FileExt;
+    let uri = disk["properties"]["creationData"]["sourceUri"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a disk without its blob: {disk}"));
+    let (account, blob) = ec2azure::site::azure::storage::parse_blob_uri(uri).unwrap();
+    let store = ec2azure::site::azure::storage::account_blobs(&s.join("blobs"), &account);
+    let props = store
+        .properties(&blob)
+        .unwrap()
+        .expect("the disk's blob exists");
+    let f = std::fs::File::create(out).unwrap();
+    f.set_len(props.len).unwrap();
+    let mut buf = Vec::new();
+    for (off, len) in store.page_ranges(&blob).unwrap() {
+        let mut at = off;
+        while at < off + len {
+            let n = (off + len - at).min(4 << 20);
+            buf.resize(n as usize, 0);
+            store.read(&blob, at, &mut buf).unwrap();
+            f.write_all_at(&buf, at).unwrap();
+            at += n;
+        }
+    }
+}
+
+/// The root digest of an image's disk bytes (the one the recovery points' markers record).
+fn root_of(image: &Path) -> String {
+    let img = ec2azure::open(image, None).unwrap();
+    ec2azure::recovery::base_digests(&*img)
+        .unwrap()
+        .1
+        .to_string()
+}
+
+/// The tutorial's second half from a protected `web01`: test failover into a network of its
+/// own, the checks the tutorial asks for, cleanup with notes, failover with shutdown to Latest,
+/// a change of point (the disk's bytes checked against the point built from the replica),
+/// commit, complete migration.
+fn tutorial_second_half(s: &Path) {
+    site(s, &["clock", "advance", "1h"]).ok();
+    // A network apart from production for the test.
+    site(
+        s,
+        &[
+            "azure",
+            "vnet",
+            "create",
+            "--name",
+            "myTestNetwork",
+            "--resource-group",
+            "migrationRG",
+            "--address-prefix",
+            "10.1.0.0/16",
+            "--subnet",
+            "isolated=10.1.0.0/24",
+        ],
+    )
+    .ok();
+    let j = succeeded(
+        s,
+        &[
+            "failover",
+            "test",
+            "web01",
+            "--point",
+            "latest-processed",
+            "--network",
+            "myTestNetwork",
+            "--subnet",
+            "isolated",
+        ],
+    );
+    assert_eq!(j["friendlyName"], "Test failover", "{j}");
+    let st = site_json(s, &["replication", "status", "web01"]);
+    assert_eq!(
+        st[0]["properties"]["allowedOperations"],
+        serde_json::json!(["TestFailoverCleanup"]),
+        "{st}"
+    );
+    // The VM: the right size (2 vCPUs, 4 GiB), the chosen network, running.
+    let v = vms(s);
+    assert_eq!(v.len(), 1, "{v:?}");
+    let vm = &v[0];
+    assert_eq!(vm["name"], "web01-test");
+    assert_eq!(
+        vm["properties"]["hardwareProfile"]["vmSize"],
+        "Standard_B2s"
+    );
+    assert_eq!(vm["properties"]["powerState"], "running", "{vm}");
+    let subnet = vm_subnet(s, vm);
+    assert!(
+        subnet.ends_with("/virtualNetworks/myTestNetwork/subnets/isolated"),
+        "{subnet}"
+    );
+    // A failover now is refused: the cleanup is pending.
+    site(s, &["failover", "run", "web01", "--point", "latest"]).expect_code(1);
+    succeeded(
+        s,
+        &[
+            "failover",
+            "cleanup",
+            "web01",
+            "--notes",
+            "size, network and power state as expected",
+        ],
+    );
+    assert!(vms(s).is_empty(), "the test VM is left");
+    let disks = site_json(s, &["azure", "disk", "--resource-group", "migrationRG"]);
+    assert_eq!(disks, serde_json::json!([]), "the test VM's disk is left");
+    let st = site_json(s, &["replication", "status", "web01"]);
+    assert_eq!(st[0]["properties"]["protectionState"], "Protected", "{st}");
+
+    // Migrate: failover to Latest, the source shut down first.
+    let j = succeeded(
+        s,
+        &[
+            "failover",
+            "run",
+            "web01",
+            "--shutdown",
+            "--point",
+            "latest",
+        ],
+    );
+    assert_eq!(
+        j["tasks"][0]["friendlyName"], "Shut down the virtual machine",
+        "{j}"
+    );
+    let st = site_json(s, &["replication", "status", "web01"]);
+    assert_eq!(
+        st[0]["properties"]["allowedOperations"],
+        serde_json::json!([
+            "CompleteMigration",
+            "Commit",
+            "DisableProtection",
+            "ChangePit"
+        ]),
+        "{st}"
+    );
+    let v = vms(s);
+    assert_eq!(v.len(), 1, "{v:?}");
+    assert_eq!(v[0]["name"], "web01");
+    assert!(
+        vm_subnet(s, &v[0]).ends_with("/virtualNetworks/myMigrationNetwork/subnets/default"),
+        "{}",
+        v[0]
+    );
+    // Change the point to an older one in retention.
+    let pts = site_json(s, &["points", "list", "--item", "web01"]);
+    let list = pts["points"].as_array().unwrap();
+    assert!(list.len() >= 4, "{pts}");
+    let older = list[2]["name"].as_str().unwrap().to_string();
+    succeeded(s, &["failover", "change-point", "web01", "--point", &older]);
+    // The point built from the replica before commit (which frees the replica)…
+    let built = s.parent().unwrap().join("point.vhd");
+    let b = crate::util::ec2azure([
+        "points",
+        "build",
+        "--replica",
+        p(&s.join("replicas/web01/0")),
+        "--point",
+        &older,
+        p(&built),
+        "--no-sync",
+        "--json",
+    ]);
+    let b = b.ok().json();
+    let want = b["disks"][0]["build"]["root"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no root: {b}"))
+        .to_string();
+    assert_eq!(b["disks"][0]["build"]["verified"], true, "{b}");
+    // … holds the bytes of the VM's disk blob.
+    let disks = site_json(s, &["azure", "disk", "--resource-group", "migrationRG"]);
+    let disks = disks.as_array().unwrap();
+    assert_eq!(disks.len(), 1, "{disks:?}");
+    let got = s.parent().unwrap().join("blob.vhd");
+    download_disk_blob(s, &disks[0], &got);
+    assert_eq!(root_of(&got), want, "the disk's blob is not the point");
+    assert_eq!(root_of(&built), want);
+    crate::util::ec2azure(["compare", p(&built), p(&got)]).ok();
+
+    succeeded(s, &["failover", "commit", "web01"]);
+    assert!(
+        !s.join("replicas/web01").exists(),
+        "commit frees the replica"
+    );
+    site(
+        s,
+        &["failover", "change-point", "web01", "--point", "latest"],
+    )
+    .expect_code(1);
+    let j = succeeded(s, &["failover", "complete-migration", "web01"]);
+    assert_eq!(j["friendlyName"], "Complete migration", "{j}");
+    // The VM stays; the item, its replica and journals go; the source is stopped.
+    let v = vms(s);
+    assert_eq!(v.len(), 1, "{v:?}");
+    assert_eq!(v[0]["name"], "web01");
+    assert_eq!(v[0]["properties"]["powerState"], "running");
+    assert_eq!(
+        site_json(s, &["replication", "status"]),
+        serde_json::json!([])
+    );
+    assert!(!s.join("replicas/web01").exists());
+    assert!(!s.join("source/web01").exists());
+    let inst = site_json(s, &["aws", "instances", "web01"]);
+    assert_eq!(inst[0]["state"], "stopped", "{inst}");
+}
+
+#[test]
+fn the_tutorial_to_complete_migration_on_the_fakes() {
+    let dir = tempfile::tempdir().unwrap();
+    let scn = tutorial_scenario(dir.path(), "");
+    let s = dir.path().join("site");
+    site(&s, &["site", "init", "--scenario", p(&scn)]).ok();
+    tutorial_to_protected(&s);
+    tutorial_second_half(&s);
+}
+
+#[test]
+fn the_tutorial_to_complete_migration_with_ec2_and_ebs_on_moto() {
+    let dir = tempfile::tempdir().unwrap();
+    let scn = tutorial_scenario(dir.path(), "");
+    let sc = ec2azure::site::scenario::Scenario::load(&scn).unwrap();
+    let Some(moto) = crate::util::moto_with_images(&sc.aws().unwrap().unwrap()) else {
+        return;
+    };
+    let url = moto.url.clone();
+    let s = dir.path().join("site");
+    site(
+        &s,
+        &[
+            "site",
+            "init",
+            "--scenario",
+            p(&scn),
+            "--aws-endpoint",
+            &url,
+            "--aws-region",
+            "us-east-1",
+        ],
+    )
+    .ok();
+    tutorial_to_protected(&s);
+    // The shutdown goes through moto's StopInstances: moto says the instance is stopped.
+    tutorial_second_half(&s);
+}
+
+#[test]
+fn a_plan_with_a_manual_action_waits_until_resumed() {
+    let dir = tempfile::tempdir().unwrap();
+    let scn = tutorial_scenario(dir.path(), "");
+    let s = dir.path().join("site");
+    site(&s, &["site", "init", "--scenario", p(&scn)]).ok();
+    tutorial_to_protected(&s);
+    site(&s, &["clock", "advance", "1h"]).ok();
+    let plan = site_json(
+        &s,
+        &[
+            "plan",
+            "create",
+            "wave1",
+            "--group",
+            "web01",
+            "--manual",
+            "1:before:Stop the app:stop the app tier and drain the queue",
+            "--types",
+            "test",
+        ],
+    );
+    let groups = plan["properties"]["groups"].as_array().unwrap();
+    assert_eq!(groups.len(), 3, "{plan}");
+    assert_eq!(groups[2]["groupType"], "Boot");
+    assert_eq!(
+        groups[2]["startGroupActions"][0]["customDetails"]["instanceType"],
+        "ManualActionDetails"
+    );
+    let show = site(&s, &["plan", "show", "wave1"]);
+    show.ok();
+    assert!(show.stdout.contains("Group 1: web01"), "{show}");
+    assert!(
+        show.stdout
+            .contains("allowed operations: TestFailover, UnplannedFailover"),
+        "{show}"
+    );
+    // A bad action is refused with what was expected.
+    site(
+        &s,
+        &[
+            "plan",
+            "create",
+            "bad",
+            "--group",
+            "web01",
+            "--manual",
+            "1:during:x:y",
+        ],
+    )
+    .expect_code(2)
+    .stderr_has("neither before nor after");
+    // The test failover stops at the manual action: exit 0, the command to resume it.
+    let out = site(
+        &s,
+        &[
+            "plan",
+            "test-failover",
+            "wave1",
+            "--point",
+            "latest-processed",
+        ],
+    );
+    out.ok();
+    assert!(out.stdout.contains("Suspended"), "{out}");
+    assert!(
+        out.stdout.contains("waiting for manual action") && out.stdout.contains("drain the queue"),
+        "{out}"
+    );
+    let job = out
+        .stdout
+        .split("ec2azure jobs resume ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no resume command: {out}"))
+        .to_string();
+    let j = site_json(&s, &["jobs", "show", &job]);
+    assert_eq!(j["state"], "Suspended", "{j}");
+    assert_eq!(j["stateDescription"], "WaitingForManualAction", "{j}");
+    assert!(
+        vms(&s).is_empty(),
+        "a machine failed over before the pre-step"
+    );
+    site(&s, &["jobs", "resume", &job, "--comments", "app stopped"]).ok();
+    site(&s, &["clock", "advance", "2h"]).ok();
+    let j = site_json(&s, &["jobs", "show", &job]);
+    assert_eq!(j["state"], "Succeeded", "{j}");
+    let v = vms(&s);
+    assert_eq!(v.len(), 1, "{v:?}");
+    assert_eq!(v[0]["name"], "web01-test");
+    let plans = site_json(&s, &["plan", "list"]);
+    assert_eq!(
+        plans[0]["properties"]["state"], "TestFailoverPending",
+        "{plans}"
+    );
+    let j = succeeded(&s, &["plan", "cleanup", "wave1", "--notes", "fine"]);
+    assert_eq!(j["scenarioName"], "RecoveryPlanTestFailoverCleanup", "{j}");
+    assert!(vms(&s).is_empty());
+    let plans = site_json(&s, &["plan", "list"]);
+    assert_eq!(plans[0]["properties"]["state"], "Idle", "{plans}");
+}

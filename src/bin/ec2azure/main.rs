@@ -16,6 +16,7 @@ mod rehearse;
 mod site;
 mod site_azure;
 mod site_failover;
+mod site_plans;
 mod site_protect;
 mod snapshot;
 mod term;
@@ -122,6 +123,8 @@ enum Command {
     /// Test failover and its cleanup, failover, change of recovery point, commit, complete
     /// migration.
     Failover(SiteCmd<site_failover::FailoverCommand>),
+    /// Recovery plans: create, list, show; test failover, cleanup, failover, commit.
+    Plan(SiteCmd<site_plans::PlanCommand>),
 }
 
 /// A site command taking arguments directly.
@@ -285,6 +288,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::CheckMachine(c) => site_protect::check_machine_cmd(c.args, &c.site, quiet),
         Command::Replication(c) => site_protect::replication_cmd(c.command, &c.site, quiet),
         Command::Failover(c) => site_failover::failover_cmd(c.command, &c.site, quiet),
+        Command::Plan(c) => site_plans::plan_cmd(c.command, &c.site, quiet),
     }
 }
 
