@@ -427,6 +427,11 @@ pub struct Rehearsal {
     pub report: Report,
     /// Whether every objective was met and every step went as expected.
     pub met: bool,
+    /// Wall-clock ms the replication engine took over every span (writes, receipt,
+    /// processing, pruning, health).
+    pub replication_wall_ms: u64,
+    /// Wall-clock ms the jobs' tasks took (initial replication, failover processing, …).
+    pub task_wall_ms: u64,
 }
 
 /// A disk image for a sample: sparse, an MBR with one NTFS partition from 1 MiB, and 256 KiB
@@ -515,6 +520,7 @@ pub fn rehearse(
         replication_start: 0,
         corrupted: false,
         outage_done: false,
+        replication_wall_ms: 0,
     };
     r.setup(&sc)?;
     r.replicate()?;
@@ -540,10 +546,19 @@ pub fn rehearse(
         faults: r.faults.clone(),
         objectives,
     };
+    let replication_wall_ms = r.replication_wall_ms;
     let report = Report::gather(&mut site, &info)?;
+    let task_wall_ms = site
+        .jobs()?
+        .iter()
+        .flat_map(|j| &j.properties.tasks)
+        .map(|t| t.wall_ms)
+        .sum();
     Ok(Rehearsal {
         report,
         met: objectives_met && steps_ok,
+        replication_wall_ms,
+        task_wall_ms,
     })
 }
 
@@ -584,6 +599,7 @@ struct Runner<'a> {
     replication_start: u64,
     corrupted: bool,
     outage_done: bool,
+    replication_wall_ms: u64,
 }
 
 fn dur(s: &Option<String>, default: u64) -> Result<u64> {
@@ -770,7 +786,8 @@ impl Runner<'_> {
                     next = at;
                 }
             }
-            self.site.advance(next - now, self.progress)?;
+            let r = self.site.advance(next - now, self.progress)?;
+            self.replication_wall_ms += r.replication.wall_ms;
         }
     }
 
@@ -964,7 +981,8 @@ impl Runner<'_> {
                 .take_while(|t| t.name != "PrepareVm")
                 .map(|t| t.duration_ms)
                 .sum();
-            self.site.advance(until_made, self.progress)?;
+            let r = self.site.advance(until_made, self.progress)?;
+            self.replication_wall_ms += r.replication.wall_ms;
             self.site.cancel_job(&s.job.id)?;
             let j = self.wait(&s.job)?;
             self.faults.push(format!(
