@@ -193,14 +193,6 @@ pub struct MadeVm {
 
 const MINUTE: u64 = 60_000;
 
-fn kind_of(scenario: &str) -> &'static str {
-    match scenario {
-        "TestFailover" => "test",
-        "ChangePit" => "change",
-        _ => "failover",
-    }
-}
-
 impl Site {
     /// Starts a test failover of an item (`TestFailover`).
     ///
@@ -223,7 +215,7 @@ impl Site {
         let seed = self.config.seed;
         let d = self.config.durations.clone();
         let test = op == Operation::TestFailover;
-        parse_choice(&req.point, req.pinned_time_ms)?;
+        let latest = parse_choice(&req.point, req.pinned_time_ms)? == Choice::Latest;
         if test && req.shutdown {
             return Err(Error::argument(
                 "a test failover does not shut the source down (that is a failover's option)",
@@ -257,7 +249,6 @@ impl Site {
                     it.properties.friendly_name
                 ));
             }
-            let latest = parse_choice(&req.point, req.pinned_time_ms)? == Choice::Latest;
             let mut tasks: Vec<(&str, &str)> = Vec::new();
             if !test && req.shutdown {
                 tasks.push(("ShutdownSource", "Shut down the virtual machine"));
@@ -301,21 +292,7 @@ impl Site {
                 "subnetId": subnet,
                 "warnings": warnings,
             });
-            it.properties.state = tr.running;
-            t.update(&mut it)?;
-            let job = start_job(
-                t,
-                seed,
-                &v.id,
-                job,
-                ItemEffect {
-                    item: Some(it.id.clone()),
-                    on_running: Some(tr.running),
-                    on_succeeded: tr.succeeded,
-                    remove_on_success: false,
-                    on_failed: Some(tr.failed),
-                },
-            )?;
+            let job = start_transition(t, seed, &v.id, &mut it, tr, job)?;
             Ok(Started { job, warnings })
         })
     }
@@ -426,21 +403,7 @@ impl Site {
             );
             model_durations(&mut job, &it.properties, seed);
             job.input = input;
-            it.properties.state = tr.running;
-            t.update(&mut it)?;
-            start_job(
-                t,
-                seed,
-                &v.id,
-                job,
-                ItemEffect {
-                    item: Some(it.id.clone()),
-                    on_running: Some(tr.running),
-                    on_succeeded: tr.succeeded,
-                    remove_on_success: tr.succeeded.is_none(),
-                    on_failed: Some(tr.failed),
-                },
-            )
+            start_transition(t, seed, &v.id, &mut it, tr, job)
         })
     }
 
@@ -468,6 +431,33 @@ impl Site {
             server: std::sync::atomic::AtomicU32::new(faults.server_errors),
         })
     }
+}
+
+/// Moves the item to `tr`'s running state and starts `job` with `tr`'s outcomes (success
+/// removes the item when `tr` has no succeeded state).
+fn start_transition(
+    t: &Tx<'_>,
+    seed: u64,
+    vault_id: &str,
+    it: &mut Resource<ReplicatedItem>,
+    tr: super::states::Transition,
+    job: Job,
+) -> Result<Resource<Job>> {
+    it.properties.state = tr.running;
+    t.update(it)?;
+    start_job(
+        t,
+        seed,
+        vault_id,
+        job,
+        ItemEffect {
+            item: Some(it.id.clone()),
+            on_running: Some(tr.running),
+            on_succeeded: tr.succeeded,
+            remove_on_success: tr.succeeded.is_none(),
+            on_failed: Some(tr.failed),
+        },
+    )
 }
 
 /// The modelled durations of a failover's tasks: processing grows with the disks (at the
@@ -832,8 +822,10 @@ fn processing(
     std::fs::create_dir_all(&staging)
         .map_err(|e| Error::io("creating the staging folder", e).with_path(&staging))?;
     let short = job.name.split('-').next().unwrap_or(&job.name).to_string();
-    let kind = kind_of(&job.properties.scenario_name);
-    let vm = vm_name(&it.properties, kind == "test");
+    let vm = vm_name(
+        &it.properties,
+        job.properties.scenario_name == "TestFailover",
+    );
     let mut built: Vec<BuiltDisk> = Vec::new();
     let r = (|| -> Result<()> {
         for (n, (d, (seq, marker))) in it.properties.replication.iter().zip(&p.disks).enumerate() {

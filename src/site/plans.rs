@@ -658,6 +658,15 @@ fn multi_vm_point(
     for it in members {
         let pts = site.recovery_points(&it.id)?;
         let mut tags = BTreeMap::new();
+        // The tags are read from the first disk's catalog, opened once.
+        let it_now = site.tx(|t| t.get::<ReplicatedItem>(&it.id))?;
+        let Some(d) = it_now.properties.replication.first() else {
+            per.push(tags);
+            continue;
+        };
+        let cat =
+            crate::recovery::ProtectedDisk::from_replica(&site.dir().join(&d.replica_dir), false)?
+                .catalog();
         for p in &pts.points {
             if !p.processed || p.is_multi_vm_sync_point != "True" {
                 continue;
@@ -665,16 +674,6 @@ fn multi_vm_point(
             if app && p.recovery_point_type != "ApplicationConsistent" {
                 continue;
             }
-            let it_now = site.tx(|t| t.get::<ReplicatedItem>(&it.id))?;
-            // The tag of the first disk's point.
-            let Some(d) = it_now.properties.replication.first() else {
-                continue;
-            };
-            let disk = crate::recovery::ProtectedDisk::from_replica(
-                &site.dir().join(&d.replica_dir),
-                false,
-            )?;
-            let cat = disk.catalog();
             if let Some(q) = cat.points.iter().find(|q| q.id.to_string() == p.name)
                 && let Some(tag) = &q.multi_vm
             {

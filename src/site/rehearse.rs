@@ -540,7 +540,7 @@ pub fn rehearse(
         },
         scenario: scenario_path.display().to_string(),
         started_ms: started,
-        ended_ms: site_now(r.site)?,
+        ended_ms: r.site.now_ms()?,
         wall_ms: wall.elapsed().as_millis() as u64,
         steps: r.steps.clone(),
         faults: r.faults.clone(),
@@ -560,10 +560,6 @@ pub fn rehearse(
         replication_wall_ms,
         task_wall_ms,
     })
-}
-
-fn site_now(site: &mut Site) -> Result<u64> {
-    site.now_ms()
 }
 
 /// Volumes whose data is not a sample are read from the scenario's folder.
